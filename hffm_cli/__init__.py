@@ -1,0 +1,1 @@
+"""The ``hffm`` command line. It sits above every layer, so it may import them all."""

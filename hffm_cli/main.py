@@ -1,0 +1,74 @@
+"""``hffm``: cost tables, benchmarks and (later) training and evaluation from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from hffm_env import ConfigError
+
+
+def _cmd_costs(args: argparse.Namespace) -> int:
+    from hffm_env.network.costs import table1_costs
+
+    rows = table1_costs(args.preset, rounds=args.rounds, seeds=args.seeds)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"Per-round cost of the Table I schedules, preset {args.preset!r}, "
+          f"{args.rounds} rounds x {args.seeds} topology seeds")
+    print(f"{'method':<28} {'latency_s':>10} {'energy_j':>10} {'paper_latency_s':>16} {'paper_energy':>13}")
+    for r in rows:
+        pl = "" if r["paper_latency_s"] is None else f"{r['paper_latency_s']:.2f}"
+        pe = "" if r["paper_energy"] is None else f"{r['paper_energy']:.2f}"
+        print(f"{r['method']:<28} {r['latency_s']:>10.2f} {r['energy_j']:>10.2f} {pl:>16} {pe:>13}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.target == "network":
+        from benchmarks.bench_network import main as bench
+
+        return bench(sizes=args.sizes, rounds=args.rounds)
+    raise AssertionError(args.target)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    # Until the RL layers land, the main job reproduces the paper's cost table.
+    return _cmd_costs(argparse.Namespace(preset="paper", rounds=40, seeds=5, json=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hffm", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("costs", help="per-round latency/energy of the seven Table I schedules")
+    c.add_argument("--preset", default="paper", help="scenario preset: tiny, small or paper (default paper)")
+    c.add_argument("--rounds", type=int, default=40, help="rounds per seed (default 40)")
+    c.add_argument("--seeds", type=int, default=5, help="topology seeds averaged (default 5)")
+    c.add_argument("--json", action="store_true", help="print the rows as JSON")
+    c.set_defaults(func=_cmd_costs)
+
+    b = sub.add_parser("bench", help="run a benchmark")
+    b.add_argument("target", choices=["network"])
+    b.add_argument("--sizes", type=int, nargs="+", default=[40, 1000, 10000], help="device counts")
+    b.add_argument("--rounds", type=int, default=20, help="timed rounds per size")
+    b.set_defaults(func=_cmd_bench)
+
+    d = sub.add_parser("demo", help="the main job (see README)")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"hffm: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The cost ledger: every latency/energy charge of a run, and how charges combine.
+
+A charge is one row ``(round, stage, module, link, src, dst, lane, bytes, seconds, joules)``.
+Rows are stored column-wise in numpy arrays, so charging the uploads of ten thousand
+devices is one call and one append.
+
+How charges combine (the synchronous-round rule):
+
+* inside a **stage**, rows of different *lanes* run in parallel and the rows of one
+  lane run one after another: the stage's latency is ``max over lanes of the sum of
+  their seconds``. A lane is a sequence of transfers that cannot overlap; by default
+  it is the sender (one radio sends one thing at a time);
+* the **stages** of a round run one after another: the round's latency is the sum of
+  its stages' latencies (the critical path of a stage-synchronous round);
+* **energy** always adds up.
+
+A multi-hop transfer is one row whose ``seconds`` is its whole path time, in a lane
+of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_COLUMNS = ("stage", "module", "link", "src", "dst", "lane", "bytes", "seconds", "joules")
+
+
+@dataclass(frozen=True)
+class CostTotals:
+    """Summed bytes, seconds (sender airtime, not latency) and joules of a group of charges."""
+
+    bytes: float = 0.0
+    seconds: float = 0.0
+    joules: float = 0.0
+
+
+@dataclass(frozen=True)
+class RoundCost:
+    """What one round cost: its latency (critical path), energy, and the breakdowns."""
+
+    round: int
+    latency_s: float
+    energy_j: float
+    stage_latency_s: dict[str, float] = field(default_factory=dict)
+    stage_energy_j: dict[str, float] = field(default_factory=dict)
+    per_module: dict[str, CostTotals] = field(default_factory=dict)
+    per_link: dict[str, CostTotals] = field(default_factory=dict)
+
+
+class _Codes:
+    """Interned labels -> small ints, so string columns store as integer arrays."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.labels: list[str] = []
+
+    def code(self, label: str) -> int:
+        if label not in self.index:
+            self.index[label] = len(self.labels)
+            self.labels.append(label)
+        return self.index[label]
+
+
+class Ledger:
+    """Records charges round by round and summarises each round when it closes.
+
+    ``keep_rounds`` bounds how many rounds of raw rows are kept (summaries are always
+    kept); ``None`` keeps all, which is what a cost study wants and a long RL run
+    does not.
+    """
+
+    def __init__(self, keep_rounds: int | None = None):
+        if keep_rounds is not None and (not isinstance(keep_rounds, int) or keep_rounds < 1):
+            raise ValueError(f"keep_rounds must be None or an integer >= 1, got {keep_rounds!r}")
+        self.keep_rounds = keep_rounds
+        self._labels = {"stage": _Codes(), "module": _Codes(), "link": _Codes()}
+        self._open: list[dict[str, np.ndarray]] = []
+        self._round: int | None = None
+        self._rows: dict[int, dict[str, np.ndarray]] = {}
+        self.summaries: dict[int, RoundCost] = {}
+
+    # ------------------------------------------------------------------ writing
+    @property
+    def round(self) -> int | None:
+        return self._round
+
+    def begin_round(self, round_index: int) -> None:
+        if self._round is not None:
+            self.end_round()
+        if round_index in self.summaries:
+            raise ValueError(f"round {round_index} was already recorded in this ledger")
+        self._round = int(round_index)
+
+    def charge(self, *, stage: str, module: str, link: str, src, dst, nbytes, seconds, joules,
+               lane=None) -> None:
+        """Record one row per element of the (broadcast) arrays ``src, dst, nbytes, seconds, joules``.
+
+        ``lane`` (default: ``src``) keys the rows that must run one after another.
+        """
+        if self._round is None:
+            raise RuntimeError("Ledger.charge called outside a round: call begin_round(r) first")
+        src, dst, lane, nbytes, seconds, joules = np.broadcast_arrays(
+            np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
+            np.asarray(src if lane is None else lane, dtype=np.int64),
+            np.asarray(nbytes, dtype=np.float64), np.asarray(seconds, dtype=np.float64),
+            np.asarray(joules, dtype=np.float64))
+        if src.size == 0:
+            return
+        for name, arr in (("nbytes", nbytes), ("seconds", seconds), ("joules", joules)):
+            if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+                raise ValueError(f"Ledger.charge: {name} must be finite and >= 0 (stage={stage!r}, module={module!r})")
+        n = src.size
+        self._open.append({
+            "stage": np.full(n, self._labels["stage"].code(stage), dtype=np.int32),
+            "module": np.full(n, self._labels["module"].code(module), dtype=np.int32),
+            "link": np.full(n, self._labels["link"].code(link), dtype=np.int32),
+            "src": src.ravel().copy(), "dst": dst.ravel().copy(), "lane": lane.ravel().copy(),
+            "bytes": nbytes.ravel().copy(), "seconds": seconds.ravel().copy(), "joules": joules.ravel().copy(),
+        })
+
+    def end_round(self) -> RoundCost:
+        """Close the open round and return its summary."""
+        if self._round is None:
+            raise RuntimeError("Ledger.end_round called with no open round")
+        r = self._round
+        rows = {c: (np.concatenate([chunk[c] for chunk in self._open]) if self._open
+                    else np.zeros(0, dtype=np.float64 if c in ("bytes", "seconds", "joules") else np.int64))
+                for c in _COLUMNS}
+        self._open = []
+        self._round = None
+        summary = self._summarise(r, rows)
+        self.summaries[r] = summary
+        self._rows[r] = rows
+        if self.keep_rounds is not None:
+            for old in sorted(self._rows)[:-self.keep_rounds]:
+                del self._rows[old]
+        return summary
+
+    # ------------------------------------------------------------------ reading
+    def _summarise(self, r: int, rows: dict[str, np.ndarray]) -> RoundCost:
+        stage_lat: dict[str, float] = {}
+        stage_en: dict[str, float] = {}
+        if rows["seconds"].size:
+            # Stages in first-charged order; inside a stage, lanes in parallel, the rows
+            # of one lane in series.
+            stages, first = np.unique(rows["stage"], return_index=True)
+            for s in stages[np.argsort(first)]:
+                sel = rows["stage"] == s
+                _, per_lane = np.unique(rows["lane"][sel], return_inverse=True)
+                busy = np.bincount(per_lane, weights=rows["seconds"][sel])
+                label = self._labels["stage"].labels[s]
+                stage_lat[label] = float(busy.max())
+                stage_en[label] = float(rows["joules"][sel].sum())
+        return RoundCost(
+            round=r,
+            latency_s=float(sum(stage_lat.values())),
+            energy_j=float(rows["joules"].sum()),
+            stage_latency_s=stage_lat,
+            stage_energy_j=stage_en,
+            per_module=self._group(rows, "module"),
+            per_link=self._group(rows, "link"),
+        )
+
+    def _group(self, rows: dict[str, np.ndarray], column: str) -> dict[str, CostTotals]:
+        labels = self._labels[column].labels
+        codes = rows[column]
+        out = {}
+        for code in np.unique(codes):
+            sel = codes == code
+            out[labels[code]] = CostTotals(float(rows["bytes"][sel].sum()), float(rows["seconds"][sel].sum()),
+                                           float(rows["joules"][sel].sum()))
+        return out
+
+    def records(self, round_index: int) -> dict[str, np.ndarray]:
+        """The raw rows of a closed round, with label columns decoded to strings."""
+        if round_index not in self._rows:
+            kept = sorted(self._rows)
+            raise KeyError(f"round {round_index} has no kept rows (kept rounds: {kept[:3]}…{kept[-3:]})"
+                           if kept else f"round {round_index} has no kept rows (none kept)")
+        rows = self._rows[round_index]
+        out = {c: rows[c].copy() for c in ("src", "dst", "lane", "bytes", "seconds", "joules")}
+        for c in ("stage", "module", "link"):
+            out[c] = np.asarray(self._labels[c].labels, dtype=object)[rows[c]] if rows[c].size else np.zeros(0, dtype=object)
+        out["round"] = np.full(rows["src"].size, round_index)
+        return out
+
+    def mean(self, rounds: list[int] | None = None) -> tuple[float, float]:
+        """Mean latency (s) and energy (J) per round over ``rounds`` (all closed rounds by default)."""
+        keys = sorted(self.summaries) if rounds is None else rounds
+        if not keys:
+            raise ValueError("Ledger.mean: no closed rounds")
+        lat = np.mean([self.summaries[k].latency_s for k in keys])
+        en = np.mean([self.summaries[k].energy_j for k in keys])
+        return float(lat), float(en)
+
+    def module_totals(self) -> dict[str, CostTotals]:
+        """Bytes, airtime and energy per module over all closed rounds."""
+        acc: dict[str, list[float]] = {}
+        for s in self.summaries.values():
+            for m, t in s.per_module.items():
+                a = acc.setdefault(m, [0.0, 0.0, 0.0])
+                a[0] += t.bytes
+                a[1] += t.seconds
+                a[2] += t.joules
+        return {m: CostTotals(*a) for m, a in acc.items()}

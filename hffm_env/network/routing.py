@@ -1,0 +1,90 @@
+"""Multi-hop D2D routing: shortest-path trees from every cluster head, all clusters at once.
+
+The D2D graphs of all clusters form one sparse graph whose components are the
+clusters (or parts of them). One multi-source Dijkstra from all heads (scipy's
+compiled ``csgraph.dijkstra``) gives, for every device, its path time to its head and
+its next hop, i.e. the union of the shortest paths: the broadcast tree. networkx
+holds the same graphs for users (``Topology.d2d_graph``) and checks these routes in
+the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import dijkstra
+
+
+@dataclass(frozen=True)
+class RouteTree:
+    """Shortest-path trees towards the cluster heads.
+
+    ``root[v]``: the head that ``v`` reaches (−1 when none); ``next_hop[v]``: the
+    neighbour one hop closer to it (−1 for heads and unreached devices); ``path_s[v]``:
+    the path's total hop weight; ``hops[v]``: its number of hops; ``hop_edge[v]``: the
+    index in the D2D edge list of the hop ``v → next_hop[v]`` (−1 where none).
+    """
+
+    root: np.ndarray
+    next_hop: np.ndarray
+    path_s: np.ndarray
+    hops: np.ndarray
+    hop_edge: np.ndarray
+
+    @property
+    def reached(self) -> np.ndarray:
+        return self.root >= 0
+
+
+def _edge_lookup(edges: np.ndarray, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Index of the undirected edge {a, b} in ``edges`` (rows sorted u < v)."""
+    keys = edges[:, 0] * n + edges[:, 1]
+    order = np.argsort(keys)
+    want = np.minimum(a, b) * n + np.maximum(a, b)
+    pos = np.searchsorted(keys, want, sorter=order)
+    return order[np.clip(pos, 0, len(order) - 1)]
+
+
+def sum_to_root(next_hop: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For every node, the sum of ``values`` over the nodes of its path to the root
+    (itself included, the root excluded), by pointer jumping: O(log depth) array passes."""
+    total = values.astype(np.float64).copy()
+    ptr = next_hop.copy()
+    has = ptr >= 0
+    total[~has] = 0.0
+    while has.any():
+        idx = np.nonzero(has)[0]
+        total[idx] += total[ptr[idx]]
+        ptr[idx] = ptr[ptr[idx]]
+        has = ptr >= 0
+    return total
+
+
+def shortest_path_tree(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads: np.ndarray) -> RouteTree:
+    """Shortest paths (by ``hop_weight`` per edge) from every device to the head of its component."""
+    heads = heads[heads >= 0]
+    root = np.full(n_devices, -1, dtype=np.int64)
+    next_hop = np.full(n_devices, -1, dtype=np.int64)
+    path = np.full(n_devices, np.inf)
+    hop_edge = np.full(n_devices, -1, dtype=np.int64)
+    if len(heads) == 0:
+        return RouteTree(root, next_hop, path, np.zeros(n_devices, dtype=np.int64), hop_edge)
+    if len(edges):
+        # A zero weight would vanish from a sparse matrix; no hop is free in time anyway.
+        w = np.maximum(hop_weight, 1e-15)
+        graph = coo_matrix((np.concatenate([w, w]),
+                            (np.concatenate([edges[:, 0], edges[:, 1]]), np.concatenate([edges[:, 1], edges[:, 0]]))),
+                           shape=(n_devices, n_devices)).tocsr()
+        dist, pred, src = dijkstra(graph, directed=True, indices=heads, min_only=True, return_predecessors=True)
+        reached = np.isfinite(dist)
+        root[reached] = src[reached]
+        path[reached] = dist[reached]
+        ok = pred >= 0
+        next_hop[ok] = pred[ok]
+        hop_edge[ok] = _edge_lookup(edges, n_devices, np.nonzero(ok)[0], pred[ok])
+    root[heads] = heads
+    path[heads] = 0.0
+    hops = sum_to_root(next_hop, np.ones(n_devices)).astype(np.int64)
+    return RouteTree(root=root, next_hop=next_hop, path_s=path, hops=hops, hop_edge=hop_edge)

@@ -1,0 +1,154 @@
+"""Scenarios: one frozen config per layer, composed; named presets; keyword overrides.
+
+``make_scenario("paper")`` returns the scenario of the paper's case study;
+``make_scenario("tiny", network__d2d_radius_m=80.0, seed=3)`` overrides fields by
+path, ``__`` separating the levels (an integer level indexes a tuple, e.g.
+``network__tiers__0__count=12``). An unknown path raises a :class:`ConfigError`
+listing the fields that exist there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from hffm_env._validation import ConfigError, check_int, check_positive
+from hffm_env.network.config import (
+    ChannelConfig,
+    ComputeConfig,
+    LinkConfig,
+    NetworkConfig,
+    TierConfig,
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything that defines a run, layer by layer.
+
+    ``payload_bytes`` maps each transmitted module kind to its size in bytes (the
+    cost layer's view; once the model layer exists it derives these from the real
+    parameters).
+    """
+
+    name: str = "custom"
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    payload_bytes: dict[str, float] = field(default_factory=lambda: {"adapters": 5.0e6, "heads": 1.0e6})
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.network, NetworkConfig):
+            raise ConfigError(f"network must be a NetworkConfig, got {self.network!r}")
+        if not isinstance(self.payload_bytes, dict) or not self.payload_bytes:
+            raise ConfigError(f"payload_bytes must be a non-empty dict module -> bytes, got {self.payload_bytes!r}")
+        for module, size in self.payload_bytes.items():
+            check_positive(f"payload_bytes[{module!r}]", size)
+        check_int("seed", self.seed, low=0)
+
+    def replace(self, **overrides: Any) -> "Scenario":
+        """A copy with fields overridden by ``__``-separated paths."""
+        return apply_overrides(self, overrides)
+
+
+def _set_path(obj: Any, path: list[str], value: Any, full: str) -> Any:
+    head, rest = path[0], path[1:]
+    if isinstance(obj, tuple):
+        if not head.lstrip("-").isdigit() or not -len(obj) <= int(head) < len(obj):
+            raise ConfigError(f"override {full!r}: {head!r} must be an index in [0, {len(obj) - 1}]")
+        i = int(head)
+        item = value if not rest else _set_path(obj[i], rest, value, full)
+        return obj[:i] + (item,) + obj[i + 1:]
+    if isinstance(obj, dict):
+        if not rest:
+            return {**obj, head: value}
+        if head not in obj:
+            raise ConfigError(f"override {full!r}: unknown key {head!r}; allowed: {sorted(obj)}")
+        return {**obj, head: _set_path(obj[head], rest, value, full)}
+    if not dataclasses.is_dataclass(obj):
+        raise ConfigError(f"override {full!r}: cannot descend into {type(obj).__name__} at {head!r}")
+    names = [f.name for f in dataclasses.fields(obj)]
+    if head not in names:
+        raise ConfigError(f"override {full!r}: {type(obj).__name__} has no field {head!r}; allowed: {names}")
+    new = value if not rest else _set_path(getattr(obj, head), rest, value, full)
+    return dataclasses.replace(obj, **{head: new})
+
+
+def apply_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
+    for key, value in overrides.items():
+        scenario = _set_path(scenario, key.split("__"), value, key)
+    return scenario
+
+
+# ---------------------------------------------------------------------- presets
+def _paper_network() -> NetworkConfig:
+    """The reference implementation's cost constants (DESIGN.md §8).
+
+    Compatibility choices, all local to this preset:
+    * ``noise_bandwidth_scale=1e-3``: the reference multiplies the noise density
+      (W/Hz) by a bandwidth written in kHz, so its noise is 1000× below N0·B;
+    * ``charge_downlink=False`` and ``cycles_per_sample=0``: its cost script charges
+      uploads only, and no local compute;
+    * energies are in J; the paper's Table I prints mW·s/1000 and labels it "kJ",
+      which is numerically J.
+    """
+    backhaul = LinkConfig("wired", tx_power_w=0.8, rate_bps=4.0e6, fixed_latency_s=0.1)
+    return NetworkConfig(
+        tiers=(
+            TierConfig("device", 40, uplink=LinkConfig("wireless", bandwidth_hz=1e6, tx_power_w=0.6)),
+            TierConfig("edge", 10, uplink=backhaul, min_separation_m=500.0),
+            TierConfig("cloud", 1),
+        ),
+        area_side_m=5000.0,
+        cluster_center_offset_m=1000.0,
+        cluster_radius_m=500.0,
+        d2d_radius_m=30.0,
+        d2d=LinkConfig("wireless", bandwidth_hz=8e6, tx_power_w=0.6),
+        direct_uplink=backhaul,
+        channel=ChannelConfig(reference_gain_db=-30.0, reference_distance_m=1.0, pathloss_exponent=3.0,
+                              shadowing_std_db=0.0, fading="rayleigh", noise_psd_dbm_per_hz=-174.0,
+                              noise_bandwidth_scale=1e-3),
+        compute=ComputeConfig(cycles_per_sample=0.0),
+        cluster_head="random",
+        charge_downlink=False,
+    )
+
+
+def paper() -> Scenario:
+    """The paper's case study: 40 devices, 10 edge servers, 1 cloud; 6 MB of adapters + heads."""
+    # 6 MB = 48,000 kbit in the reference; its split between adapters and heads is ours.
+    return Scenario(name="paper", network=_paper_network(), payload_bytes={"adapters": 5.4e6, "heads": 0.6e6})
+
+
+def small() -> Scenario:
+    """20 devices in 5 clusters with the FL-over-wireless default channel."""
+    net = NetworkConfig(tiers=(
+        TierConfig("device", 20, uplink=LinkConfig("wireless", bandwidth_hz=5e6, tx_power_w=0.2)),
+        TierConfig("edge", 5, uplink=LinkConfig("wired", tx_power_w=1.0, rate_bps=100e6, fixed_latency_s=0.01),
+                   min_separation_m=500.0),
+        TierConfig("cloud", 1),
+    ), area_side_m=3000.0, cluster_center_offset_m=300.0, cluster_radius_m=150.0, d2d_radius_m=60.0,
+        d2d=LinkConfig("wireless", bandwidth_hz=10e6, tx_power_w=0.1))
+    return Scenario(name="small", network=net, payload_bytes={"adapters": 1.0e6, "heads": 0.1e6})
+
+
+def tiny() -> Scenario:
+    """8 devices in 2 clusters: fast, for tests and demos."""
+    net = NetworkConfig(tiers=(
+        TierConfig("device", 8, uplink=LinkConfig("wireless", bandwidth_hz=5e6, tx_power_w=0.2)),
+        TierConfig("edge", 2, uplink=LinkConfig("wired", tx_power_w=1.0, rate_bps=100e6, fixed_latency_s=0.01),
+                   min_separation_m=500.0),
+        TierConfig("cloud", 1),
+    ), area_side_m=1500.0, cluster_center_offset_m=200.0, cluster_radius_m=100.0, d2d_radius_m=60.0,
+        d2d=LinkConfig("wireless", bandwidth_hz=10e6, tx_power_w=0.1))
+    return Scenario(name="tiny", network=net, payload_bytes={"adapters": 0.2e6, "heads": 0.02e6})
+
+
+PRESETS: dict[str, Callable[[], Scenario]] = {"tiny": tiny, "small": small, "paper": paper}
+
+
+def make_scenario(preset: str = "tiny", **overrides: Any) -> Scenario:
+    """The named preset with ``__``-path overrides applied (see module docstring)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"preset must be one of {', '.join(map(repr, PRESETS))}, got {preset!r}")
+    return apply_overrides(PRESETS[preset](), overrides)
