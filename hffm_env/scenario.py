@@ -51,33 +51,54 @@ class Scenario:
         return apply_overrides(self, overrides)
 
 
-def _set_path(obj: Any, path: list[str], value: Any, full: str) -> Any:
-    head, rest = path[0], path[1:]
+_LEAF = object()
+
+
+def _apply_tree(obj: Any, tree: dict, prefix: str) -> Any:
+    """Apply a tree of overrides to ``obj`` with one constructor call per object, so
+    fields that constrain each other (a tier count and the area) change together."""
     if isinstance(obj, tuple):
-        if not head.lstrip("-").isdigit() or not -len(obj) <= int(head) < len(obj):
-            raise ConfigError(f"override {full!r}: {head!r} must be an index in [0, {len(obj) - 1}]")
-        i = int(head)
-        item = value if not rest else _set_path(obj[i], rest, value, full)
-        return obj[:i] + (item,) + obj[i + 1:]
+        items = list(obj)
+        for head, sub in tree.items():
+            if not head.lstrip("-").isdigit() or not -len(obj) <= int(head) < len(obj):
+                raise ConfigError(f"override {prefix + head!r}: {head!r} must be an index in [0, {len(obj) - 1}]")
+            i = int(head)
+            items[i] = sub[_LEAF] if _LEAF in sub else _apply_tree(items[i], sub, f"{prefix}{head}__")
+        return tuple(items)
     if isinstance(obj, dict):
-        if not rest:
-            return {**obj, head: value}
-        if head not in obj:
-            raise ConfigError(f"override {full!r}: unknown key {head!r}; allowed: {sorted(obj)}")
-        return {**obj, head: _set_path(obj[head], rest, value, full)}
+        out = dict(obj)
+        for head, sub in tree.items():
+            if _LEAF in sub:
+                out[head] = sub[_LEAF]
+            elif head in obj:
+                out[head] = _apply_tree(obj[head], sub, f"{prefix}{head}__")
+            else:
+                raise ConfigError(f"override {prefix + head!r}: unknown key {head!r}; allowed: {sorted(obj)}")
+        return out
     if not dataclasses.is_dataclass(obj):
-        raise ConfigError(f"override {full!r}: cannot descend into {type(obj).__name__} at {head!r}")
+        raise ConfigError(f"override {prefix.rstrip('_')!r}: {type(obj).__name__} has no fields to override")
     names = [f.name for f in dataclasses.fields(obj)]
-    if head not in names:
-        raise ConfigError(f"override {full!r}: {type(obj).__name__} has no field {head!r}; allowed: {names}")
-    new = value if not rest else _set_path(getattr(obj, head), rest, value, full)
-    return dataclasses.replace(obj, **{head: new})
+    changes = {}
+    for head, sub in tree.items():
+        if head not in names:
+            raise ConfigError(f"override {prefix + head!r}: {type(obj).__name__} has no field {head!r}; "
+                              f"allowed: {names}")
+        changes[head] = sub[_LEAF] if _LEAF in sub else _apply_tree(getattr(obj, head), sub, f"{prefix}{head}__")
+    return dataclasses.replace(obj, **changes)
 
 
 def apply_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
+    tree: dict = {}
     for key, value in overrides.items():
-        scenario = _set_path(scenario, key.split("__"), value, key)
-    return scenario
+        node = tree
+        for part in key.split("__"):
+            if _LEAF in node:
+                raise ConfigError(f"override {key!r} conflicts with an override of its parent field")
+            node = node.setdefault(part, {})
+        if node:
+            raise ConfigError(f"override {key!r} conflicts with an override of one of its fields")
+        node[_LEAF] = value
+    return _apply_tree(scenario, tree, "")
 
 
 # ---------------------------------------------------------------------- presets

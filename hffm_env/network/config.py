@@ -43,7 +43,6 @@ class LinkConfig:
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, LINK_KINDS)
-        check_non_negative("tx_power_w", self.tx_power_w)
         check_non_negative("fixed_latency_s", self.fixed_latency_s)
         if self.kind == "wireless":
             check_positive("tx_power_w", self.tx_power_w)
@@ -52,6 +51,7 @@ class LinkConfig:
                 raise ConfigError("rate_bps must be None for a wireless link (its rate comes from the channel), "
                                   f"got {self.rate_bps!r}")
         else:
+            check_non_negative("tx_power_w", self.tx_power_w)
             if self.rate_bps is None:
                 raise ConfigError("rate_bps must be a positive number for a wired link, got None")
             check_positive("rate_bps", self.rate_bps)
