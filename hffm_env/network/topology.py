@@ -68,15 +68,16 @@ def build_d2d_graph(positions: np.ndarray, cluster: np.ndarray, n_clusters: int,
     """
     n = len(positions)
     order = np.argsort(cluster, kind="stable")
+    sorted_cluster = cluster[order]
     counts = np.bincount(cluster, minlength=n_clusters)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    # All intra-cluster pairs: in cluster-sorted order, element i pairs with i + k
+    # while both lie in the same cluster (one array pass per offset k).
     us, vs = [], []
-    for c in np.nonzero(counts > 1)[0]:
-        members = order[starts[c]:starts[c] + counts[c]]
-        iu, ju = np.triu_indices(len(members), k=1)
-        us.append(members[iu])
-        vs.append(members[ju])
-    if not us:
+    for k in range(1, int(counts.max(initial=0))):
+        same = sorted_cluster[:-k] == sorted_cluster[k:]
+        us.append(order[:-k][same])
+        vs.append(order[k:][same])
+    if not us or sum(len(a) for a in us) == 0:
         empty = np.zeros((0, 2), dtype=np.int64)
         return D2DGraph(empty, np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool))
     u = np.concatenate(us)
@@ -99,8 +100,10 @@ def build_d2d_graph(positions: np.ndarray, cluster: np.ndarray, n_clusters: int,
         w = dist[candidate] + 1e-9
         full = coo_matrix((w, (lo[candidate], hi[candidate])), shape=(n, n)).tocsr()
         mst = minimum_spanning_tree(full).tocoo()
-        key = lambda a, b: np.minimum(a, b) * n + np.maximum(a, b)  # noqa: E731
-        patched = np.isin(key(lo, hi), key(mst.row, mst.col)) & ~in_radius
+        mst_keys = np.sort(np.minimum(mst.row, mst.col).astype(np.int64) * n + np.maximum(mst.row, mst.col))
+        pair_keys = lo[candidate].astype(np.int64) * n + hi[candidate]
+        pos = np.minimum(np.searchsorted(mst_keys, pair_keys), len(mst_keys) - 1)
+        patched[candidate] = (mst_keys[pos] == pair_keys) & ~in_radius[candidate]
     keep = in_radius | patched
     edges = np.stack([lo[keep], hi[keep]], axis=1)
     return D2DGraph(edges=edges, distance_m=dist[keep],
