@@ -36,7 +36,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     # Until the RL layers land, the main job reproduces the paper's cost table.
-    return _cmd_costs(argparse.Namespace(preset="paper", rounds=40, seeds=5, json=False))
+    return _cmd_costs(argparse.Namespace(preset="paper", rounds=8, seeds=100, json=False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("costs", help="per-round latency/energy of the seven Table I schedules")
     c.add_argument("--preset", default="paper", help="scenario preset: tiny, small or paper (default paper)")
-    c.add_argument("--rounds", type=int, default=40, help="rounds per seed (default 40)")
-    c.add_argument("--seeds", type=int, default=5, help="topology seeds averaged (default 5)")
+    c.add_argument("--rounds", type=int, default=8, help="rounds per seed, a multiple of 8 (default 8)")
+    c.add_argument("--seeds", type=int, default=100, help="topology seeds averaged (default 100)")
     c.add_argument("--json", action="store_true", help="print the rows as JSON")
     c.set_defaults(func=_cmd_costs)
 

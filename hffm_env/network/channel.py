@@ -37,10 +37,11 @@ def draw_shadowing_db(rng: np.random.Generator, shape: int | tuple[int, ...], ch
 
 
 def draw_fading(rng: np.random.Generator, shape: int | tuple[int, ...], channel: ChannelConfig) -> np.ndarray:
-    """Small-scale power fading |h|², Exp(1) for Rayleigh; redrawn every round."""
+    """Small-scale power fading |h|², exponential (Rayleigh amplitude) with mean
+    ``rayleigh_mean_power``; redrawn every round."""
     if channel.fading == "none":
         return np.ones(shape)
-    return rng.exponential(1.0, size=shape)
+    return rng.exponential(channel.rayleigh_mean_power, size=shape)
 
 
 def shannon_rate_bps(bandwidth_hz: float, tx_power_w: np.ndarray | float, gain: np.ndarray,
@@ -61,6 +62,7 @@ def link_rate_bps(link: LinkConfig, channel: ChannelConfig, gain: np.ndarray) ->
     gain = np.asarray(gain, dtype=np.float64)
     if link.kind == "wired":
         return np.full(gain.shape, float(link.rate_bps))
+    gain = gain * 10.0 ** (link.antenna_gain_db / 10.0)
     return shannon_rate_bps(link.bandwidth_hz, link.tx_power_w, gain, noise_power_w(link.bandwidth_hz, channel))
 
 

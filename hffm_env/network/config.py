@@ -33,6 +33,8 @@ class LinkConfig:
     ``kind="wired"``: a fixed ``rate_bps`` (backhaul); ``tx_power_w`` is still the power
     drawn while sending, so energy is ``tx_power_w·time``.
     ``fixed_latency_s`` is added to every transfer over the link (propagation, protocol).
+    ``antenna_gain_db`` is the link budget's combined transmit and receive antenna
+    gain, added to the channel's path gain of every link of this class.
     """
 
     kind: str = "wireless"
@@ -40,10 +42,12 @@ class LinkConfig:
     tx_power_w: float = 0.2
     rate_bps: float | None = None
     fixed_latency_s: float = 0.0
+    antenna_gain_db: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, LINK_KINDS)
         check_non_negative("fixed_latency_s", self.fixed_latency_s)
+        check_real("antenna_gain_db", self.antenna_gain_db, low=-100.0, high=100.0)
         if self.kind == "wireless":
             check_positive("tx_power_w", self.tx_power_w)
             check_positive("bandwidth_hz", self.bandwidth_hz)
@@ -70,7 +74,10 @@ class ChannelConfig:
     Distances below ``min_distance_m`` (coincident or nearly coincident nodes) are
     evaluated at ``min_distance_m``: the far-field law has no meaning closer than that.
 
-    ``fading="rayleigh"`` multiplies the gain by |h|² ~ Exp(1), redrawn every round.
+    ``fading="rayleigh"`` multiplies the gain by |h|², exponential with mean
+    ``rayleigh_mean_power`` (1 for a normalised channel), redrawn every round; with
+    ``fading_per_round=False`` each link keeps the draw made with the placement (the
+    reference's static channel).
 
     ``noise_bandwidth_scale`` multiplies the noise power ``N0·B``. It is 1 everywhere
     except in the ``paper`` preset, where it is 1e-3 to reproduce the reference code,
@@ -82,6 +89,8 @@ class ChannelConfig:
     pathloss_exponent: float = 3.76
     shadowing_std_db: float = 8.0
     fading: str = "rayleigh"
+    rayleigh_mean_power: float = 1.0
+    fading_per_round: bool = True
     noise_psd_dbm_per_hz: float = -174.0
     noise_bandwidth_scale: float = 1.0
     min_distance_m: float = 1.0
@@ -92,6 +101,9 @@ class ChannelConfig:
         check_real("pathloss_exponent", self.pathloss_exponent, low=1.0, high=10.0)
         check_non_negative("shadowing_std_db", self.shadowing_std_db)
         check_choice("fading", self.fading, ("rayleigh", "none"))
+        check_positive("rayleigh_mean_power", self.rayleigh_mean_power)
+        if not isinstance(self.fading_per_round, bool):
+            raise ConfigError(f"fading_per_round must be True or False, got {self.fading_per_round!r}")
         check_real("noise_psd_dbm_per_hz", self.noise_psd_dbm_per_hz, low=-250.0, high=0.0)
         check_positive("noise_bandwidth_scale", self.noise_bandwidth_scale)
         check_positive("min_distance_m", self.min_distance_m)
@@ -195,9 +207,13 @@ class NetworkConfig:
 
     The D2D graph of a cluster links devices closer than ``d2d_radius_m`` (a random
     geometric graph) and, when that leaves it disconnected, adds the edges of the
-    minimum spanning tree of the cluster's distances. ``direct_uplink`` is the
+    minimum spanning tree of the cluster's pairs, weighted by ``d2d_patch_weight``:
+    ``"distance"``, or ``"rate"`` (the transfer time at the channel drawn with the
+    graph, as the reference does). ``direct_uplink`` is the
     device-to-top-tier link used by star (cloud-only) federated learning; None means
-    star traffic goes up the hierarchy.
+    star traffic goes up the hierarchy. ``charge_downlink`` says whether sending an
+    aggregate back down from a higher tier (server downlinks, and the D2D relay of a
+    higher tier's aggregate) is charged; D2D consensus inside a cluster always is.
     """
 
     tiers: tuple[TierConfig, ...] = field(default_factory=_default_tiers)
@@ -205,6 +221,7 @@ class NetworkConfig:
     cluster_center_offset_m: float = 1000.0
     cluster_radius_m: float = 500.0
     d2d_radius_m: float = 30.0
+    d2d_patch_weight: str = "distance"
     d2d: LinkConfig = field(default_factory=lambda: LinkConfig("wireless", bandwidth_hz=8e6, tx_power_w=0.1))
     direct_uplink: LinkConfig | None = None
     channel: ChannelConfig = field(default_factory=ChannelConfig)
@@ -243,6 +260,7 @@ class NetworkConfig:
         if self.direct_uplink is not None and not isinstance(self.direct_uplink, LinkConfig):
             raise ConfigError(f"direct_uplink must be a LinkConfig or None, got {self.direct_uplink!r}")
         check_choice("cluster_head", self.cluster_head, CLUSTER_HEAD_RULES)
+        check_choice("d2d_patch_weight", self.d2d_patch_weight, ("distance", "rate"))
         if not isinstance(self.charge_downlink, bool):
             raise ConfigError(f"charge_downlink must be True or False, got {self.charge_downlink!r}")
         # Rejection sampling must be able to place the tier-1 nodes at their separation.

@@ -24,7 +24,7 @@ PAPER_TABLE1: dict[str, tuple[float, float, float]] = {
 }
 
 
-def table1_costs(preset: str = "paper", rounds: int = 40, seeds: int = 5, first_seed: int = 0) -> list[dict]:
+def table1_costs(preset: str = "paper", rounds: int = 8, seeds: int = 100, first_seed: int = 0) -> list[dict]:
     """Mean latency (s) and energy (J) per round of each Table I schedule.
 
     Each seed draws a topology; every schedule then runs ``rounds`` rounds on a

@@ -1,21 +1,24 @@
 """The cost ledger: every latency/energy charge of a run, and how charges combine.
 
-A charge is one row ``(round, stage, module, link, src, dst, lane, bytes, seconds, joules)``.
-Rows are stored column-wise in numpy arrays, so charging the uploads of ten thousand
-devices is one call and one append.
+A charge is one row ``(round, stage, step, group, lane, module, link, src, dst, bytes,
+seconds, joules)``. Rows are stored column-wise in numpy arrays, so charging the
+uploads of ten thousand devices is one call and one append.
 
-How charges combine (the synchronous-round rule):
+How charges combine into a round's latency (its critical path):
 
-* inside a **stage**, rows of different *lanes* run in parallel and the rows of one
-  lane run one after another: the stage's latency is ``max over lanes of the sum of
-  their seconds``. A lane is a sequence of transfers that cannot overlap; by default
-  it is the sender (one radio sends one thing at a time);
-* the **stages** of a round run one after another: the round's latency is the sum of
-  its stages' latencies (the critical path of a stage-synchronous round);
-* **energy** always adds up.
+* the **stages** of a round run one after another (a network-wide barrier), so the
+  round's latency is the sum of its stages' latencies;
+* inside a stage, **groups** (e.g. clusters) proceed independently: the stage's
+  latency is the max over its groups;
+* inside a group, **steps** (e.g. gather, then broadcast) run one after another;
+* inside a step, **lanes** run in parallel and the rows of one lane in series: a
+  lane is a sequence of transfers that cannot overlap, by default one sender (one
+  radio sends one thing at a time).
 
-A multi-hop transfer is one row whose ``seconds`` is its whole path time, in a lane
-of its own.
+So ``stage latency = max_group sum_step max_lane sum_rows seconds``. With the
+defaults (one group, one step) this is the synchronous rule "parallel transfers:
+max; one sender's transfers: sum". Energy always adds up. A multi-hop transfer is
+one row whose ``seconds`` is its whole path time, in a lane of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-_COLUMNS = ("stage", "module", "link", "src", "dst", "lane", "bytes", "seconds", "joules")
+_LABELS = ("stage", "step", "module", "link")
+_COLUMNS = _LABELS + ("group", "src", "dst", "lane", "bytes", "seconds", "joules")
+_FLOATS = ("bytes", "seconds", "joules")
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ class Ledger:
         if keep_rounds is not None and (not isinstance(keep_rounds, int) or keep_rounds < 1):
             raise ValueError(f"keep_rounds must be None or an integer >= 1, got {keep_rounds!r}")
         self.keep_rounds = keep_rounds
-        self._labels = {"stage": _Codes(), "module": _Codes(), "link": _Codes()}
+        self._labels = {c: _Codes() for c in _LABELS}
         self._open: list[dict[str, np.ndarray]] = []
         self._round: int | None = None
         self._rows: dict[int, dict[str, np.ndarray]] = {}
@@ -94,16 +99,18 @@ class Ledger:
         self._round = int(round_index)
 
     def charge(self, *, stage: str, module: str, link: str, src, dst, nbytes, seconds, joules,
-               lane=None) -> None:
+               lane=None, group=0, step: str = "") -> None:
         """Record one row per element of the (broadcast) arrays ``src, dst, nbytes, seconds, joules``.
 
-        ``lane`` (default: ``src``) keys the rows that must run one after another.
+        ``lane`` (default: ``src``) keys rows that run one after another; ``group``
+        (default 0) keys the independent parts of the stage; ``step`` orders the
+        phases inside a group (in first-charged order).
         """
         if self._round is None:
             raise RuntimeError("Ledger.charge called outside a round: call begin_round(r) first")
-        src, dst, lane, nbytes, seconds, joules = np.broadcast_arrays(
+        src, dst, lane, group, nbytes, seconds, joules = np.broadcast_arrays(
             np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
-            np.asarray(src if lane is None else lane, dtype=np.int64),
+            np.asarray(src if lane is None else lane, dtype=np.int64), np.asarray(group, dtype=np.int64),
             np.asarray(nbytes, dtype=np.float64), np.asarray(seconds, dtype=np.float64),
             np.asarray(joules, dtype=np.float64))
         if src.size == 0:
@@ -114,6 +121,8 @@ class Ledger:
         n = src.size
         self._open.append({
             "stage": np.full(n, self._labels["stage"].code(stage), dtype=np.int32),
+            "step": np.full(n, self._labels["step"].code(step), dtype=np.int32),
+            "group": group.ravel().copy(),
             "module": np.full(n, self._labels["module"].code(module), dtype=np.int32),
             "link": np.full(n, self._labels["link"].code(link), dtype=np.int32),
             "src": src.ravel().copy(), "dst": dst.ravel().copy(), "lane": lane.ravel().copy(),
@@ -126,7 +135,7 @@ class Ledger:
             raise RuntimeError("Ledger.end_round called with no open round")
         r = self._round
         rows = {c: (np.concatenate([chunk[c] for chunk in self._open]) if self._open
-                    else np.zeros(0, dtype=np.float64 if c in ("bytes", "seconds", "joules") else np.int64))
+                    else np.zeros(0, dtype=np.float64 if c in _FLOATS else np.int64))
                 for c in _COLUMNS}
         self._open = []
         self._round = None
@@ -143,15 +152,22 @@ class Ledger:
         stage_lat: dict[str, float] = {}
         stage_en: dict[str, float] = {}
         if rows["seconds"].size:
-            # Stages in first-charged order; inside a stage, lanes in parallel, the rows
-            # of one lane in series.
+            # Stages in first-charged order; see the module docstring for the rule.
             stages, first = np.unique(rows["stage"], return_index=True)
             for s in stages[np.argsort(first)]:
                 sel = rows["stage"] == s
-                _, per_lane = np.unique(rows["lane"][sel], return_inverse=True)
-                busy = np.bincount(per_lane, weights=rows["seconds"][sel])
+                g, st, ln, sec = rows["group"][sel], rows["step"][sel], rows["lane"][sel], rows["seconds"][sel]
+                _, lane_key = np.unique(np.stack([g, st, ln]), axis=1, return_inverse=True)
+                lane_busy = np.bincount(lane_key.ravel(), weights=sec)
+                # one representative (group, step) per lane, then max over lanes in a step
+                _, first_row = np.unique(lane_key.ravel(), return_index=True)
+                gs, step_key = np.unique(np.stack([g[first_row], st[first_row]]), axis=1, return_inverse=True)
+                step_time = np.zeros(gs.shape[1])
+                np.maximum.at(step_time, step_key.ravel(), lane_busy)
+                _, group_key = np.unique(gs[0], return_inverse=True)
+                group_time = np.bincount(group_key.ravel(), weights=step_time)
                 label = self._labels["stage"].labels[s]
-                stage_lat[label] = float(busy.max())
+                stage_lat[label] = float(group_time.max())
                 stage_en[label] = float(rows["joules"][sel].sum())
         return RoundCost(
             round=r,
@@ -180,8 +196,8 @@ class Ledger:
             raise KeyError(f"round {round_index} has no kept rows (kept rounds: {kept[:3]}…{kept[-3:]})"
                            if kept else f"round {round_index} has no kept rows (none kept)")
         rows = self._rows[round_index]
-        out = {c: rows[c].copy() for c in ("src", "dst", "lane", "bytes", "seconds", "joules")}
-        for c in ("stage", "module", "link"):
+        out = {c: rows[c].copy() for c in _COLUMNS if c not in _LABELS}
+        for c in _LABELS:
             out[c] = np.asarray(self._labels[c].labels, dtype=object)[rows[c]] if rows[c].size else np.zeros(0, dtype=object)
         out["round"] = np.full(rows["src"].size, round_index)
         return out

@@ -1,11 +1,12 @@
 """Multi-hop D2D routing: shortest-path trees from every cluster head, all clusters at once.
 
-The D2D graphs of all clusters form one sparse graph whose components are the
-clusters (or parts of them). One multi-source Dijkstra from all heads (scipy's
-compiled ``csgraph.dijkstra``) gives, for every device, its path time to its head and
-its next hop, i.e. the union of the shortest paths: the broadcast tree. networkx
-holds the same graphs for users (``Topology.d2d_graph``) and checks these routes in
-the tests.
+The D2D graphs of all clusters form one sparse directed graph (each link has a
+weight per direction: fading differs between the gather and the broadcast phase)
+whose components are the clusters. One multi-source Dijkstra from all heads
+(scipy's compiled ``csgraph.dijkstra``) gives every device its path time to its head
+(on the reversed graph, for gathering) or from it (for broadcasting) and its next hop
+towards the head: the union of the shortest paths, a tree. networkx holds the same
+graphs for users (``Topology.d2d_graph``) and checks these routes in the tests.
 """
 
 from __future__ import annotations
@@ -62,8 +63,20 @@ def sum_to_root(next_hop: np.ndarray, values: np.ndarray) -> np.ndarray:
     return total
 
 
-def shortest_path_tree(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads: np.ndarray) -> RouteTree:
-    """Shortest paths (by ``hop_weight`` per edge) from every device to the head of its component."""
+def hop_direction(edges: np.ndarray, sender: np.ndarray, receiver: np.ndarray) -> np.ndarray:
+    """Column of a per-direction edge array for the hop sender → receiver (0: u→v with u < v)."""
+    return (sender > receiver).astype(np.int64)
+
+
+def shortest_path_tree(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads: np.ndarray,
+                       toward_heads: bool = True) -> RouteTree:
+    """Shortest paths between every device and the head of its component.
+
+    ``hop_weight`` is per edge (same both ways) or per edge and direction, shape
+    ``(E, 2)`` with column 0 for ``u → v`` (``u < v``). ``toward_heads=True`` gives the
+    paths from devices to heads (gathering); False the paths from heads to devices
+    (broadcasting). Either way ``next_hop[v]`` is the neighbour one hop closer to the head.
+    """
     heads = heads[heads >= 0]
     root = np.full(n_devices, -1, dtype=np.int64)
     next_hop = np.full(n_devices, -1, dtype=np.int64)
@@ -72,11 +85,16 @@ def shortest_path_tree(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray
     if len(heads) == 0:
         return RouteTree(root, next_hop, path, np.zeros(n_devices, dtype=np.int64), hop_edge)
     if len(edges):
+        w = np.asarray(hop_weight, dtype=np.float64)
+        w = np.stack([w, w], axis=1) if w.ndim == 1 else w
         # A zero weight would vanish from a sparse matrix; no hop is free in time anyway.
-        w = np.maximum(hop_weight, 1e-15)
-        graph = coo_matrix((np.concatenate([w, w]),
-                            (np.concatenate([edges[:, 0], edges[:, 1]]), np.concatenate([edges[:, 1], edges[:, 0]]))),
-                           shape=(n_devices, n_devices)).tocsr()
+        w = np.maximum(w, 1e-15)
+        u, v = edges[:, 0], edges[:, 1]
+        if toward_heads:  # search from the heads over reversed links: entry (a, b) is the hop b -> a
+            rows, cols, data = np.concatenate([v, u]), np.concatenate([u, v]), np.concatenate([w[:, 0], w[:, 1]])
+        else:
+            rows, cols, data = np.concatenate([u, v]), np.concatenate([v, u]), np.concatenate([w[:, 0], w[:, 1]])
+        graph = coo_matrix((data, (rows, cols)), shape=(n_devices, n_devices)).tocsr()
         dist, pred, src = dijkstra(graph, directed=True, indices=heads, min_only=True, return_predecessors=True)
         reached = np.isfinite(dist)
         root[reached] = src[reached]

@@ -77,7 +77,8 @@ def _charge_star(net: FogNetwork, ledger: Ledger, payload: Payload) -> None:
     devices = np.arange(topo.n_devices)
     if net.config.direct_uplink is not None:
         net.charge_direct_upload(ledger, "upload:star", payload, devices)
-        net.charge_direct_download(ledger, "download:star", payload, devices)
+        if net.config.charge_downlink:
+            net.charge_direct_download(ledger, "download:star", payload, devices)
         return
     # No direct link: every model climbs the hierarchy un-aggregated.
     under = np.ones(topo.n_nodes)
@@ -87,15 +88,20 @@ def _charge_star(net: FogNetwork, ledger: Ledger, payload: Payload) -> None:
         under[ids] = np.bincount(topo.parent[topo.tier_ids(k - 1)] - ids[0], weights=under[topo.tier_ids(k - 1)],
                                  minlength=len(ids))
         net.charge_upload(ledger, f"upload:tier{k + 1}", payload, ids, copies=under[ids])
-    for k in range(net.config.n_tiers - 2, -1, -1):
-        net.charge_download(ledger, f"download:tier{k}", payload, topo.tier_ids(k))
+    if net.config.charge_downlink:
+        for k in range(net.config.n_tiers - 2, -1, -1):
+            net.charge_download(ledger, f"download:tier{k + 1}", payload, topo.tier_ids(k))
 
 
 def charge_round(net: FogNetwork, ledger: Ledger, schedule: AggregationSchedule, round_number: int,
                  payload: Payload) -> int:
     """Charge the communication of one round of ``schedule`` into ``ledger``'s open round.
 
-    Returns the highest tier that aggregated (the top tier's index for star).
+    Clusters proceed independently up to the tier-2 aggregation (one stage, grouped
+    by cluster: the round's latency is the slowest cluster's chain, not the sum of
+    network-wide maxima); every aggregation above tier 2, and the way back down from
+    it, is a network-wide stage of its own. Returns the highest tier that aggregated
+    (the top tier's index for star).
     """
     if schedule.star:
         _charge_star(net, ledger, payload)
@@ -108,27 +114,36 @@ def charge_round(net: FogNetwork, ledger: Ledger, schedule: AggregationSchedule,
     level = schedule.level(round_number)
     if level == 0:
         return 0
+    down = net.config.charge_downlink
+    edges = topo.tier_ids(1)
+    edge_group = edges - edges[0]                       # cluster index of each tier-1 node
     if schedule.d2d:
-        net.charge_d2d_gather(ledger, "d2d:gather", payload)
-        heads = topo.heads[topo.heads >= 0]
-        if level >= 2:
-            if level == n_levels and net.config.direct_uplink is not None:
-                # Heads reach the top directly, as in the paper's HF-FM+D2D.
-                net.charge_direct_upload(ledger, f"upload:tier{level}", payload, heads)
-                net.charge_direct_download(ledger, f"download:tier{level}", payload, heads)
-            else:
-                net.charge_upload(ledger, "upload:tier1", payload, heads)
-                for k in range(2, level + 1):
-                    net.charge_upload(ledger, f"upload:tier{k}", payload, topo.tier_ids(k - 1))
-                for k in range(level, 1, -1):
-                    net.charge_download(ledger, f"download:tier{k}", payload, topo.tier_ids(k - 1))
-                net.charge_download(ledger, "download:tier1", payload, heads)
-        net.charge_d2d_broadcast(ledger, "d2d:broadcast", payload)
-        return level
-    for k in range(1, level + 1):
+        # D2D consensus replaces tier-1 aggregation; the heads carry it further up.
+        senders = topo.heads[topo.heads >= 0]
+        stage = "aggregate"
+        net.charge_d2d_gather(ledger, stage, payload, step="d2d:gather")
+        if level == 1:
+            net.charge_d2d_broadcast(ledger, stage, payload, step="d2d:broadcast")
+            return level
+    else:
+        senders = np.arange(topo.n_devices)
+        stage = "aggregate"
+    sender_group = topo.cluster[senders]
+    net.charge_upload(ledger, stage, payload, senders, group=sender_group, step="upload:tier1")
+    if level >= 2:
+        net.charge_upload(ledger, stage, payload, edges, group=edge_group, step="upload:tier2")
+    for k in range(3, level + 1):
         net.charge_upload(ledger, f"upload:tier{k}", payload, topo.tier_ids(k - 1))
-    for k in range(level, 0, -1):
+    if not down:
+        return level
+    for k in range(level, 2, -1):
         net.charge_download(ledger, f"download:tier{k}", payload, topo.tier_ids(k - 1))
+    if level >= 2:
+        stage = "distribute"
+        net.charge_download(ledger, stage, payload, edges, group=edge_group, step="download:tier2")
+    net.charge_download(ledger, stage, payload, senders, group=sender_group, step="download:tier1")
+    if schedule.d2d:
+        net.charge_d2d_broadcast(ledger, stage, payload, step="d2d:broadcast")
     return level
 
 

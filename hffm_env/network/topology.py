@@ -13,7 +13,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
-from hffm_env.network.channel import draw_shadowing_db
+from hffm_env.network.channel import draw_fading, draw_shadowing_db, link_gain, link_rate_bps
 from hffm_env.network.config import NetworkConfig
 
 
@@ -45,13 +45,16 @@ class D2DGraph:
 
     ``edges[e] = (u, v)`` with ``u < v`` (global device ids); ``distance_m[e]`` their
     distance; ``shadowing_db[e]`` the link's shadowing; ``patched[e]`` whether the edge
-    was added by the minimum-spanning-tree patch rather than by the radius.
+    was added by the minimum-spanning-tree patch rather than by the radius;
+    ``fading[e]`` the |h|² drawn with the graph for ``u → v`` and ``v → u`` (used
+    when the channel keeps its fading, ``ChannelConfig.fading_per_round=False``).
     """
 
     edges: np.ndarray
     distance_m: np.ndarray
     shadowing_db: np.ndarray
     patched: np.ndarray
+    fading: np.ndarray
 
     @property
     def n_edges(self) -> int:
@@ -59,12 +62,15 @@ class D2DGraph:
 
 
 def build_d2d_graph(positions: np.ndarray, cluster: np.ndarray, n_clusters: int, radius_m: float,
-                    rng: np.random.Generator, channel) -> D2DGraph:
+                    rng: np.random.Generator, channel, link=None, patch_weight: str = "distance") -> D2DGraph:
     """Random geometric graph per cluster, patched to connectivity with the cluster's MST.
 
     All clusters are handled at once: candidate pairs are all intra-cluster pairs;
     edges within ``radius_m`` form the RGG; for clusters whose RGG is disconnected
-    the edges of the minimum spanning tree of all intra-cluster distances are added.
+    the edges of the minimum spanning tree of all intra-cluster pairs are added,
+    weighted by distance (``patch_weight="distance"``) or by the pair's transfer
+    time at the channel drawn with the graph, its better direction
+    (``"rate"``, as the reference does; needs the D2D ``link``).
     """
     n = len(positions)
     order = np.argsort(cluster, kind="stable")
@@ -79,12 +85,20 @@ def build_d2d_graph(positions: np.ndarray, cluster: np.ndarray, n_clusters: int,
         vs.append(order[k:][same])
     if not us or sum(len(a) for a in us) == 0:
         empty = np.zeros((0, 2), dtype=np.int64)
-        return D2DGraph(empty, np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool))
+        return D2DGraph(empty, np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool), np.zeros((0, 2)))
     u = np.concatenate(us)
     v = np.concatenate(vs)
     lo, hi = np.minimum(u, v), np.maximum(u, v)
     dist = np.hypot(*(positions[lo] - positions[hi]).T)
     in_radius = dist <= radius_m
+    # Every candidate pair's channel, drawn once with the graph.
+    shadowing = draw_shadowing_db(rng, len(lo), channel)
+    fading = draw_fading(rng, (len(lo), 2), channel)
+    if patch_weight == "rate":
+        best_rate = link_rate_bps(link, channel, link_gain(channel, dist[:, None], shadowing[:, None], fading)).max(1)
+        weight = 1.0 / best_rate
+    else:
+        weight = dist
 
     # Which clusters does the radius graph leave disconnected?
     rgg = coo_matrix((np.ones(in_radius.sum()), (lo[in_radius], hi[in_radius])), shape=(n, n))
@@ -97,7 +111,7 @@ def build_d2d_graph(positions: np.ndarray, cluster: np.ndarray, n_clusters: int,
         candidate = broken[cluster[lo]]
         # Coincident devices have distance 0, which a sparse matrix would read as "no
         # edge": offset every weight by the same tiny amount (it changes no MST choice).
-        w = dist[candidate] + 1e-9
+        w = weight[candidate] + 1e-12 * (1.0 + weight[candidate].max())
         full = coo_matrix((w, (lo[candidate], hi[candidate])), shape=(n, n)).tocsr()
         mst = minimum_spanning_tree(full).tocoo()
         mst_keys = np.sort(np.minimum(mst.row, mst.col).astype(np.int64) * n + np.maximum(mst.row, mst.col))
@@ -106,8 +120,8 @@ def build_d2d_graph(positions: np.ndarray, cluster: np.ndarray, n_clusters: int,
         patched[candidate] = (mst_keys[pos] == pair_keys) & ~in_radius[candidate]
     keep = in_radius | patched
     edges = np.stack([lo[keep], hi[keep]], axis=1)
-    return D2DGraph(edges=edges, distance_m=dist[keep],
-                    shadowing_db=draw_shadowing_db(rng, int(keep.sum()), channel), patched=patched[keep])
+    return D2DGraph(edges=edges, distance_m=dist[keep], shadowing_db=shadowing[keep], patched=patched[keep],
+                    fading=fading[keep])
 
 
 class Topology:
@@ -153,10 +167,12 @@ class Topology:
         self.cpu_freq_hz = rng.uniform(*config.compute.cpu_freq_hz_range, size=self.n_devices)
         self.uplink_shadowing_db = draw_shadowing_db(rng, self.n_nodes, config.channel)
         self.direct_shadowing_db = draw_shadowing_db(rng, self.n_devices, config.channel)
+        # Fading drawn with the placement; used only when the channel keeps it across rounds.
+        self.uplink_fading = draw_fading(rng, self.n_nodes, config.channel)
+        self.direct_fading = draw_fading(rng, self.n_devices, config.channel)
         self.cluster = cluster
         self._set_device_parents()
-        self.d2d = build_d2d_graph(self.positions[:self.n_devices], self.cluster, self.n_clusters,
-                                   config.d2d_radius_m, rng, config.channel)
+        self.d2d = self._build_d2d(rng)
         self.heads = np.full(self.n_clusters, -1, dtype=np.int64)
         self._choose_heads(rng, keep_existing=False)
 
@@ -218,11 +234,18 @@ class Topology:
             d = np.linalg.norm(pos[out][:, None, :] - self.cluster_centers[None, :, :], axis=2)
             self.cluster[out] = np.argmin(d, axis=1)
         self._set_device_parents()
-        self.d2d = build_d2d_graph(pos, self.cluster, self.n_clusters, self.config.d2d_radius_m, rng,
-                                   self.config.channel)
+        self.d2d = self._build_d2d(rng)
         self.uplink_shadowing_db[:n] = draw_shadowing_db(rng, n, self.config.channel)
+        self.uplink_fading[:n] = draw_fading(rng, n, self.config.channel)
+        self.direct_shadowing_db = draw_shadowing_db(rng, n, self.config.channel)
+        self.direct_fading = draw_fading(rng, n, self.config.channel)
         self._choose_heads(rng, keep_existing=True)
         return True
+
+    def _build_d2d(self, rng: np.random.Generator) -> D2DGraph:
+        cfg = self.config
+        return build_d2d_graph(self.positions[:self.n_devices], self.cluster, self.n_clusters, cfg.d2d_radius_m,
+                               rng, cfg.channel, cfg.d2d, cfg.d2d_patch_weight)
 
     def _set_device_parents(self) -> None:
         self.parent[:self.n_devices] = self.tier_offsets[1] + self.cluster

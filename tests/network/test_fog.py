@@ -60,27 +60,44 @@ def test_compute_cost_model():
 
 
 def test_d2d_gather_and_broadcast_charge_every_hop():
-    net = _net("paper", seed=2)
-    tree = net.routes(6e6)
+    from hffm_env.network.routing import hop_direction
+
+    net = _net("paper", seed=2, network__d2d_radius_m=200.0)
+    edges = net.topology.d2d.edges
     g = _one_round(net, lambda L: net.charge_d2d_gather(L, "g", {"m": 6e6}))
-    hop_s, hop_j = transfer_cost(net.config.d2d, 48e6, net.d2d_rate_bps)
-    members = np.nonzero(tree.next_hop >= 0)[0]
-    # gather: each member's packet pays every hop of its path
-    path_j = np.zeros(net.topology.n_devices)
+    b = _one_round(net, lambda L: net.charge_d2d_broadcast(L, "b", {"m": 6e6}))
+    _, hop_j = transfer_cost(net.config.d2d, 48e6, net.d2d_rate_bps)
+    # gather: each member's packet pays every hop of its path, member -> head
+    up = net.routes(6e6, toward_heads=True)
+    members = np.nonzero(up.next_hop >= 0)[0]
+    want = 0.0
     for v in members:
         u = v
-        while tree.next_hop[u] >= 0:
-            path_j[v] += hop_j[tree.hop_edge[u]]
-            u = tree.next_hop[u]
-    assert g.energy_j == pytest.approx(path_j.sum())
-    assert g.latency_s == pytest.approx(tree.path_s[members].max())
-    # broadcast: each tree edge once
-    sc = make_scenario("paper", network__charge_downlink=True)
-    net2 = FogNetwork(sc.network, np.random.default_rng(2))
-    net2.new_round()
-    b = _one_round(net2, lambda L: net2.charge_d2d_broadcast(L, "b", {"m": 6e6}))
-    assert b.energy_j == pytest.approx(hop_j[tree.hop_edge[members]].sum())
-    assert b.energy_j <= g.energy_j
+        while up.next_hop[u] >= 0:
+            want += hop_j[up.hop_edge[u], hop_direction(edges, u, up.next_hop[u])]
+            u = up.next_hop[u]
+    assert up.hops.max() >= 2
+    assert g.energy_j == pytest.approx(want)
+    # clusters proceed independently; the stage waits for the slowest path
+    assert g.latency_s == pytest.approx(up.path_s[members].max())
+    # broadcast: each edge of the head -> member tree once
+    down = net.routes(6e6, toward_heads=False)
+    recv = np.nonzero(down.next_hop >= 0)[0]
+    assert b.energy_j == pytest.approx(hop_j[down.hop_edge[recv], hop_direction(edges, down.next_hop[recv], recv)].sum())
+    assert b.latency_s == pytest.approx(down.path_s[recv].max())
+
+
+def test_consensus_latency_is_per_cluster_critical_path():
+    net = _net("paper", seed=3)
+    L = Ledger()
+    L.begin_round(0)
+    charge_round(net, L, table1_schedules()["edge_only_d2d"], 1, {"m": 6e6})
+    r = L.end_round()
+    up, down = net.routes(6e6, True), net.routes(6e6, False)
+    c = net.topology.cluster
+    per_cluster = [up.path_s[c == k].max() + down.path_s[c == k].max() for k in range(net.topology.n_clusters)]
+    assert r.latency_s == pytest.approx(max(per_cluster))
+    assert r.latency_s <= up.path_s.max() + down.path_s.max()
 
 
 def test_downlink_uses_its_own_power():

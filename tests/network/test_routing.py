@@ -2,6 +2,7 @@
 
 import networkx as nx
 import numpy as np
+import pytest
 
 from hffm_env import make_scenario
 from hffm_env.network import FogNetwork
@@ -15,17 +16,20 @@ def _net(preset="paper", seed=0, **ov):
     return net
 
 
-def test_paths_match_networkx_dijkstra():
+@pytest.mark.parametrize("toward_heads", [True, False])
+def test_paths_match_networkx_dijkstra(toward_heads):
     net = _net("paper", seed=4, network__d2d_radius_m=300.0)
     t = net.topology
-    hop_s, _ = transfer_cost(net.config.d2d, 8 * 6e6, net.d2d_rate_bps)
-    tree = net.routes(6e6)
-    g = nx.Graph()
-    for (u, v), w in zip(t.d2d.edges, hop_s):
-        g.add_edge(int(u), int(v), w=float(w))
+    hop_s, _ = transfer_cost(net.config.d2d, 8 * 6e6, net.d2d_rate_bps)  # (E, 2): u->v, v->u
+    tree = net.routes(6e6, toward_heads=toward_heads)
+    g = nx.DiGraph()
+    for (u, v), (w_uv, w_vu) in zip(t.d2d.edges, hop_s):
+        g.add_edge(int(u), int(v), w=float(w_uv))
+        g.add_edge(int(v), int(u), w=float(w_vu))
+    search = g.reverse(copy=True) if toward_heads else g  # to the head = from the head over reversed links
     for c in range(t.n_clusters):
         head = int(t.heads[c])
-        dist, paths = nx.single_source_dijkstra(g, head, weight="w")
+        dist, paths = nx.single_source_dijkstra(search, head, weight="w")
         for v in t.members(c):
             assert tree.root[v] == head
             assert np.isclose(tree.path_s[v], dist[int(v)])

@@ -1,0 +1,35 @@
+"""The ``hffm`` command line as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+from hffm_cli.main import main
+
+
+def test_costs_json_prints_seven_rows(capsys):
+    assert main(["costs", "--preset", "paper", "--json", "--seeds", "3"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["method"] for r in rows] == ["star", "edge_only", "edge_only_d2d", "hfm_2", "hfm_8", "hfm_d2d_2",
+                                           "hfm_d2d_8"]
+    for r in rows:
+        assert r["latency_s"] > 0 and r["energy_j"] > 0
+
+
+def test_costs_table_for_other_presets(capsys):
+    assert main(["costs", "--preset", "tiny", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "edge_only_d2d" in out
+
+
+def test_bad_preset_is_a_clear_error(capsys):
+    assert main(["costs", "--preset", "huge"]) == 2
+    assert "preset must be one of 'tiny', 'small', 'paper'" in capsys.readouterr().err
+    assert main(["costs", "--rounds", "0"]) == 2
+    assert "rounds" in capsys.readouterr().err
+
+
+def test_console_script_and_bench_run():
+    out = subprocess.run([sys.executable, "-m", "hffm_cli.main", "bench", "network", "--sizes", "40", "200",
+                          "--rounds", "2"], capture_output=True, text=True, check=True).stdout
+    assert "ms/round" in out and "200" in out
