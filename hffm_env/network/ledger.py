@@ -157,15 +157,16 @@ class Ledger:
             for s in stages[np.argsort(first)]:
                 sel = rows["stage"] == s
                 g, st, ln, sec = rows["group"][sel], rows["step"][sel], rows["lane"][sel], rows["seconds"][sel]
-                _, lane_key = np.unique(np.stack([g, st, ln]), axis=1, return_inverse=True)
-                lane_busy = np.bincount(lane_key.ravel(), weights=sec)
-                # one representative (group, step) per lane, then max over lanes in a step
-                _, first_row = np.unique(lane_key.ravel(), return_index=True)
-                gs, step_key = np.unique(np.stack([g[first_row], st[first_row]]), axis=1, return_inverse=True)
-                step_time = np.zeros(gs.shape[1])
-                np.maximum.at(step_time, step_key.ravel(), lane_busy)
-                _, group_key = np.unique(gs[0], return_inverse=True)
-                group_time = np.bincount(group_key.ravel(), weights=step_time)
+                g = np.unique(g, return_inverse=True)[1].ravel()
+                ln = np.unique(ln, return_inverse=True)[1].ravel()
+                n_steps, n_lanes = int(st.max()) + 1, int(ln.max()) + 1
+                group_step = g * n_steps + st                       # dense keys, no 2-D unique
+                lane_keys, lane_key = np.unique(group_step * n_lanes + ln, return_inverse=True)
+                lane_busy = np.bincount(lane_key, weights=sec)      # rows of a lane in series
+                gs_keys, step_key = np.unique(lane_keys // n_lanes, return_inverse=True)
+                step_time = np.zeros(len(gs_keys))
+                np.maximum.at(step_time, step_key, lane_busy)       # lanes of a step in parallel
+                group_time = np.bincount(gs_keys // n_steps, weights=step_time)  # steps in series
                 label = self._labels["stage"].labels[s]
                 stage_lat[label] = float(group_time.max())
                 stage_en[label] = float(rows["joules"][sel].sum())

@@ -69,3 +69,19 @@ def test_empty_round():
     L.begin_round(0)
     r = L.end_round()
     assert r.latency_s == 0.0 and r.energy_j == 0.0
+
+
+def test_groups_proceed_independently_and_steps_in_series():
+    L = Ledger()
+    L.begin_round(0)
+    # cluster 0: gather 1 s then broadcast 4 s; cluster 1: gather 3 s then broadcast 1 s
+    L.charge(stage="consensus", step="gather", group=[0, 0, 1], module="m", link="d2d", src=[0, 1, 2], dst=9,
+             nbytes=1, seconds=[1.0, 0.5, 3.0], joules=1.0)
+    L.charge(stage="consensus", step="broadcast", group=[0, 1], module="m", link="d2d", src=9, dst=[0, 2],
+             lane=[0, 2], nbytes=1, seconds=[4.0, 1.0], joules=1.0)
+    L.charge(stage="cloud", module="m", link="backhaul", src=9, dst=10, nbytes=1, seconds=2.0, joules=1.0)
+    r = L.end_round()
+    # per-cluster chains: 1+4=5 and 3+1=4 -> 5, not max(gather)+max(broadcast)=7
+    assert r.stage_latency_s == {"consensus": 5.0, "cloud": 2.0}
+    assert r.latency_s == 7.0 and r.energy_j == 6.0
+    assert set(L.records(0)["step"]) == {"gather", "broadcast", ""}
