@@ -10,9 +10,12 @@ from hffm_env import ConfigError
 
 
 def _cmd_costs(args: argparse.Namespace) -> int:
+    from hffm_env import make_scenario
     from hffm_env.network.costs import table1_costs
 
-    rows = table1_costs(args.preset, rounds=args.rounds, seeds=args.seeds)
+    sc = make_scenario(args.preset)
+    rows = table1_costs(sc.network, sc.payload_bytes, rounds=args.rounds, seeds=args.seeds,
+                        compare_with_paper=args.preset == "paper")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

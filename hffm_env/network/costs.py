@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from hffm_env._validation import check_int
-from hffm_env.network.fog import FogNetwork
+from hffm_env.network.config import NetworkConfig
+from hffm_env.network.fog import FogNetwork, Payload
 from hffm_env.network.schedules import run_schedule, table1_schedules
 
 # method key -> (latency s, energy as printed: J labelled "kJ", accuracy %)
@@ -24,29 +25,26 @@ PAPER_TABLE1: dict[str, tuple[float, float, float]] = {
 }
 
 
-def table1_costs(preset: str = "paper", rounds: int = 8, seeds: int = 100, first_seed: int = 0) -> list[dict]:
+def table1_costs(network: NetworkConfig, payload: Payload, rounds: int = 8, seeds: int = 100,
+                 first_seed: int = 0, compare_with_paper: bool = False) -> list[dict]:
     """Mean latency (s) and energy (J) per round of each Table I schedule.
 
     Each seed draws a topology; every schedule then runs ``rounds`` rounds on a
     network built from that same seed, so the schedules are compared on equal
-    placements and fading draws. Rows also carry the paper's figures.
+    placements and channel draws. With ``compare_with_paper`` rows also carry the
+    paper's figures.
     """
-    from hffm_env.scenario import make_scenario
-
     check_int("rounds", rounds, low=1)
     check_int("seeds", seeds, low=1)
-    scenario = make_scenario(preset)
-    schedules = table1_schedules()
     rows = []
-    for key, schedule in schedules.items():
+    for key, schedule in table1_schedules().items():
         lat, en = [], []
         for seed in range(first_seed, first_seed + seeds):
-            net = FogNetwork(scenario.network, np.random.default_rng(seed))
-            ledger = run_schedule(net, schedule, rounds, scenario.payload_bytes)
-            mean_lat, mean_en = ledger.mean()
+            net = FogNetwork(network, np.random.default_rng(seed))
+            mean_lat, mean_en = run_schedule(net, schedule, rounds, payload).mean()
             lat.append(mean_lat)
             en.append(mean_en)
-        paper = PAPER_TABLE1.get(key) if preset == "paper" else None
+        paper = PAPER_TABLE1.get(key) if compare_with_paper else None
         rows.append({
             "method": key,
             "name": schedule.name,

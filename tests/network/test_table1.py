@@ -7,12 +7,16 @@ The paper's figures come from one drawn topology; we average 100 topologies.
 
 import pytest
 
+from hffm_env import make_scenario
+
 from hffm_env.network.costs import PAPER_TABLE1, table1_costs
 
 
 @pytest.fixture(scope="module")
 def rows():
-    return {r["method"]: r for r in table1_costs("paper", rounds=8, seeds=100)}
+    sc = make_scenario("paper")
+    return {r["method"]: r for r in table1_costs(sc.network, sc.payload_bytes, rounds=8, seeds=100,
+                                                 compare_with_paper=True)}
 
 
 def test_all_seven_schedules_present(rows):
