@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hffm_env._validation import ConfigError, check_int, check_positive
+from hffm_env.data.config import DataConfig
 from hffm_env.network.config import (
     ChannelConfig,
     ComputeConfig,
@@ -35,12 +36,15 @@ class Scenario:
 
     name: str = "custom"
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     payload_bytes: dict[str, float] = field(default_factory=lambda: {"adapters": 5.0e6, "heads": 1.0e6})
     seed: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.network, NetworkConfig):
             raise ConfigError(f"network must be a NetworkConfig, got {self.network!r}")
+        if not isinstance(self.data, DataConfig):
+            raise ConfigError(f"data must be a DataConfig, got {self.data!r}")
         if not isinstance(self.payload_bytes, dict) or not self.payload_bytes:
             raise ConfigError(f"payload_bytes must be a non-empty dict module -> bytes, got {self.payload_bytes!r}")
         for module, size in self.payload_bytes.items():
@@ -150,7 +154,9 @@ def _paper_network() -> NetworkConfig:
 def paper() -> Scenario:
     """The paper's case study: 40 devices, 10 edge servers, 1 cloud; 6 MB of adapters + heads."""
     # 6 MB = 48,000 kbit in the reference; its split between adapters and heads is ours.
-    return Scenario(name="paper", network=_paper_network(), payload_bytes={"adapters": 5.4e6, "heads": 0.6e6})
+    return Scenario(name="paper", network=_paper_network(), payload_bytes={"adapters": 5.4e6, "heads": 0.6e6},
+                    data=DataConfig(tasks=("scene_qa", "style_qa"), pool_size=4000, tasks_per_device=(1, 1),
+                                    dirichlet_alpha=0.1))
 
 
 def small() -> Scenario:
@@ -162,7 +168,9 @@ def small() -> Scenario:
         TierConfig("cloud", 1),
     ), area_side_m=3000.0, cluster_center_offset_m=300.0, cluster_radius_m=150.0, d2d_radius_m=60.0,
         d2d=LinkConfig("wireless", bandwidth_hz=10e6, tx_power_w=0.1))
-    return Scenario(name="small", network=net, payload_bytes={"adapters": 1.0e6, "heads": 0.1e6})
+    return Scenario(name="small", network=net, payload_bytes={"adapters": 1.0e6, "heads": 0.1e6},
+                    data=DataConfig(tasks=("scene_qa", "style_qa", "sensor", "digits_qa"), pool_size=2000,
+                                    tasks_per_device=(1, 2)))
 
 
 def tiny() -> Scenario:
@@ -174,7 +182,9 @@ def tiny() -> Scenario:
         TierConfig("cloud", 1),
     ), area_side_m=1500.0, cluster_center_offset_m=200.0, cluster_radius_m=100.0, d2d_radius_m=60.0,
         d2d=LinkConfig("wireless", bandwidth_hz=10e6, tx_power_w=0.1))
-    return Scenario(name="tiny", network=net, payload_bytes={"adapters": 0.2e6, "heads": 0.02e6})
+    return Scenario(name="tiny", network=net, payload_bytes={"adapters": 0.2e6, "heads": 0.02e6},
+                    data=DataConfig(tasks=("scene_qa", "sensor"), pool_size=400, tasks_per_device=(1, 2),
+                                    dirichlet_alpha=0.5))
 
 
 PRESETS: dict[str, Callable[[], Scenario]] = {"tiny": tiny, "small": small, "paper": paper}

@@ -1,0 +1,54 @@
+"""Heterogeneity: modality/task subsets, Dirichlet non-IID shards, held-out test shards."""
+
+import numpy as np
+import pytest
+
+from hffm_env.data import DataConfig, dirichlet_split, make_federated_data, task_spec
+
+
+def test_dirichlet_small_alpha_is_skewed_large_alpha_is_even():
+    labels = np.repeat(np.arange(5), 200)
+    rng = np.random.default_rng(0)
+    skew = dirichlet_split(labels, np.arange(8), 0.1, 5, rng)
+    even = dirichlet_split(labels, np.arange(8), 100.0, 5, rng)
+
+    def mean_entropy(parts):
+        h = []
+        for p in parts:
+            q = np.bincount(labels[p], minlength=5) / len(p)
+            h.append(-(q[q > 0] * np.log(q[q > 0])).sum())
+        return np.mean(h)
+
+    assert mean_entropy(skew) < 0.8 * mean_entropy(even)
+    assert sorted(np.concatenate(skew).tolist()) == list(range(1000))  # a partition: nothing lost or shared
+    sizes = [len(p) for p in skew]
+    assert min(sizes) >= 5 and max(sizes) > 2 * min(sizes)  # unequal shard sizes
+
+
+def test_impossible_split_is_a_clear_error():
+    with pytest.raises(ValueError, match="pool_size"):
+        dirichlet_split(np.zeros(10, dtype=int), np.arange(5), 0.1, 8, np.random.default_rng(0))
+
+
+def test_federated_data_heterogeneity_and_determinism():
+    cfg = DataConfig(tasks=("scene_qa", "style_qa", "sensor"), pool_size=400, tasks_per_device=(1, 2))
+    a = make_federated_data(cfg, 12, seed=3)
+    b = make_federated_data(cfg, 12, seed=3)
+    c = make_federated_data(cfg, 12, seed=4)
+    assert a.shards.tasks == b.shards.tasks
+    assert all(np.array_equal(a.shards.train[d][t], b.shards.train[d][t]) for d in range(12) for t in a.shards.tasks[d])
+    assert a.shards.tasks != c.shards.tasks or any(
+        not np.array_equal(a.shards.train[d][t], c.shards.train[d][t]) for d in range(12) for t in a.shards.tasks[d])
+    assert len(set(a.shards.tasks)) > 1  # devices differ in their tasks
+    for d in range(12):
+        assert 1 <= len(a.shards.tasks[d]) <= 2
+        for t in a.shards.tasks[d]:
+            assert set(task_spec(t).modalities) <= set(a.shards.modalities[d])
+            tr, te = a.shards.train[d][t], a.shards.test[d][t]
+            assert len(tr) >= cfg.min_shard and len(te) >= 1 and not set(tr) & set(te)
+    for t in cfg.tasks:
+        assert a.shards.counts(t).sum() > 0
+    x = a.device_data(0, a.shards.tasks[0][0], "test")
+    assert len(x) == len(a.shards.test[0][a.shards.tasks[0][0]])
+    with pytest.raises(KeyError, match="does not hold"):
+        a.device_data(0, next(t for t in cfg.tasks if t not in a.shards.tasks[0]))
