@@ -1,0 +1,68 @@
+"""Configuration of the modular M3T foundation model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hffm_env._validation import ConfigError, check_int, check_real
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A frozen ViLT-style backbone and the trainable module kinds around it.
+
+    ``backbone``: None builds the architecture below with freshly initialised weights
+    from ``init_seed``; a path to a local directory (``config.json`` + weights, as
+    ``ViltModel.save_pretrained`` writes it, e.g. a copy of ViLT-B/32) loads real
+    weights — nothing is ever downloaded. Adapters are double adapters (two parallel
+    bottleneck adapters of ``adapter_bottleneck`` after every layer's output; 256 in
+    the paper). The sensor signal is cut into patches of ``sensor_patch`` samples,
+    each embedded by the trainable sensor encoder.
+    """
+
+    backbone: str | None = None
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    image_size: int = 32
+    patch_size: int = 8
+    max_text_tokens: int = 12
+    vocab_size: int = 256
+    sensor_length: int = 64
+    sensor_patch: int = 8
+    adapter_bottleneck: int = 16
+    init_seed: int = 0
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+
+    def __post_init__(self) -> None:
+        check_int("hidden_size", self.hidden_size, low=8)
+        check_int("num_layers", self.num_layers, low=1)
+        check_int("num_heads", self.num_heads, low=1)
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"hidden_size must be a multiple of num_heads={self.num_heads}, got {self.hidden_size}")
+        check_int("intermediate_size", self.intermediate_size, low=1)
+        check_int("image_size", self.image_size, low=8)
+        check_int("patch_size", self.patch_size, low=1, high=self.image_size)
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"image_size must be a multiple of patch_size={self.patch_size}, got {self.image_size}")
+        check_int("max_text_tokens", self.max_text_tokens, low=2)
+        check_int("vocab_size", self.vocab_size, low=8)
+        check_int("sensor_length", self.sensor_length, low=1)
+        check_int("sensor_patch", self.sensor_patch, low=1, high=self.sensor_length)
+        if self.sensor_length % self.sensor_patch:
+            raise ConfigError(f"sensor_length must be a multiple of sensor_patch={self.sensor_patch}, "
+                              f"got {self.sensor_length}")
+        check_int("adapter_bottleneck", self.adapter_bottleneck, low=1)
+        check_int("init_seed", self.init_seed, low=0)
+        check_real("learning_rate", self.learning_rate, low=0.0, low_inclusive=False)
+        check_real("weight_decay", self.weight_decay, low=0.0)
+
+    @property
+    def n_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def n_sensor_tokens(self) -> int:
+        return self.sensor_length // self.sensor_patch
