@@ -1,0 +1,75 @@
+"""Module banks: every trainable module kind stored with a leading holder axis.
+
+A bank is a dict ``parameter name → tensor [n_holders, ...]``; row ``i`` is holder
+``i``'s copy (devices, edge servers, cloud, specialists). Parameter names start with
+their module kind:
+
+* ``adapters.*`` — double adapters after every layer: ``down_w [L, H, 2b]``,
+  ``down_b [L, 2b]``, ``up_w [L, 2b, H]``, ``up_b [L, 2, H]``. Two parallel bottleneck
+  adapters of size ``b`` equal one adapter of size ``2b`` whose up-projection keeps the
+  two adapters' biases apart, so the pair is stored and applied as one.
+* ``sensor_encoder.*`` — the sensor modality encoder: ``w [p, H]``, ``b [H]``,
+  ``pos [S, H]``.
+* ``heads.<task>.*`` — one linear head per task: ``w [H, A_task]``, ``b [A_task]``.
+
+Aggregation is then tensor algebra over the holder axis, relaying an index copy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from hffm_env.model.config import ModelConfig
+
+Bank = dict[str, torch.Tensor]
+
+MODULE_KINDS = ("adapters", "sensor_encoder", "heads")
+
+
+def kind_of(name: str) -> str:
+    """Module kind of a parameter name (``heads.<task>`` for heads)."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "heads" else parts[0]
+
+
+def init_bank(config: ModelConfig, answers_per_task: dict[str, int], n_holders: int,
+              generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Bank:
+    """One freshly initialised copy of every module, broadcast to ``n_holders`` rows.
+
+    Adapters start as the identity (zero up-projection), as adapter fine-tuning does.
+    """
+    h, L, b2 = config.hidden_size, config.num_layers, 2 * config.adapter_bottleneck
+    p, s = config.sensor_patch, config.n_sensor_tokens
+
+    def normal(*shape, std):
+        return torch.randn(*shape, generator=generator, dtype=dtype) * std
+
+    one: Bank = {
+        "adapters.down_w": normal(L, h, b2, std=1.0 / math.sqrt(h)),
+        "adapters.down_b": torch.zeros(L, b2, dtype=dtype),
+        "adapters.up_w": torch.zeros(L, b2, h, dtype=dtype),
+        "adapters.up_b": torch.zeros(L, 2, h, dtype=dtype),
+        "sensor_encoder.w": normal(p, h, std=1.0 / math.sqrt(p)),
+        "sensor_encoder.b": torch.zeros(h, dtype=dtype),
+        "sensor_encoder.pos": normal(s, h, std=0.02),
+    }
+    for task, n_answers in sorted(answers_per_task.items()):
+        one[f"heads.{task}.w"] = normal(h, n_answers, std=1.0 / math.sqrt(h))
+        one[f"heads.{task}.b"] = torch.zeros(n_answers, dtype=dtype)
+    return {k: v.unsqueeze(0).repeat(n_holders, *([1] * v.dim())).contiguous() for k, v in one.items()}
+
+
+def payload_bytes(bank: Bank) -> dict[str, int]:
+    """Bytes one holder's copy of each module kind takes on the wire."""
+    out: dict[str, int] = {}
+    for name, t in bank.items():
+        k = kind_of(name)
+        out[k] = out.get(k, 0) + t[0].numel() * t.element_size()
+    return out
+
+
+def select(bank: Bank, kinds: tuple[str, ...]) -> list[str]:
+    """Parameter names of the given module kinds (``"heads"`` matches every head)."""
+    return [n for n in bank if kind_of(n) in kinds or (n.startswith("heads.") and "heads" in kinds)]

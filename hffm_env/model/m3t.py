@@ -1,0 +1,72 @@
+"""The modular M3T model over a bank: one batched pass for many holders at once.
+
+``forward`` takes per-holder parameters already gathered to a leading axis ``D`` (one
+row per holder in the pass) and inputs shaped ``[D, B, ...]``; the frozen backbone
+runs on all ``D·B`` samples together and every trainable module is applied by a
+batched matmul with its holder's weights. A holder's output depends only on its own
+weights and samples, so a pass over ``D`` holders gives each exactly what a pass
+over that holder alone gives.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hffm_env.model.backbone import SENSOR_TYPE, FrozenBackbone
+
+
+def to_pixels(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 ``[..., H, W, 3]`` → float ``[..., 3, H, W]`` in [-1, 1] (ViLT's normalisation)."""
+    x = images.to(dtype).movedim(-1, -3) / 255.0
+    return (x - 0.5) / 0.5
+
+
+def embed(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
+          modalities: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token embeddings ``[D·B, T, H]`` and token mask ``[D·B, T]`` of one task group.
+
+    Text always contributes at least its ``[CLS]`` token, which the pooler reads.
+    """
+    d, b = inputs["tokens"].shape[:2] if "tokens" in inputs else inputs["sensor"].shape[:2]
+    dtype = params["adapters.down_w"].dtype
+    parts, masks = [], []
+    if "text" in modalities:
+        tokens = inputs["tokens"].flatten(0, 1)
+        parts.append(backbone.embed_text(tokens))
+        masks.append(inputs["attention"].flatten(0, 1))
+    else:
+        cls = torch.ones(d * b, 1, dtype=torch.long)
+        parts.append(backbone.embed_text(cls))
+        masks.append(torch.ones(d * b, 1, dtype=torch.long))
+    if "image" in modalities:
+        x = backbone.embed_image(to_pixels(inputs["image"].flatten(0, 1), dtype))
+        parts.append(x)
+        masks.append(torch.ones(x.shape[:2], dtype=torch.long))
+    if "sensor" in modalities:
+        sig = inputs["sensor"].to(dtype)                                 # [D, B, T]
+        patches = sig.view(d, b, -1, params["sensor_encoder.w"].shape[1])  # [D, B, S, p]
+        x = torch.einsum("dbsp,dph->dbsh", patches, params["sensor_encoder.w"])
+        x = x + params["sensor_encoder.b"][:, None, None] + params["sensor_encoder.pos"][:, None]
+        x = x.flatten(0, 1) + backbone.type_embedding(SENSOR_TYPE)
+        parts.append(x)
+        masks.append(torch.ones(x.shape[:2], dtype=torch.long))
+    return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
+
+def forward(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
+            task: str, modalities: tuple[str, ...]) -> torch.Tensor:
+    """Logits ``[D, B, A_task]`` of one task group, holder ``i`` using row ``i`` of ``params``."""
+    h, mask = embed(backbone, params, inputs, modalities)
+    n, t, hid = h.shape
+    d = params["adapters.down_w"].shape[0]
+    bias = backbone.attention_bias(mask, h.dtype)
+    up_b = params["adapters.up_b"].sum(dim=2)                            # the two adapters' biases
+    for i, layer in enumerate(backbone.layers):
+        h = backbone.layer_output(layer, h, bias)
+        z = h.reshape(d, -1, hid)                                         # [D, B·T, H]
+        a = F.gelu(torch.baddbmm(params["adapters.down_b"][:, i, None], z, params["adapters.down_w"][:, i]))
+        z = z + torch.baddbmm(up_b[:, i, None], a, params["adapters.up_w"][:, i])
+        h = z.reshape(n, t, hid)
+    pooled = backbone.pool(h).view(d, -1, hid)                            # [D, B, H]
+    return torch.baddbmm(params[f"heads.{task}.b"][:, None], pooled, params[f"heads.{task}.w"])
