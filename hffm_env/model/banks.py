@@ -10,6 +10,10 @@ their module kind:
   two adapters' biases apart, so the pair is stored and applied as one.
 * ``sensor_encoder.*`` — the sensor modality encoder: ``w [p, H]``, ``b [H]``,
   ``pos [S, H]``.
+* ``prompts.tokens [P, H]`` — learnable prompt tokens added to every input.
+* ``experts.*`` — a mixture-of-experts layer after the last layer: experts
+  ``down_w [E, H, k]``, ``down_b [E, k]``, ``up_w [E, k, H]``, ``up_b [E, H]`` and
+  the gate ``gate_w [H, E]``, ``gate_b [E]`` (the gate is its own kind, ``gate``).
 * ``heads.<task>.*`` — one linear head per task: ``w [H, A_task]``, ``b [A_task]``.
 
 Aggregation is then tensor algebra over the holder axis, relaying an index copy.
@@ -25,13 +29,18 @@ from hffm_env.model.config import ModelConfig
 
 Bank = dict[str, torch.Tensor]
 
-MODULE_KINDS = ("adapters", "sensor_encoder", "heads")
+MODULE_KINDS = ("adapters", "prompts", "sensor_encoder", "experts", "gate", "heads")
+EXPERT_PARAMS = ("experts.down_w", "experts.down_b", "experts.up_w", "experts.up_b")
 
 
 def kind_of(name: str) -> str:
-    """Module kind of a parameter name (``heads.<task>`` for heads)."""
+    """Module kind of a parameter name (``heads.<task>`` for heads, ``gate`` for the MoE gate)."""
     parts = name.split(".")
-    return ".".join(parts[:2]) if parts[0] == "heads" else parts[0]
+    if parts[0] == "heads":
+        return ".".join(parts[:2])
+    if name.startswith("experts.gate"):
+        return "gate"
+    return parts[0]
 
 
 def init_bank(config: ModelConfig, answers_per_task: dict[str, int], n_holders: int,
@@ -54,6 +63,13 @@ def init_bank(config: ModelConfig, answers_per_task: dict[str, int], n_holders: 
         "sensor_encoder.w": normal(p, h, std=1.0 / math.sqrt(p)),
         "sensor_encoder.b": torch.zeros(h, dtype=dtype),
         "sensor_encoder.pos": normal(s, h, std=0.02),
+        "prompts.tokens": normal(config.n_prompts, h, std=0.02),
+        "experts.down_w": normal(config.n_experts, h, config.expert_bottleneck, std=1.0 / math.sqrt(h)),
+        "experts.down_b": torch.zeros(config.n_experts, config.expert_bottleneck, dtype=dtype),
+        "experts.up_w": torch.zeros(config.n_experts, config.expert_bottleneck, h, dtype=dtype),
+        "experts.up_b": torch.zeros(config.n_experts, h, dtype=dtype),
+        "experts.gate_w": normal(h, config.n_experts, std=1.0 / math.sqrt(h)),
+        "experts.gate_b": torch.zeros(config.n_experts, dtype=dtype),
     }
     for task, n_answers in sorted(answers_per_task.items()):
         one[f"heads.{task}.w"] = normal(h, n_answers, std=1.0 / math.sqrt(h))

@@ -17,7 +17,10 @@ class ModelConfig:
     weights — nothing is ever downloaded. Adapters are double adapters (two parallel
     bottleneck adapters of ``adapter_bottleneck`` after every layer's output; 256 in
     the paper). The sensor signal is cut into patches of ``sensor_patch`` samples,
-    each embedded by the trainable sensor encoder.
+    each embedded by the trainable sensor encoder. ``n_prompts`` learnable prompt
+    tokens join every input. A mixture-of-experts layer of ``n_experts`` bottleneck
+    experts with a gate that routes every token to its ``experts_top_k`` best experts
+    sits after the last layer; a device may train only some experts.
     """
 
     backbone: str | None = None
@@ -32,6 +35,10 @@ class ModelConfig:
     sensor_length: int = 64
     sensor_patch: int = 8
     adapter_bottleneck: int = 16
+    n_prompts: int = 4
+    n_experts: int = 4
+    expert_bottleneck: int = 16
+    experts_top_k: int = 2
     init_seed: int = 0
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -55,6 +62,10 @@ class ModelConfig:
             raise ConfigError(f"sensor_length must be a multiple of sensor_patch={self.sensor_patch}, "
                               f"got {self.sensor_length}")
         check_int("adapter_bottleneck", self.adapter_bottleneck, low=1)
+        check_int("n_prompts", self.n_prompts, low=0)
+        check_int("n_experts", self.n_experts, low=1)
+        check_int("expert_bottleneck", self.expert_bottleneck, low=1)
+        check_int("experts_top_k", self.experts_top_k, low=1, high=self.n_experts)
         check_int("init_seed", self.init_seed, low=0)
         check_real("learning_rate", self.learning_rate, low=0.0, low_inclusive=False)
         check_real("weight_decay", self.weight_decay, low=0.0)

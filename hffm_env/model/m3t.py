@@ -51,11 +51,26 @@ def embed(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dic
         x = x.flatten(0, 1) + backbone.type_embedding(SENSOR_TYPE)
         parts.append(x)
         masks.append(torch.ones(x.shape[:2], dtype=torch.long))
+    prompts = params["prompts.tokens"]                                  # [D, P, H]
+    if prompts.shape[1]:
+        parts.append(prompts.repeat_interleave(b, dim=0))
+        masks.append(torch.ones(d * b, prompts.shape[1], dtype=torch.long))
     return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
 
+def mixture_of_experts(params: dict[str, torch.Tensor], z: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Residual MoE on tokens ``z [D, N, H]``: the gate's softmax, kept on each token's
+    ``top_k`` experts and renormalised, weighs the experts' bottleneck outputs."""
+    gate = torch.baddbmm(params["experts.gate_b"][:, None], z, params["experts.gate_w"]).softmax(-1)  # [D, N, E]
+    top, which = gate.topk(top_k, dim=-1)
+    weights = torch.zeros_like(gate).scatter(-1, which, top / top.sum(-1, keepdim=True))
+    hidden = F.gelu(torch.einsum("dnh,dehk->dnek", z, params["experts.down_w"]) + params["experts.down_b"][:, None])
+    out = torch.einsum("dnek,dekh->dneh", hidden, params["experts.up_w"]) + params["experts.up_b"][:, None]
+    return z + torch.einsum("dne,dneh->dnh", weights, out)
+
+
 def forward(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
-            task: str, modalities: tuple[str, ...]) -> torch.Tensor:
+            task: str, modalities: tuple[str, ...], top_k: int = 2) -> torch.Tensor:
     """Logits ``[D, B, A_task]`` of one task group, holder ``i`` using row ``i`` of ``params``."""
     h, mask = embed(backbone, params, inputs, modalities)
     n, t, hid = h.shape
@@ -67,6 +82,8 @@ def forward(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: d
         z = h.reshape(d, -1, hid)                                         # [D, B·T, H]
         a = F.gelu(torch.baddbmm(params["adapters.down_b"][:, i, None], z, params["adapters.down_w"][:, i]))
         z = z + torch.baddbmm(up_b[:, i, None], a, params["adapters.up_w"][:, i])
+        if i == len(backbone.layers) - 1:
+            z = mixture_of_experts(params, z, top_k)
         h = z.reshape(n, t, hid)
     pooled = backbone.pool(h).view(d, -1, hid)                            # [D, B, H]
     return torch.baddbmm(params[f"heads.{task}.b"][:, None], pooled, params[f"heads.{task}.w"])

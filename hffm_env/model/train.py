@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from hffm_env.data import FederatedData, task_spec
 from hffm_env.model import m3t
 from hffm_env.model.backbone import FrozenBackbone
-from hffm_env.model.banks import Bank
+from hffm_env.model.banks import EXPERT_PARAMS, Bank
+from hffm_env.model.config import ModelConfig
 
 BETAS = (0.9, 0.999)
 EPS = 1e-8
@@ -28,7 +29,8 @@ EPS = 1e-8
 
 @dataclass
 class AdamState:
-    """Banked AdamW moments and per-holder step counts, one per parameter name."""
+    """Banked AdamW moments and step counts, one per parameter name: per holder, and
+    per holder and expert for the MoE experts (a device may train only some)."""
 
     m: Bank
     v: Bank
@@ -38,24 +40,39 @@ class AdamState:
     def zeros_like(cls, bank: Bank) -> "AdamState":
         return cls({k: torch.zeros_like(t) for k, t in bank.items()},
                    {k: torch.zeros_like(t) for k, t in bank.items()},
-                   {k: torch.zeros(t.shape[0], dtype=torch.long) for k, t in bank.items()})
+                   {k: torch.zeros(t.shape[:2] if k in EXPERT_PARAMS else t.shape[:1], dtype=torch.long)
+                    for k, t in bank.items()})
 
 
 def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dict[str, torch.Tensor],
-                 lr: float, weight_decay: float) -> None:
-    """AdamW (decoupled weight decay, bias-corrected) on rows ``holders`` of each named bank."""
+                 lr: float, weight_decay: float, expert_mask: torch.Tensor | None = None) -> None:
+    """AdamW (decoupled weight decay, bias-corrected) on rows ``holders`` of each named bank.
+
+    ``expert_mask [D, E]`` (bool) limits the expert parameters' update to the experts
+    each holder trains; the others keep their values and optimiser state.
+    """
     b1, b2 = BETAS
     for name, g in grads.items():
-        state.step[name][holders] += 1
-        t = state.step[name][holders].to(g.dtype).view(-1, *([1] * (g.dim() - 1)))
         p, m, v = bank[name][holders], state.m[name][holders], state.v[name][holders]
-        p = p * (1.0 - lr * weight_decay)
-        m = m + (1.0 - b1) * (g - m)
-        v = v * b2 + (1.0 - b2) * g * g
-        denom = v.sqrt() / (1.0 - b2 ** t).sqrt() + EPS
-        bank[name][holders] = p - (lr / (1.0 - b1 ** t)) * m / denom
-        state.m[name][holders] = m
-        state.v[name][holders] = v
+        step = state.step[name][holders]
+        keep = None
+        if name in EXPERT_PARAMS and expert_mask is not None:
+            keep = expert_mask.view(*expert_mask.shape, *([1] * (g.dim() - 2)))
+            step = step + expert_mask.long()
+        else:
+            step = step + 1
+        t = step.to(g.dtype).view(*step.shape, *([1] * (g.dim() - step.dim())))
+        p_new = p * (1.0 - lr * weight_decay)
+        m_new = m + (1.0 - b1) * (g - m)
+        v_new = v * b2 + (1.0 - b2) * g * g
+        denom = v_new.sqrt() / (1.0 - b2 ** t).sqrt() + EPS
+        p_new = p_new - (lr / (1.0 - b1 ** t.clamp(min=1))) * m_new / denom
+        if keep is not None:
+            p_new, m_new, v_new = torch.where(keep, p_new, p), torch.where(keep, m_new, m), torch.where(keep, v_new, v)
+        bank[name][holders] = p_new
+        state.m[name][holders] = m_new
+        state.v[name][holders] = v_new
+        state.step[name][holders] = step
 
 
 def plan_batches(data: FederatedData, devices: np.ndarray, steps: int, batch_size: int,
@@ -92,20 +109,22 @@ def task_inputs(data: FederatedData, task: str, index: np.ndarray) -> tuple[dict
     return inputs, torch.from_numpy(pool.label[index])
 
 
+def used_names(bank: Bank, task: str) -> list[str]:
+    """Parameters a pass on ``task`` reads: every module but the other tasks' heads."""
+    return [n for n in bank if not n.startswith("heads.") or n.startswith(f"heads.{task}.")]
+
+
 def trainable_names(bank: Bank, task: str, modalities: tuple[str, ...]) -> list[str]:
-    names = [n for n in bank if n.startswith("adapters.") or n.startswith(f"heads.{task}.")]
-    if "sensor" in modalities:
-        names += [n for n in bank if n.startswith("sensor_encoder.")]
-    return names
+    """Parameters a step on ``task`` trains (the sensor encoder only with sensor data)."""
+    return [n for n in used_names(bank, task) if not n.startswith("sensor_encoder.") or "sensor" in modalities]
 
 
 def group_loss(backbone: FrozenBackbone, bank: Bank, holders: torch.Tensor, task: str,
-               inputs: dict[str, torch.Tensor], labels: torch.Tensor, names: list[str]):
+               inputs: dict[str, torch.Tensor], labels: torch.Tensor, names: list[str], top_k: int):
     """Sum over holders of each holder's mean cross-entropy, and the leaf parameters."""
     modalities = task_spec(task).modalities
-    params = {n: bank[n][holders].detach().requires_grad_(n in names) for n in bank
-              if n.startswith(("adapters.", "sensor_encoder.", f"heads.{task}."))}
-    logits = m3t.forward(backbone, params, inputs, task, modalities)
+    params = {n: bank[n][holders].detach().requires_grad_(n in names) for n in used_names(bank, task)}
+    logits = m3t.forward(backbone, params, inputs, task, modalities, top_k)
     per_sample = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
     per_holder = per_sample.view(labels.shape).mean(dim=1)
     return per_holder.sum(), per_holder.detach(), {n: params[n] for n in names}
@@ -113,9 +132,11 @@ def group_loss(backbone: FrozenBackbone, bank: Bank, holders: torch.Tensor, task
 
 def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: FederatedData,
                 devices: np.ndarray, holders: np.ndarray, steps: int, batch_size: int,
-                rng: np.random.Generator, lr: float, weight_decay: float) -> np.ndarray:
+                rng: np.random.Generator, config: ModelConfig,
+                expert_mask: np.ndarray | None = None) -> np.ndarray:
     """``steps`` local AdamW steps of every device in ``devices`` on its own shards,
-    updating bank rows ``holders`` (same order). Returns each device's mean loss."""
+    updating bank rows ``holders`` (same order). ``expert_mask [n_holders, E]`` says
+    which experts each holder trains (all by default). Returns each device's mean loss."""
     row_of = dict(zip(map(int, devices), map(int, holders)))
     plan = plan_batches(data, devices, steps, batch_size, rng)
     losses = {int(d): [] for d in devices}
@@ -125,10 +146,13 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
             rows = torch.tensor([row_of[d] for d, _ in group])
             inputs, labels = task_inputs(data, task, np.stack([idx for _, idx in group]))
             names = trainable_names(bank, task, task_spec(task).modalities)
-            loss, per_holder, leaves = group_loss(backbone, bank, rows, task, inputs, labels, names)
+            loss, per_holder, leaves = group_loss(backbone, bank, rows, task, inputs, labels, names,
+                                                  config.experts_top_k)
             grads = torch.autograd.grad(loss, [leaves[n] for n in names])
+            mask = None if expert_mask is None else torch.as_tensor(expert_mask)[rows]
             with torch.no_grad():
-                adamw_update(bank, adam, rows, dict(zip(names, grads)), lr, weight_decay)
+                adamw_update(bank, adam, rows, dict(zip(names, grads)), config.learning_rate,
+                             config.weight_decay, mask)
             for (d, _), value in zip(group, per_holder.tolist()):
                 losses[d].append(value)
     return np.array([np.mean(losses[int(d)]) for d in devices])
@@ -136,7 +160,8 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
 
 @torch.no_grad()
 def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices: np.ndarray,
-             holders: np.ndarray, split: str = "test", max_batch: int = 256) -> dict[int, dict[str, float]]:
+             holders: np.ndarray, config: ModelConfig, split: str = "test",
+             max_batch: int = 256) -> dict[int, dict[str, float]]:
     """Accuracy of each device's model copy (bank row) on each of its tasks' ``split`` shard.
 
     Devices of a task are evaluated together: shards are padded to a common length in
@@ -160,9 +185,8 @@ def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices:
             valid = torch.from_numpy(np.stack([np.arange(width) < len(c) for c in chunk]))
             inputs, labels = task_inputs(data, task, padded)
             rows = torch.tensor([row_of[d] for d in holders_t])
-            params = {n: bank[n][rows] for n in bank if n.startswith(("adapters.", "sensor_encoder.",
-                                                                        f"heads.{task}."))}
-            logits = m3t.forward(backbone, params, inputs, task, task_spec(task).modalities)
+            params = {n: bank[n][rows] for n in used_names(bank, task)}
+            logits = m3t.forward(backbone, params, inputs, task, task_spec(task).modalities, config.experts_top_k)
             correct += ((logits.argmax(-1) == labels) & valid).sum(1).numpy()
         for d, c, i in zip(holders_t, correct, idx):
             out[d][task] = float(c / len(i))

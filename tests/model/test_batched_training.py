@@ -10,6 +10,7 @@ from hffm_env.model import ModelConfig, init_bank, payload_bytes
 from hffm_env.model import m3t
 from hffm_env.model import train as T
 from hffm_env.model.backbone import FrozenBackbone, build_vilt
+from hffm_env.model.banks import EXPERT_PARAMS
 
 MC = ModelConfig()
 DC = DataConfig(tasks=("scene_qa", "sensor"), pool_size=240, tasks_per_device=(1, 2), dirichlet_alpha=1.0)
@@ -52,7 +53,8 @@ def test_bank_layout_and_payloads(data):
     assert bank["heads.scene_qa.w"].shape == (6, MC.hidden_size, len(data.pools["scene_qa"].answers))
     assert torch.equal(bank["adapters.down_w"][0], bank["adapters.down_w"][5])  # one broadcast init
     sizes = payload_bytes(bank)
-    assert set(sizes) == {"adapters", "sensor_encoder", "heads.scene_qa", "heads.sensor"}
+    assert set(sizes) == {"adapters", "prompts", "sensor_encoder", "experts", "gate", "heads.scene_qa",
+                          "heads.sensor"}
     assert sizes["adapters"] > sizes["heads.scene_qa"] > 0
     assert sizes["adapters"] == 4 * sum(bank[k][0].numel() for k in bank if k.startswith("adapters."))
 
@@ -64,7 +66,11 @@ def test_batched_training_equals_each_device_alone(data):
     bank = _bank(data, torch.float64)
     start = {k: v.clone() for k, v in bank.items()}
     devs = np.arange(6)
-    T.local_train(bb, bank, T.AdamState.zeros_like(bank), data, devs, devs, 3, 4, np.random.default_rng(1), 1e-3, 0.01)
+    cfg = ModelConfig(learning_rate=1e-3, weight_decay=0.01)
+    mask = np.ones((6, MC.n_experts), dtype=bool)
+    mask[::2, 1:] = False                      # even devices train expert 0 only
+    T.local_train(bb, bank, T.AdamState.zeros_like(bank), data, devs, devs, 3, 4, np.random.default_rng(1), cfg,
+                  expert_mask=mask)
     plan = T.plan_batches(data, devs, 3, 4, np.random.default_rng(1))
     assert len({t for step in plan for _, t, _ in step}) == 2   # mixed tasks and modalities in one round
     for d in devs:
@@ -77,16 +83,28 @@ def test_batched_training_equals_each_device_alone(data):
                 inputs, labels = T.task_inputs(data, task, idx[None])
                 mods = task_spec(task).modalities
                 opt.zero_grad(set_to_none=True)
-                F.cross_entropy(m3t.forward(bb, params, inputs, task, mods).flatten(0, 1), labels.flatten()).backward()
+                logits = m3t.forward(bb, params, inputs, task, mods, MC.experts_top_k)
+                F.cross_entropy(logits.flatten(0, 1), labels.flatten()).backward()
                 for k, p in params.items():
                     if k not in T.trainable_names(params, task, mods):
                         p.grad = None
+                frozen = {k: params[k].detach().clone() for k in EXPERT_PARAMS}
+                state = {k: {s: v.clone() for s, v in opt.state[params[k]].items()} for k in EXPERT_PARAMS
+                         if params[k] in opt.state}
                 opt.step()
+                if not mask[d].all():  # a device alone simply does not train the other experts
+                    with torch.no_grad():
+                        for k in EXPERT_PARAMS:
+                            params[k][0, ~torch.from_numpy(mask[d])] = frozen[k][0, ~torch.from_numpy(mask[d])]
         for k in bank:
             assert torch.allclose(bank[k][d], params[k][0].detach(), atol=1e-12, rtol=0), (d, k)
             if k.startswith("heads.") and k.split(".")[1] not in data.shards.tasks[d]:
                 assert torch.equal(bank[k][d], start[k][d]), (d, k)
         assert not torch.equal(bank["adapters.up_w"][d], start["adapters.up_w"][d])
+        if not mask[d].all():
+            for k in EXPERT_PARAMS:
+                assert torch.equal(bank[k][d, 1:], start[k][d, 1:]), (d, k)   # experts it does not train
+            assert not torch.equal(bank["experts.down_w"][d, 0], start["experts.down_w"][d, 0])
 
 
 def test_training_learns_and_evaluation_is_per_node_per_task(data):
@@ -94,9 +112,10 @@ def test_training_learns_and_evaluation_is_per_node_per_task(data):
     bb = FrozenBackbone(build_vilt(MC))
     bank = _bank(data)
     devs = np.arange(6)
-    before = T.evaluate(bb, bank, data, devs, devs, split="train")
-    T.local_train(bb, bank, T.AdamState.zeros_like(bank), data, devs, devs, 40, 8, np.random.default_rng(0), 3e-3, 0.0)
-    after = T.evaluate(bb, bank, data, devs, devs, split="train")
+    cfg = ModelConfig(learning_rate=3e-3, weight_decay=0.0)
+    before = T.evaluate(bb, bank, data, devs, devs, cfg, split="train")
+    T.local_train(bb, bank, T.AdamState.zeros_like(bank), data, devs, devs, 40, 8, np.random.default_rng(0), cfg)
+    after = T.evaluate(bb, bank, data, devs, devs, cfg, split="train")
     assert set(after) == set(map(int, devs))
     for d in devs:
         assert set(after[d]) == set(data.shards.tasks[d])
