@@ -34,6 +34,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from benchmarks.bench_network import main as bench
 
         return bench(sizes=args.sizes, rounds=args.rounds)
+    if args.target == "training":
+        from benchmarks.bench_training import main as bench
+
+        return bench(devices=args.devices, steps=args.steps, batch=args.batch)
     raise AssertionError(args.target)
 
 
@@ -54,9 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_costs)
 
     b = sub.add_parser("bench", help="run a benchmark")
-    b.add_argument("target", choices=["network"])
-    b.add_argument("--sizes", type=int, nargs="+", default=[40, 1000, 10000], help="device counts")
-    b.add_argument("--rounds", type=int, default=20, help="timed rounds per size")
+    b.add_argument("target", choices=["network", "training"])
+    b.add_argument("--sizes", type=int, nargs="+", default=[40, 1000, 10000], help="network: device counts")
+    b.add_argument("--rounds", type=int, default=20, help="network: timed rounds per size")
+    b.add_argument("--devices", type=int, default=40, help="training: devices in the round")
+    b.add_argument("--steps", type=int, default=4, help="training: local steps")
+    b.add_argument("--batch", type=int, default=8, help="training: samples per step")
     b.set_defaults(func=_cmd_bench)
 
     d = sub.add_parser("demo", help="the main job (see README)")

@@ -11,10 +11,12 @@ a test checks the pooled output against ``ViltModel.forward``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from hffm_env.model.config import ModelConfig
+from hffm_env.model.config import SHIPPED_ARCHITECTURE, ModelConfig  # noqa: F401  (re-exported)
 
 SENSOR_TYPE = 2  # modality-type id of sensor tokens (0 text, 1 image)
 
@@ -31,15 +33,30 @@ def vilt_config(config: ModelConfig):
     )
 
 
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "backbone.safetensors"
+
+
 def build_vilt(config: ModelConfig):
-    """A ``ViltModel``: from a local directory, or freshly initialised from ``init_seed``."""
+    """A ``ViltModel``: the shipped pretrained one, a fresh one from ``init_seed``, or a local directory."""
     from transformers import ViltModel
 
-    if config.backbone is not None:
-        return ViltModel.from_pretrained(config.backbone, local_files_only=True)
+    if config.backbone not in ("default", "random"):
+        path = Path(config.backbone)
+        if not path.is_dir():
+            raise FileNotFoundError(f"backbone directory {path} not found (ModelConfig.backbone must be 'default', "
+                                    "'random' or a local directory written by ViltModel.save_pretrained)")
+        return ViltModel.from_pretrained(str(path), local_files_only=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.init_seed)   # local to this block: the global RNG is restored
-        return ViltModel(vilt_config(config))
+        model = ViltModel(vilt_config(config))
+    if config.backbone == "default":
+        from safetensors.torch import load_file
+
+        if not SHIPPED_WEIGHTS.is_file():
+            raise FileNotFoundError(f"{SHIPPED_WEIGHTS} is missing: rebuild it with "
+                                    "`python -m training.pretrain_backbone --out hffm_env/assets`")
+        model.load_state_dict(load_file(str(SHIPPED_WEIGHTS)), strict=True)
+    return model
 
 
 class FrozenBackbone(nn.Module):

@@ -6,15 +6,24 @@ from dataclasses import dataclass
 
 from hffm_env._validation import ConfigError, check_int, check_real
 
+# The architecture of the backbone shipped in hffm_env/assets (training/pretrain_backbone.py).
+SHIPPED_ARCHITECTURE = {
+    "hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 256, "image_size": 32,
+    "patch_size": 8, "max_text_tokens": 12, "vocab_size": 256, "sensor_length": 64, "sensor_patch": 8,
+}
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     """A frozen ViLT-style backbone and the trainable module kinds around it.
 
-    ``backbone``: None builds the architecture below with freshly initialised weights
-    from ``init_seed``; a path to a local directory (``config.json`` + weights, as
-    ``ViltModel.save_pretrained`` writes it, e.g. a copy of ViLT-B/32) loads real
-    weights — nothing is ever downloaded. Adapters are double adapters (two parallel
+    ``backbone``: ``"default"`` loads the small backbone pretrained by
+    ``training/pretrain_backbone.py`` and shipped with the package (its architecture
+    is ``SHIPPED_ARCHITECTURE``, which the fields below must then match);
+    ``"random"`` builds the architecture below with freshly initialised weights from
+    ``init_seed``; any other string is a local directory (``config.json`` + weights,
+    as ``ViltModel.save_pretrained`` writes it, e.g. a copy of ViLT-B/32) — nothing is
+    ever downloaded. Adapters are double adapters (two parallel
     bottleneck adapters of ``adapter_bottleneck`` after every layer's output; 256 in
     the paper). The sensor signal is cut into patches of ``sensor_patch`` samples,
     each embedded by the trainable sensor encoder. ``n_prompts`` learnable prompt
@@ -23,11 +32,11 @@ class ModelConfig:
     sits after the last layer; a device may train only some experts.
     """
 
-    backbone: str | None = None
-    hidden_size: int = 64
-    num_layers: int = 2
+    backbone: str = "default"
+    hidden_size: int = 128
+    num_layers: int = 4
     num_heads: int = 4
-    intermediate_size: int = 128
+    intermediate_size: int = 256
     image_size: int = 32
     patch_size: int = 8
     max_text_tokens: int = 12
@@ -44,6 +53,14 @@ class ModelConfig:
     weight_decay: float = 0.01
 
     def __post_init__(self) -> None:
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ConfigError(f"backbone must be 'default', 'random' or a local directory, got {self.backbone!r}")
+        if self.backbone == "default":
+            for name, value in SHIPPED_ARCHITECTURE.items():
+                if getattr(self, name) != value:
+                    raise ConfigError(f"{name} must be {value} with backbone='default' (the shipped backbone's "
+                                      f"architecture), got {getattr(self, name)!r}; use backbone='random' for "
+                                      "another architecture")
         check_int("hidden_size", self.hidden_size, low=8)
         check_int("num_layers", self.num_layers, low=1)
         check_int("num_heads", self.num_heads, low=1)
