@@ -80,7 +80,7 @@ def run_per_device(cfg, data, backbone, bank, steps, batch, reference_style: boo
                 if dd != d:
                     continue
                 inputs, labels = T.task_inputs(data, task, idx[None])
-                used = {k: p for k, p in params.items() if not k.startswith("heads.") or k.startswith(f"heads.{task}.")}
+                used = {k: params[k] for k in T.used_names(params, task)}
                 logits = m3t.forward(backbone, used, inputs, task, task_spec(task).modalities, cfg.experts_top_k)
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(logits.flatten(0, 1), labels.flatten()).backward()

@@ -159,30 +159,29 @@ def paper() -> Scenario:
                                     dirichlet_alpha=0.1))
 
 
-def small() -> Scenario:
-    """20 devices in 5 clusters with the FL-over-wireless default channel."""
-    net = NetworkConfig(tiers=(
-        TierConfig("device", 20, uplink=LinkConfig("wireless", bandwidth_hz=5e6, tx_power_w=0.2)),
-        TierConfig("edge", 5, uplink=LinkConfig("wired", tx_power_w=1.0, rate_bps=100e6, fixed_latency_s=0.01),
+def _two_tier(devices: int, edges: int, side_m: float, center_offset_m: float, radius_m: float) -> NetworkConfig:
+    """Devices → edge servers → cloud with the FL-over-wireless default channel."""
+    return NetworkConfig(tiers=(
+        TierConfig("device", devices, uplink=LinkConfig("wireless", bandwidth_hz=5e6, tx_power_w=0.2)),
+        TierConfig("edge", edges, uplink=LinkConfig("wired", tx_power_w=1.0, rate_bps=100e6, fixed_latency_s=0.01),
                    min_separation_m=500.0),
         TierConfig("cloud", 1),
-    ), area_side_m=3000.0, cluster_center_offset_m=300.0, cluster_radius_m=150.0, d2d_radius_m=60.0,
+    ), area_side_m=side_m, cluster_center_offset_m=center_offset_m, cluster_radius_m=radius_m, d2d_radius_m=60.0,
         d2d=LinkConfig("wireless", bandwidth_hz=10e6, tx_power_w=0.1))
-    return Scenario(name="small", network=net, payload_bytes={"adapters": 1.0e6, "heads": 0.1e6},
+
+
+def small() -> Scenario:
+    """20 devices in 5 clusters with the FL-over-wireless default channel."""
+    return Scenario(name="small", network=_two_tier(20, 5, 3000.0, 300.0, 150.0),
+                    payload_bytes={"adapters": 1.0e6, "heads": 0.1e6},
                     data=DataConfig(tasks=("scene_qa", "style_qa", "sensor", "digits_qa"), pool_size=2000,
                                     tasks_per_device=(1, 2)))
 
 
 def tiny() -> Scenario:
     """8 devices in 2 clusters: fast, for tests and demos."""
-    net = NetworkConfig(tiers=(
-        TierConfig("device", 8, uplink=LinkConfig("wireless", bandwidth_hz=5e6, tx_power_w=0.2)),
-        TierConfig("edge", 2, uplink=LinkConfig("wired", tx_power_w=1.0, rate_bps=100e6, fixed_latency_s=0.01),
-                   min_separation_m=500.0),
-        TierConfig("cloud", 1),
-    ), area_side_m=1500.0, cluster_center_offset_m=200.0, cluster_radius_m=100.0, d2d_radius_m=60.0,
-        d2d=LinkConfig("wireless", bandwidth_hz=10e6, tx_power_w=0.1))
-    return Scenario(name="tiny", network=net, payload_bytes={"adapters": 0.2e6, "heads": 0.02e6},
+    return Scenario(name="tiny", network=_two_tier(8, 2, 1500.0, 200.0, 100.0),
+                    payload_bytes={"adapters": 0.2e6, "heads": 0.02e6},
                     data=DataConfig(tasks=("scene_qa", "sensor"), pool_size=400, tasks_per_device=(1, 2),
                                     dirichlet_alpha=0.5))
 

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from hffm_env.model import ModelConfig, init_bank
     from hffm_env.model import m3t
     from hffm_env.model.backbone import SHIPPED_ARCHITECTURE, build_vilt
+    from hffm_env.model.train import pool_inputs, used_names
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="hffm_env/assets", help="output folder")
@@ -83,19 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         for j in rng.permutation(len(batches)):
             task, start = batches[j]
             idx = order[task][start:start + args.batch_size][None]
-            pool = pools[task]
-            inputs = {}
-            if pool.tokens is not None:
-                inputs["tokens"] = torch.from_numpy(pool.tokens[idx])
-                inputs["attention"] = torch.from_numpy(pool.attention[idx])
-            if pool.image is not None:
-                inputs["image"] = torch.from_numpy(pool.image[idx])
-            if pool.sensor is not None:
-                inputs["sensor"] = torch.from_numpy(pool.sensor[idx])
-            labels = torch.from_numpy(pool.label[idx])
+            inputs, labels = pool_inputs(pools[task], idx)
             for g in opt.param_groups:
                 g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            used = {k: v for k, v in bank.items() if not k.startswith("heads.") or k.startswith(f"heads.{task}.")}
+            used = {k: bank[k] for k in used_names(bank, task)}
             logits = m3t.forward(backbone, used, inputs, task, task_spec(task).modalities, arch.experts_top_k)
             loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
             opt.zero_grad(set_to_none=True)

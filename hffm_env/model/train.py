@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hffm_env.data import FederatedData, task_spec
+from hffm_env.data import FederatedData, TaskData, task_spec
 from hffm_env.model import m3t
 from hffm_env.model.backbone import FrozenBackbone
 from hffm_env.model.banks import EXPERT_PARAMS, Bank
@@ -95,9 +95,8 @@ def plan_batches(data: FederatedData, devices: np.ndarray, steps: int, batch_siz
     return plan
 
 
-def task_inputs(data: FederatedData, task: str, index: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Inputs ``[D, B, ...]`` and labels ``[D, B]`` of a task's pool at ``index [D, B]``."""
-    pool = data.pools[task]
+def pool_inputs(pool: TaskData, index: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Inputs ``[D, B, ...]`` and labels ``[D, B]`` of a task pool at ``index [D, B]``."""
     inputs = {}
     if pool.tokens is not None:
         inputs["tokens"] = torch.from_numpy(pool.tokens[index])
@@ -107,6 +106,11 @@ def task_inputs(data: FederatedData, task: str, index: np.ndarray) -> tuple[dict
     if pool.sensor is not None:
         inputs["sensor"] = torch.from_numpy(pool.sensor[index])
     return inputs, torch.from_numpy(pool.label[index])
+
+
+def task_inputs(data: FederatedData, task: str, index: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Inputs and labels of ``task``'s pool at ``index [D, B]``."""
+    return pool_inputs(data.pools[task], index)
 
 
 def used_names(bank: Bank, task: str) -> list[str]:
