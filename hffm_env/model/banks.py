@@ -8,8 +8,11 @@ their module kind:
   ``down_b [L, 2b]``, ``up_w [L, 2b, H]``, ``up_b [L, 2, H]``. Two parallel bottleneck
   adapters of size ``b`` equal one adapter of size ``2b`` whose up-projection keeps the
   two adapters' biases apart, so the pair is stored and applied as one.
-* ``sensor_encoder.*`` — the sensor modality encoder: ``w [p, H]``, ``b [H]``,
-  ``pos [S, H]``.
+* ``image_encoder.*``, ``text_encoder.*`` — per-modality encoders on top of the
+  frozen patch and word embeddings: a residual linear map ``w [H, H]``, ``b [H]``
+  (zero at start, so a fresh encoder is the identity).
+* ``sensor_encoder.*`` — the sensor modality encoder (ViLT has none to build on):
+  ``w [p, H]``, ``b [H]``, ``pos [S, H]``.
 * ``prompts.tokens [P, H]`` — learnable prompt tokens added to every input.
 * ``experts.*`` — a mixture-of-experts layer after the last layer: experts
   ``down_w [E, H, k]``, ``down_b [E, k]``, ``up_w [E, k, H]``, ``up_b [E, H]`` and
@@ -29,7 +32,8 @@ from hffm_env.model.config import ModelConfig
 
 Bank = dict[str, torch.Tensor]
 
-MODULE_KINDS = ("adapters", "prompts", "sensor_encoder", "experts", "gate", "heads")
+MODULE_KINDS = ("adapters", "prompts", "image_encoder", "text_encoder", "sensor_encoder", "experts", "gate", "heads")
+ENCODER_OF = {"image": "image_encoder", "text": "text_encoder", "sensor": "sensor_encoder"}
 EXPERT_PARAMS = ("experts.down_w", "experts.down_b", "experts.up_w", "experts.up_b")
 
 
@@ -60,6 +64,10 @@ def init_bank(config: ModelConfig, answers_per_task: dict[str, int], n_holders: 
         "adapters.down_b": torch.zeros(L, b2, dtype=dtype),
         "adapters.up_w": torch.zeros(L, b2, h, dtype=dtype),
         "adapters.up_b": torch.zeros(L, 2, h, dtype=dtype),
+        "image_encoder.w": torch.zeros(h, h, dtype=dtype),
+        "image_encoder.b": torch.zeros(h, dtype=dtype),
+        "text_encoder.w": torch.zeros(h, h, dtype=dtype),
+        "text_encoder.b": torch.zeros(h, dtype=dtype),
         "sensor_encoder.w": normal(p, h, std=1.0 / math.sqrt(p)),
         "sensor_encoder.b": torch.zeros(h, dtype=dtype),
         "sensor_encoder.pos": normal(s, h, std=0.02),

@@ -22,6 +22,14 @@ def to_pixels(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     return (x - 0.5) / 0.5
 
 
+def _encode(params: dict[str, torch.Tensor], kind: str, x: torch.Tensor, d: int) -> torch.Tensor:
+    """A holder's residual modality encoder on frozen embeddings ``x [D·B, T, H]``."""
+    n, t, hid = x.shape
+    z = x.reshape(d, -1, hid)
+    z = z + torch.baddbmm(params[f"{kind}.b"][:, None], z, params[f"{kind}.w"])
+    return z.reshape(n, t, hid)
+
+
 def embed(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
           modalities: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Token embeddings ``[D·B, T, H]`` and token mask ``[D·B, T]`` of one task group.
@@ -33,7 +41,7 @@ def embed(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dic
     parts, masks = [], []
     if "text" in modalities:
         tokens = inputs["tokens"].flatten(0, 1)
-        parts.append(backbone.embed_text(tokens))
+        parts.append(_encode(params, "text_encoder", backbone.embed_text(tokens), d))
         masks.append(inputs["attention"].flatten(0, 1))
     else:
         cls = torch.ones(d * b, 1, dtype=torch.long)
@@ -41,6 +49,7 @@ def embed(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dic
         masks.append(torch.ones(d * b, 1, dtype=torch.long))
     if "image" in modalities:
         x = backbone.embed_image(to_pixels(inputs["image"].flatten(0, 1), dtype))
+        x = _encode(params, "image_encoder", x, d)
         parts.append(x)
         masks.append(torch.ones(x.shape[:2], dtype=torch.long))
     if "sensor" in modalities:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from hffm_env.data import FederatedData, TaskData, task_spec
 from hffm_env.model import m3t
 from hffm_env.model.backbone import FrozenBackbone
-from hffm_env.model.banks import EXPERT_PARAMS, Bank
+from hffm_env.model.banks import ENCODER_OF, EXPERT_PARAMS, Bank
 from hffm_env.model.config import ModelConfig
 
 BETAS = (0.9, 0.999)
@@ -119,8 +119,9 @@ def used_names(bank: Bank, task: str) -> list[str]:
 
 
 def trainable_names(bank: Bank, task: str, modalities: tuple[str, ...]) -> list[str]:
-    """Parameters a step on ``task`` trains (the sensor encoder only with sensor data)."""
-    return [n for n in used_names(bank, task) if not n.startswith("sensor_encoder.") or "sensor" in modalities]
+    """Parameters a step on ``task`` trains: a modality's encoder only with that modality's data."""
+    absent = tuple(f"{ENCODER_OF[m]}." for m in ENCODER_OF if m not in modalities)
+    return [n for n in used_names(bank, task) if not n.startswith(absent)]
 
 
 def group_loss(backbone: FrozenBackbone, bank: Bank, holders: torch.Tensor, task: str,

@@ -53,8 +53,8 @@ def test_bank_layout_and_payloads(data):
     assert bank["heads.scene_qa.w"].shape == (6, MC.hidden_size, len(data.pools["scene_qa"].answers))
     assert torch.equal(bank["adapters.down_w"][0], bank["adapters.down_w"][5])  # one broadcast init
     sizes = payload_bytes(bank)
-    assert set(sizes) == {"adapters", "prompts", "sensor_encoder", "experts", "gate", "heads.scene_qa",
-                          "heads.sensor"}
+    assert set(sizes) == {"adapters", "prompts", "image_encoder", "text_encoder", "sensor_encoder", "experts",
+                          "gate", "heads.scene_qa", "heads.sensor"}
     assert sizes["adapters"] > sizes["heads.scene_qa"] > 0
     assert sizes["adapters"] == 4 * sum(bank[k][0].numel() for k in bank if k.startswith("adapters."))
 
@@ -100,6 +100,10 @@ def test_batched_training_equals_each_device_alone(data):
             assert torch.allclose(bank[k][d], params[k][0].detach(), atol=1e-12, rtol=0), (d, k)
             if k.startswith("heads.") and k.split(".")[1] not in data.shards.tasks[d]:
                 assert torch.equal(bank[k][d], start[k][d]), (d, k)
+        mods = {m for t in data.shards.tasks[d] for m in task_spec(t).modalities}
+        for m, kind in (("image", "image_encoder.w"), ("sensor", "sensor_encoder.w")):
+            # a modality's encoder is trained exactly when the device has that modality
+            assert torch.equal(bank[kind][d], start[kind][d]) == (m not in mods), (d, kind)
         assert not torch.equal(bank["adapters.up_w"][d], start["adapters.up_w"][d])
         if not mask[d].all():
             for k in EXPERT_PARAMS:
