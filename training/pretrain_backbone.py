@@ -60,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     # One holder, every module of the bank trainable alongside the backbone; only the
     # backbone is kept.
     gen = torch.Generator().manual_seed(args.seed)
+    # The image/text encoders are residual maps on the backbone's own embeddings,
+    # which pretraining trains directly: they stay out (zero, i.e. the identity).
     bank = {k: torch.nn.Parameter(v) for k, v in
-            init_bank(arch, {t: len(pools[t].answers) for t in tasks}, 1, gen).items()}
+            init_bank(arch, {t: len(pools[t].answers) for t in tasks}, 1, gen).items()
+            if not k.startswith(("image_encoder.", "text_encoder."))}
 
     from hffm_env.model.backbone import FrozenBackbone
 
@@ -88,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             for g in opt.param_groups:
                 g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
             used = {k: bank[k] for k in used_names(bank, task)}
+            h = arch.hidden_size
+            used |= {f"{m}_encoder.{p}": torch.zeros(1, h, h) if p == "w" else torch.zeros(1, h)
+                     for m in ("image", "text") for p in ("w", "b")}
             logits = m3t.forward(backbone, used, inputs, task, task_spec(task).modalities, arch.experts_top_k)
             loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
             opt.zero_grad(set_to_none=True)
