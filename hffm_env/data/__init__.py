@@ -7,6 +7,7 @@ modalities, tasks and Dirichlet shards.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -23,17 +24,12 @@ from hffm_env.data.vqa_folder import load_vqa_folder, register_vqa_folder
 
 @lru_cache(maxsize=32)
 def _cached_pool(name: str, n: int, seed: int, config: DataConfig) -> TaskData:
-    data = build_task(name, n, np.random.default_rng([seed, zlib_key(name)]), config)
+    # each task draws from its own stream of the seed, keyed by a stable hash of its name
+    data = build_task(name, n, np.random.default_rng([seed, zlib.crc32(name.encode())]), config)
     for arr in (data.label, data.image, data.tokens, data.attention, data.sensor):
         if arr is not None:
             arr.flags.writeable = False
     return data
-
-
-def zlib_key(name: str) -> int:
-    import zlib
-
-    return zlib.crc32(name.encode())
 
 
 def task_pool(name: str, n: int, seed: int, config: DataConfig) -> TaskData:
