@@ -8,8 +8,9 @@ on the same model, data and steps:
 * **batched**: ``hffm_env.model.train.local_train`` (devices grouped by task, one
   forward/backward per group and step, banked AdamW);
 * **reference loop**: device after device as the reference implementation does it:
-  load the device's state into the model, build its optimiser, train, save the state
-  back, ``gc.collect()``;
+  load the device's state into the model, build its optimiser, read its batches
+  through a ``DataLoader`` with two worker processes, train, save the state back,
+  ``gc.collect()``;
 * **clean loop**: the same per-device loop without the state copies and collection.
 
 It prints seconds per round and both speed-ups, then the FLOP/s of the batched
@@ -62,6 +63,11 @@ def run_batched(cfg, data, backbone, bank, steps, batch, seed=0) -> float:
 
 
 def run_per_device(cfg, data, backbone, bank, steps, batch, reference_style: bool, seed=0) -> float:
+    """Device after device. ``reference_style`` adds what the reference loop does per
+    user: copy its state in, feed batches through a ``DataLoader`` with 2 worker
+    processes, copy its state out, ``gc.collect()``."""
+    from torch.utils.data import DataLoader
+
     from hffm_env.data import task_spec
     from hffm_env.model import m3t
     from hffm_env.model import train as T
@@ -75,16 +81,16 @@ def run_per_device(cfg, data, backbone, bank, steps, batch, reference_style: boo
             state = copy.deepcopy(state)                        # load the user's state
         params = {k: torch.nn.Parameter(v.clone()) for k, v in state.items()}
         opt = torch.optim.AdamW(params.values(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        for step in plan:
-            for dd, task, idx in step:
-                if dd != d:
-                    continue
-                inputs, labels = T.task_inputs(data, task, idx[None])
-                used = {k: params[k] for k in T.used_names(params, task)}
-                logits = m3t.forward(backbone, used, inputs, task, task_spec(task).modalities, cfg.experts_top_k)
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(logits.flatten(0, 1), labels.flatten()).backward()
-                opt.step()
+        mine = [(task, idx) for step in plan for dd, task, idx in step if dd == d]
+        collate = lambda item: (item[0], *T.task_inputs(data, item[0], item[1][None]))  # noqa: E731
+        batches = (DataLoader(mine, batch_size=None, num_workers=2, collate_fn=collate) if reference_style
+                   else map(collate, mine))
+        for task, inputs, labels in batches:
+            used = {k: params[k] for k in T.used_names(params, task)}
+            logits = m3t.forward(backbone, used, inputs, task, task_spec(task).modalities, cfg.experts_top_k)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(logits.flatten(0, 1), labels.flatten()).backward()
+            opt.step()
         with torch.no_grad():
             for k, p in params.items():
                 bank[k][d] = p[0]
