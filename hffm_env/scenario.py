@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from hffm_env._validation import ConfigError, check_int, check_positive
 from hffm_env.data.config import DataConfig
+from hffm_env.model.config import ModelConfig
 from hffm_env.network.config import (
     ChannelConfig,
     ComputeConfig,
@@ -29,14 +30,16 @@ from hffm_env.network.config import (
 class Scenario:
     """Everything that defines a run, layer by layer.
 
-    ``payload_bytes`` maps each transmitted module kind to its size in bytes (the
-    cost layer's view; once the model layer exists it derives these from the real
-    parameters).
+    ``payload_bytes`` maps each transmitted module kind to its size in bytes for
+    cost-only studies (``hffm costs``); the federated round derives sizes from the
+    real bank (``hffm_env.model.payload_bytes``). The data and model configs must
+    agree on image size, vocabulary, question and signal lengths.
     """
 
     name: str = "custom"
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     payload_bytes: dict[str, float] = field(default_factory=lambda: {"adapters": 5.0e6, "heads": 1.0e6})
     seed: int = 0
 
@@ -45,6 +48,15 @@ class Scenario:
             raise ConfigError(f"network must be a NetworkConfig, got {self.network!r}")
         if not isinstance(self.data, DataConfig):
             raise ConfigError(f"data must be a DataConfig, got {self.data!r}")
+        if not isinstance(self.model, ModelConfig):
+            raise ConfigError(f"model must be a ModelConfig, got {self.model!r}")
+        for field_name in ("image_size", "vocab_size", "sensor_length"):
+            if getattr(self.data, field_name) != getattr(self.model, field_name):
+                raise ConfigError(f"data.{field_name}={getattr(self.data, field_name)} must equal "
+                                  f"model.{field_name}={getattr(self.model, field_name)}")
+        if self.data.max_question_tokens != self.model.max_text_tokens:
+            raise ConfigError(f"data.max_question_tokens={self.data.max_question_tokens} must equal "
+                              f"model.max_text_tokens={self.model.max_text_tokens}")
         if not isinstance(self.payload_bytes, dict) or not self.payload_bytes:
             raise ConfigError(f"payload_bytes must be a non-empty dict module -> bytes, got {self.payload_bytes!r}")
         for module, size in self.payload_bytes.items():

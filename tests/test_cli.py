@@ -33,3 +33,9 @@ def test_console_script_and_bench_run():
     out = subprocess.run([sys.executable, "-m", "hffm_cli.main", "bench", "network", "--sizes", "40", "200",
                           "--rounds", "2"], capture_output=True, text=True, check=True).stdout
     assert "ms/round" in out and "200" in out
+
+
+def test_training_benchmark_runs_small():
+    out = subprocess.run([sys.executable, "-m", "hffm_cli.main", "bench", "training", "--devices", "4", "--steps", "1",
+                          "--batch", "4"], capture_output=True, text=True, check=True).stdout
+    assert "reference loop" in out and "GFLOP/s" in out

@@ -1,6 +1,19 @@
-"""The modular M3T foundation model: frozen ViLT backbone, module banks, batched training."""
+"""The modular M3T foundation model: frozen ViLT backbone, module banks, batched training.
 
-from hffm_env.model.banks import MODULE_KINDS, Bank, init_bank, kind_of, payload_bytes
-from hffm_env.model.config import ModelConfig
+``ModelConfig`` imports nothing heavy; the torch-based parts load on first use.
+"""
 
-__all__ = ["Bank", "MODULE_KINDS", "ModelConfig", "init_bank", "kind_of", "payload_bytes"]
+from hffm_env.model.config import SHIPPED_ARCHITECTURE, ModelConfig
+
+_LAZY = {"Bank", "MODULE_KINDS", "init_bank", "kind_of", "payload_bytes"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from hffm_env.model import banks
+
+        return getattr(banks, name)
+    raise AttributeError(f"module 'hffm_env.model' has no attribute {name!r}")
+
+
+__all__ = ["Bank", "MODULE_KINDS", "ModelConfig", "SHIPPED_ARCHITECTURE", "init_bank", "kind_of", "payload_bytes"]

@@ -76,3 +76,10 @@ def test_deeper_hierarchy_is_configuration_only():
         TierConfig("cloud", 1),
     ), area_side_m=2000.0)
     assert net.n_tiers == 4 and net.n_clusters == 6
+
+
+def test_scenario_layers_must_agree():
+    with pytest.raises(ConfigError, match="data.image_size=64 must equal model.image_size=32"):
+        make_scenario("tiny", data__image_size=64)
+    sc = make_scenario("small", model__adapter_bottleneck=8)
+    assert sc.model.adapter_bottleneck == 8 and sc.model.backbone == "default"
