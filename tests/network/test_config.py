@@ -68,16 +68,6 @@ def test_overrides_validate_and_name_unknown_fields():
         make_scenario("tiny", payload_bytes__heads=0.0)
 
 
-def test_deeper_hierarchy_is_configuration_only():
-    net = NetworkConfig(tiers=(
-        TierConfig("device", 24, uplink=LinkConfig()),
-        TierConfig("access_point", 6, uplink=LinkConfig(bandwidth_hz=20e6, tx_power_w=1.0)),
-        TierConfig("edge", 2, uplink=LinkConfig("wired", rate_bps=1e9), min_separation_m=300.0),
-        TierConfig("cloud", 1),
-    ), area_side_m=2000.0)
-    assert net.n_tiers == 4 and net.n_clusters == 6
-
-
 def test_scenario_layers_must_agree():
     with pytest.raises(ConfigError, match="data.image_size=64 must equal model.image_size=32"):
         make_scenario("tiny", data__image_size=64)

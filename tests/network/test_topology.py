@@ -75,6 +75,7 @@ def test_extra_tier_by_config():
         TierConfig("edge", 2, uplink=LinkConfig("wired", rate_bps=1e9), min_separation_m=300.0),
         TierConfig("cloud", 1),
     ), area_side_m=2000.0, cluster_center_offset_m=100.0, cluster_radius_m=100.0)
+    assert cfg.n_tiers == 4 and cfg.n_clusters == 6
     t = Topology(cfg, np.random.default_rng(0))
     assert t.n_nodes == 33
     assert np.all(t.tier[t.parent[t.tier_slice(1)]] == 2)
@@ -83,6 +84,16 @@ def test_extra_tier_by_config():
     ap, edge = t.positions[t.tier_slice(1)], t.positions[t.tier_slice(2)]
     nearest = np.argmin(np.linalg.norm(ap[:, None] - edge[None], axis=2), axis=1)
     assert np.array_equal(t.parent[t.tier_slice(1)] - t.tier_offsets[2], nearest)
+    # the schedules and the ledger work on it unchanged: AP every round, edge every 2, cloud every 4
+    from hffm_env.network import FogNetwork
+    from hffm_env.network.schedules import AggregationSchedule, run_schedule
+
+    ledger = run_schedule(FogNetwork(cfg, np.random.default_rng(0)), AggregationSchedule("h3", periods=(1, 2, 4)),
+                          4, {"adapters": 1e6})
+    links = [set(ledger.summaries[r].per_link) for r in range(4)]
+    assert links[0] == {"device->access_point", "access_point->device"}
+    assert "access_point->edge" in links[1] and "edge->cloud" not in links[1]
+    assert "edge->cloud" in links[3] and "cloud->edge" in links[3]
 
 
 def test_mobility_moves_devices_and_keeps_graphs_valid():
