@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 
 def matmul_rate_flops(n: int = 1024, reps: int = 20) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     a @ b
     t0 = time.perf_counter()
     for _ in range(reps):
@@ -127,7 +128,7 @@ def main(devices: int = 40, steps: int = 4, batch: int = 8, repeats: int = 3) ->
     ceiling = matmul_rate_flops()
     achieved = flops / t_batched
     print(f"  batched round: {flops / 1e9:.1f} GFLOP, {achieved / 1e9:.1f} GFLOP/s; float32 matmul ceiling "
-          f"{ceiling / 1e9:.1f} GFLOP/s -> {100 * achieved / ceiling:.0f} % (goal >= 40 %)")
+          f"{ceiling / 1e9:.1f} GFLOP/s -> {100 * achieved / ceiling:.0f} % (issue target >= 40 %, DESIGN goal >= 60 %)")
     return 0
 
 

@@ -39,3 +39,8 @@ def test_training_benchmark_runs_small():
     out = subprocess.run([sys.executable, "-m", "hffm_cli.main", "bench", "training", "--devices", "4", "--steps", "1",
                           "--batch", "4"], capture_output=True, text=True, check=True).stdout
     assert "reference loop" in out and "GFLOP/s" in out
+
+
+def test_costs_rounds_must_cover_the_aggregation_cycle(capsys):
+    assert main(["costs", "--rounds", "3", "--seeds", "1"]) == 2
+    assert "rounds must be a multiple of 8" in capsys.readouterr().err

@@ -62,6 +62,12 @@ class DataConfig:
         check_int("max_question_tokens", self.max_question_tokens, low=2, high=512)
         check_int("vocab_size", self.vocab_size, low=64)
         check_int("hash_buckets", self.hash_buckets, low=1)
+        from hffm_env.data.tokenizer import BUILTIN_WORDS, N_SPECIAL
+
+        needed = N_SPECIAL + len(BUILTIN_WORDS) + self.hash_buckets
+        if self.vocab_size < needed:
+            raise ConfigError(f"vocab_size must be >= {needed} (special tokens + {len(BUILTIN_WORDS)} built-in words "
+                              f"+ hash_buckets={self.hash_buckets}), got {self.vocab_size}")
         check_int("sensor_length", self.sensor_length, low=8)
         check_range_pair("tasks_per_device", self.tasks_per_device)
 

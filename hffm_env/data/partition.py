@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hffm_env._validation import ConfigError
 from hffm_env.data.config import DataConfig
 from hffm_env.data.registry import MODALITIES, task_spec
 
@@ -29,29 +30,38 @@ class Shards:
         return np.array([len(t.get(task, ())) for t in self.train])
 
 
-def assign_tasks(config: DataConfig, n_devices: int, rng: np.random.Generator):
+def assign_tasks(config: DataConfig, n_devices: int, rng: np.random.Generator, max_tries: int = 100):
     """Modalities each device senses and the tasks it draws among those they allow.
 
-    Every task of the suite is held by at least one device; a device always senses
-    what its tasks need.
+    A device senses modality ``m`` with probability ``modality_availability[m]`` (its
+    draw is repeated until it allows at least ``tasks_per_device[0]`` tasks), then
+    holds between ``tasks_per_device[0]`` and ``tasks_per_device[1]`` of them. The
+    whole draw is repeated until every task of the suite has a holder. A config under
+    which that does not happen in ``max_tries`` draws raises a ConfigError.
     """
     avail = np.array(config.modality_availability)
     specs = [task_spec(t) for t in config.tasks]
     lo, hi = config.tasks_per_device
-    dev_tasks: list[list[str]] = []
-    for _ in range(n_devices):
-        has = rng.uniform(size=len(MODALITIES)) < avail
-        feasible = [s.name for s in specs if all(has[MODALITIES.index(m)] for m in s.modalities)]
-        if not feasible:  # a device senses something: give it a task it can do
-            feasible = [specs[rng.integers(len(specs))].name]
-        k = min(int(rng.integers(lo, hi + 1)), len(feasible))
-        dev_tasks.append(sorted(rng.choice(feasible, size=k, replace=False).tolist()))
-    for t in config.tasks:  # every task has a holder
-        if not any(t in d for d in dev_tasks):
-            d = int(rng.integers(n_devices))
-            dev_tasks[d] = sorted(set(dev_tasks[d]) | {t})
-    dev_mods = [tuple(m for m in MODALITIES if any(m in task_spec(t).modalities for t in ts)) for ts in dev_tasks]
-    return tuple(tuple(t) for t in dev_tasks), tuple(dev_mods)
+    for _ in range(max_tries):
+        dev_tasks: list[tuple[str, ...]] = []
+        for _ in range(n_devices):
+            for _ in range(max_tries):
+                has = rng.uniform(size=len(MODALITIES)) < avail
+                feasible = [s.name for s in specs if all(has[MODALITIES.index(m)] for m in s.modalities)]
+                if len(feasible) >= lo:
+                    break
+            else:
+                raise ConfigError(f"modality_availability={config.modality_availability} rarely lets a device do "
+                                  f"tasks_per_device[0]={lo} of the tasks {config.tasks}: raise the availability "
+                                  "or lower tasks_per_device[0]")
+            k = int(rng.integers(lo, min(hi, len(feasible)) + 1))
+            dev_tasks.append(tuple(sorted(rng.choice(feasible, size=k, replace=False).tolist())))
+        if all(any(t in d for d in dev_tasks) for t in config.tasks):
+            mods = tuple(tuple(m for m in MODALITIES if any(m in task_spec(t).modalities for t in ts))
+                         for ts in dev_tasks)
+            return tuple(dev_tasks), mods
+    raise ConfigError(f"in {max_tries} draws, some task of {config.tasks} had no holder among {n_devices} devices: "
+                      "raise tasks_per_device[1] or modality_availability, or add devices")
 
 
 def dirichlet_split(labels: np.ndarray, holders: np.ndarray, alpha: float, min_size: int,

@@ -14,6 +14,7 @@ import numpy as np
 
 PAD, CLS, UNK = 0, 1, 2
 _SPECIAL = ("[PAD]", "[CLS]", "[UNK]")
+N_SPECIAL = len(_SPECIAL)
 _WORD = re.compile(r"[a-z0-9]+")
 
 # Every word of the built-in task templates (data/synthetic.py, data/digits.py).

@@ -33,6 +33,24 @@ def vilt_config(config: ModelConfig):
     )
 
 
+def check_architecture(config: ModelConfig, loaded) -> None:
+    """A loaded ViLT must have the shapes the ModelConfig promises the trainable modules."""
+    from hffm_env._validation import ConfigError
+
+    pairs = {"hidden_size": loaded.hidden_size, "num_layers": loaded.num_hidden_layers,
+             "image_size": loaded.image_size, "patch_size": loaded.patch_size, "vocab_size": loaded.vocab_size}
+    for name, value in pairs.items():
+        if getattr(config, name) != value:
+            raise ConfigError(f"{name} must be {value} to match the backbone in {config.backbone!r}, "
+                              f"got {getattr(config, name)!r}")
+    if config.max_text_tokens > loaded.max_position_embeddings:
+        raise ConfigError(f"max_text_tokens must be <= {loaded.max_position_embeddings} (the backbone's text "
+                          f"positions), got {config.max_text_tokens}")
+    if loaded.modality_type_vocab_size < 3:
+        raise ConfigError("the backbone must have modality_type_vocab_size >= 3 (text, image, sensor); "
+                          f"{config.backbone!r} has {loaded.modality_type_vocab_size}")
+
+
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "backbone.safetensors"
 
 
@@ -45,9 +63,13 @@ def build_vilt(config: ModelConfig):
         if not path.is_dir():
             raise FileNotFoundError(f"backbone directory {path} not found (ModelConfig.backbone must be 'default', "
                                     "'random' or a local directory written by ViltModel.save_pretrained)")
-        return ViltModel.from_pretrained(str(path), local_files_only=True)
+        model = ViltModel.from_pretrained(str(path), local_files_only=True)
+        check_architecture(config, model.config)
+        return model
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.init_seed)   # local to this block: the global RNG is restored
+        # CPU generator only (torch.manual_seed would also queue a CUDA reseed); the
+        # fork restores it after this block
+        torch.default_generator.manual_seed(config.init_seed)
         model = ViltModel(vilt_config(config))
     if config.backbone == "default":
         from safetensors.torch import load_file

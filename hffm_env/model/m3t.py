@@ -36,7 +36,7 @@ def embed(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dic
 
     Text always contributes at least its ``[CLS]`` token, which the pooler reads.
     """
-    d, b = inputs["tokens"].shape[:2] if "tokens" in inputs else inputs["sensor"].shape[:2]
+    d, b = next(inputs[k] for k in ("tokens", "image", "sensor") if k in inputs).shape[:2]
     dtype = params["adapters.down_w"].dtype
     parts, masks = [], []
     if "text" in modalities:

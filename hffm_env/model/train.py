@@ -88,6 +88,8 @@ def plan_batches(data: FederatedData, devices: np.ndarray, steps: int, batch_siz
         for s in range(steps):
             t = tasks[s % len(tasks)]
             shard = data.shards.train[d][t]
+            if len(shard) == 0:
+                raise ValueError(f"device {d} holds task {t!r} with an empty training shard")
             while len(cursors[t]) < batch_size:
                 cursors[t] = np.concatenate([cursors[t], rng.permutation(shard)])
             plan[s].append((int(d), t, cursors[t][:batch_size]))
@@ -121,7 +123,7 @@ def used_names(bank: Bank, task: str) -> list[str]:
 def trainable_names(bank: Bank, task: str, modalities: tuple[str, ...]) -> list[str]:
     """Parameters a step on ``task`` trains: a modality's encoder only with that modality's data."""
     absent = tuple(f"{ENCODER_OF[m]}." for m in ENCODER_OF if m not in modalities)
-    return [n for n in used_names(bank, task) if not n.startswith(absent)]
+    return [n for n in used_names(bank, task) if not n.startswith(absent) and bank[n][0].numel() > 0]
 
 
 def group_loss(backbone: FrozenBackbone, bank: Bank, holders: torch.Tensor, task: str,
@@ -176,7 +178,10 @@ def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices:
     out: dict[int, dict[str, float]] = {int(d): {} for d in devices}
     row_of = dict(zip(map(int, devices), map(int, holders)))
     for task in sorted({t for d in devices for t in data.shards.tasks[d]}):
-        holders_t = [int(d) for d in devices if task in data.shards.tasks[d]]
+        # a device with an empty shard of the task has no accuracy to report on it
+        holders_t = [int(d) for d in devices if task in data.shards.tasks[d] and len(shards[d][task])]
+        if not holders_t:
+            continue
         idx = [shards[d][task] for d in holders_t]
         longest = max(len(i) for i in idx)
         correct = np.zeros(len(holders_t))

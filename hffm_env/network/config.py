@@ -202,7 +202,8 @@ class NetworkConfig:
     Placement follows the reference: tier-1 nodes uniformly in a square of
     ``area_side_m`` at least ``min_separation_m`` apart; each cluster has a centre at
     most ``cluster_center_offset_m`` from its tier-1 node and its devices lie uniformly
-    in a disc of ``cluster_radius_m`` around that centre. Devices are split over the
+    in a disc of ``cluster_radius_m`` around that centre; centres and devices are
+    redrawn until they lie inside the square. Devices are split over the
     clusters as evenly as possible.
 
     The D2D graph of a cluster links devices closer than ``d2d_radius_m`` (a random

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hffm_env._validation import check_int
+from hffm_env._validation import ConfigError, check_int
 from hffm_env.network.config import NetworkConfig
 from hffm_env.network.fog import FogNetwork, Payload
 from hffm_env.network.schedules import run_schedule, table1_schedules
@@ -36,8 +36,13 @@ def table1_costs(network: NetworkConfig, payload: Payload, rounds: int = 8, seed
     """
     check_int("rounds", rounds, low=1)
     check_int("seeds", seeds, low=1)
+    schedules = table1_schedules()
+    cycle = int(np.lcm.reduce([p for s in schedules.values() for p in s.periods if p is not None]))
+    if rounds % cycle:
+        raise ConfigError(f"rounds must be a multiple of {cycle} (every schedule's full aggregation cycle), "
+                          f"got {rounds}")
     rows = []
-    for key, schedule in table1_schedules().items():
+    for key, schedule in schedules.items():
         lat, en = [], []
         for seed in range(first_seed, first_seed + seeds):
             net = FogNetwork(network, np.random.default_rng(seed))

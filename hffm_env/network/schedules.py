@@ -87,10 +87,10 @@ def _charge_star(net: FogNetwork, ledger: Ledger, payload: Payload) -> None:
         ids = topo.tier_ids(k)
         under[ids] = np.bincount(topo.parent[topo.tier_ids(k - 1)] - ids[0], weights=under[topo.tier_ids(k - 1)],
                                  minlength=len(ids))
-        net.charge_upload(ledger, f"upload:tier{k + 1}", payload, ids, copies=under[ids])
+        net.charge_upload(ledger, f"upload:tier{k + 1}", payload, topo.active_ids(k), copies=under[topo.active_ids(k)])
     if net.config.charge_downlink:
         for k in range(net.config.n_tiers - 2, -1, -1):
-            net.charge_download(ledger, f"download:tier{k + 1}", payload, topo.tier_ids(k))
+            net.charge_download(ledger, f"download:tier{k + 1}", payload, topo.active_ids(k))
 
 
 def charge_round(net: FogNetwork, ledger: Ledger, schedule: AggregationSchedule, round_number: int,
@@ -115,8 +115,8 @@ def charge_round(net: FogNetwork, ledger: Ledger, schedule: AggregationSchedule,
     if level == 0:
         return 0
     down = net.config.charge_downlink
-    edges = topo.tier_ids(1)
-    edge_group = edges - edges[0]                       # cluster index of each tier-1 node
+    edges = topo.active_ids(1)                          # tier-1 nodes whose cluster is not empty
+    edge_group = edges - topo.tier_offsets[1]           # cluster index of each tier-1 node
     if schedule.d2d:
         # D2D consensus replaces tier-1 aggregation; the heads carry it further up.
         senders = topo.heads[topo.heads >= 0]
@@ -133,11 +133,11 @@ def charge_round(net: FogNetwork, ledger: Ledger, schedule: AggregationSchedule,
     if level >= 2:
         net.charge_upload(ledger, stage, payload, edges, group=edge_group, step="upload:tier2")
     for k in range(3, level + 1):
-        net.charge_upload(ledger, f"upload:tier{k}", payload, topo.tier_ids(k - 1))
+        net.charge_upload(ledger, f"upload:tier{k}", payload, topo.active_ids(k - 1))
     if not down:
         return level
     for k in range(level, 2, -1):
-        net.charge_download(ledger, f"download:tier{k}", payload, topo.tier_ids(k - 1))
+        net.charge_download(ledger, f"download:tier{k}", payload, topo.active_ids(k - 1))
     if level >= 2:
         stage = "distribute"
         net.charge_download(ledger, stage, payload, edges, group=edge_group, step="download:tier2")

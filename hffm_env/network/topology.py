@@ -33,10 +33,17 @@ def _place_separated(rng: np.random.Generator, count: int, side_m: float, min_se
                        "lower min_separation_m or enlarge area_side_m")
 
 
-def _uniform_in_discs(rng: np.random.Generator, centers: np.ndarray, radius_m: float) -> np.ndarray:
-    r = radius_m * np.sqrt(rng.uniform(size=len(centers)))
-    theta = rng.uniform(0.0, 2.0 * np.pi, size=len(centers))
-    return centers + np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1)
+def _uniform_in_discs(rng: np.random.Generator, centers: np.ndarray, radius_m: float, side_m: float) -> np.ndarray:
+    """One point uniform in each disc, redrawn until it lies in the square (as the reference does)."""
+    out = np.empty_like(centers, dtype=np.float64)
+    todo = np.arange(len(centers))
+    while len(todo):
+        r = radius_m * np.sqrt(rng.uniform(size=len(todo)))
+        theta = rng.uniform(0.0, 2.0 * np.pi, size=len(todo))
+        out[todo] = centers[todo] + np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1)
+        inside = np.all((out[todo] >= 0.0) & (out[todo] <= side_m), axis=1)
+        todo = todo[~inside]
+    return out
 
 
 @dataclass
@@ -147,12 +154,12 @@ class Topology:
         side = config.area_side_m
         anchors = _place_separated(rng, tiers[1].count, side, tiers[1].min_separation_m)
         self.positions[self.tier_slice(1)] = anchors
-        self.cluster_centers = _uniform_in_discs(rng, anchors, config.cluster_center_offset_m)
+        self.cluster_centers = _uniform_in_discs(rng, anchors, config.cluster_center_offset_m, side)
         # Devices split as evenly as possible over the clusters, in cluster order.
         cluster = np.repeat(np.arange(self.n_clusters),
                             np.diff(np.linspace(0, self.n_devices, self.n_clusters + 1).round().astype(int)))
         self.positions[:self.n_devices] = _uniform_in_discs(rng, self.cluster_centers[cluster],
-                                                            config.cluster_radius_m)
+                                                            config.cluster_radius_m, side)
         for k in range(2, len(tiers)):
             if tiers[k].count == 1:
                 pos = np.array([[side / 2.0, side / 2.0]])
@@ -196,6 +203,16 @@ class Topology:
         d = np.zeros(self.n_nodes)
         d[has] = self.distance_m(np.nonzero(has)[0], self.parent[has])
         return d
+
+    def active_ids(self, k: int) -> np.ndarray:
+        """Ids of the tier-``k`` nodes with at least one device below them (after
+        handovers a cluster, and the nodes above it, can be empty)."""
+        has = np.zeros(self.n_nodes, dtype=bool)
+        has[:self.n_devices] = True
+        for j in range(1, k + 1):
+            below = self.tier_ids(j - 1)
+            has[np.unique(self.parent[below[has[below]]])] = True
+        return self.tier_ids(k)[has[self.tier_slice(k)]]
 
     def members(self, c: int) -> np.ndarray:
         return np.nonzero(self.cluster == c)[0]

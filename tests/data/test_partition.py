@@ -52,3 +52,21 @@ def test_federated_data_heterogeneity_and_determinism():
     assert len(x) == len(a.shards.test[0][a.shards.tasks[0][0]])
     with pytest.raises(KeyError, match="does not hold"):
         a.device_data(0, next(t for t in cfg.tasks if t not in a.shards.tasks[0]))
+
+
+def test_task_assignment_respects_bounds_or_says_why():
+    from hffm_env import ConfigError
+    from hffm_env.data import assign_tasks
+
+    cfg = DataConfig(tasks=("scene_qa", "style_qa", "sensor"), tasks_per_device=(2, 2))
+    tasks, mods = assign_tasks(cfg, 12, np.random.default_rng(0))
+    assert all(len(t) == 2 for t in tasks)
+    cfg = DataConfig(tasks=("scene_qa", "style_qa", "sensor"), tasks_per_device=(1, 1))
+    tasks, _ = assign_tasks(cfg, 12, np.random.default_rng(0))
+    assert all(len(t) == 1 for t in tasks) and {t for ts in tasks for t in ts} == set(cfg.tasks)
+    never = DataConfig(tasks=("scene_qa", "style_qa"), modality_availability=(0.0, 0.0, 1.0))
+    with pytest.raises(ConfigError, match="modality_availability"):
+        assign_tasks(never, 4, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="no holder"):
+        assign_tasks(DataConfig(tasks=("scene_qa", "style_qa", "sensor"), tasks_per_device=(1, 1)), 2,
+                     np.random.default_rng(0))

@@ -126,3 +126,33 @@ def test_training_learns_and_evaluation_is_per_node_per_task(data):
         assert all(0.0 <= a <= 1.0 for a in after[d].values())
     gain = np.mean([after[d][t] - before[d][t] for d in devs for t in after[d]])
     assert gain > 0.1
+
+
+def test_no_prompts_and_image_only_tasks_train():
+    from hffm_env.data import TaskData, register_task
+    from hffm_env.data.synthetic import render_scenes, STYLES
+
+    @register_task("style_from_pixels_test", modalities=("image",), answers=STYLES, replace=True)
+    def build(n, rng, config):
+        scene = render_scenes(rng, n, config.image_size)
+        return TaskData("style_from_pixels_test", STYLES, scene["style"].astype(np.int64), image=scene["image"])
+
+    cfg = ModelConfig(backbone="random", n_prompts=0)
+    dc = DataConfig(tasks=("style_from_pixels_test", "sensor"), pool_size=200, tasks_per_device=(1, 2))
+    fd = make_federated_data(dc, 4, 0)
+    bank = init_bank(cfg, {t: len(fd.pools[t].answers) for t in dc.tasks}, 4, torch.Generator().manual_seed(0))
+    bb = FrozenBackbone(build_vilt(cfg))
+    devs = np.arange(4)
+    losses = T.local_train(bb, bank, T.AdamState.zeros_like(bank), fd, devs, devs, 2, 4, np.random.default_rng(0), cfg)
+    assert np.all(np.isfinite(losses))
+    acc = T.evaluate(bb, bank, fd, devs, devs, cfg)
+    assert all(0.0 <= a <= 1.0 for per in acc.values() for a in per.values())
+
+
+def test_local_backbone_must_match_model_config(tmp_path):
+    from hffm_env import ConfigError
+
+    vilt = build_vilt(ModelConfig(backbone="random", hidden_size=32, num_heads=2, intermediate_size=64))
+    vilt.save_pretrained(tmp_path / "small")
+    with pytest.raises(ConfigError, match="hidden_size must be 32 to match the backbone"):
+        build_vilt(ModelConfig(backbone=str(tmp_path / "small")))

@@ -122,3 +122,36 @@ def test_mobility_moves_devices_and_keeps_graphs_valid():
 def test_presets_build(preset):
     t = _topo(preset)
     assert t.n_devices == make_scenario(preset).network.n_devices
+
+
+def test_placement_inside_area_so_motion_is_continuous():
+    sc = make_scenario("paper", network__mobility=MobilityConfig("random_direction", (0.5, 2.0), 10.0))
+    for seed in range(5):
+        net = FogNetwork(sc.network, np.random.default_rng(seed))
+        t = net.topology
+        assert np.all((t.positions >= 0) & (t.positions <= t.config.area_side_m))
+        net.new_round()
+        before = t.positions[:t.n_devices].copy()
+        net.new_round()
+        assert np.linalg.norm(t.positions[:t.n_devices] - before, axis=1).max() <= 20.0 + 1e-9
+
+
+def test_empty_cluster_is_not_charged():
+    from hffm_env.network import Ledger
+    from hffm_env.network.schedules import charge_round, table1_schedules
+
+    net = FogNetwork(make_scenario("tiny").network, np.random.default_rng(0))
+    t = net.topology
+    t.cluster[:] = 0                       # every device handed over to cluster 0
+    t._set_device_parents()
+    t.d2d = t._build_d2d(np.random.default_rng(1))
+    t._choose_heads(np.random.default_rng(1), keep_existing=True)
+    assert list(t.active_ids(1)) == [t.tier_offsets[1]]
+    net.new_round()
+    ledger = Ledger()
+    ledger.begin_round(0)
+    charge_round(net, ledger, table1_schedules()["hfm_2"], 2, {"adapters": 1e5})
+    ledger.end_round()
+    rec = ledger.records(0)
+    empty_edge = t.tier_offsets[1] + 1
+    assert empty_edge not in set(rec["src"]) | set(rec["dst"])
