@@ -61,12 +61,13 @@ def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dic
             step = step + expert_mask.long()
         else:
             step = step + 1
-        t = step.to(g.dtype).view(*step.shape, *([1] * (g.dim() - step.dim())))
+        # an expert never trained has step 0; its row is kept below, the clamp only avoids 0/0
+        t = step.clamp(min=1).to(g.dtype).view(*step.shape, *([1] * (g.dim() - step.dim())))
         p_new = p * (1.0 - lr * weight_decay)
         m_new = m + (1.0 - b1) * (g - m)
         v_new = v * b2 + (1.0 - b2) * g * g
         denom = v_new.sqrt() / (1.0 - b2 ** t).sqrt() + EPS
-        p_new = p_new - (lr / (1.0 - b1 ** t.clamp(min=1))) * m_new / denom
+        p_new = p_new - (lr / (1.0 - b1 ** t)) * m_new / denom
         if keep is not None:
             p_new, m_new, v_new = torch.where(keep, p_new, p), torch.where(keep, m_new, m), torch.where(keep, v_new, v)
         bank[name][holders] = p_new

@@ -123,6 +123,13 @@ class FogNetwork:
                           group=0 if group is None else group, step=step,
                           nbytes=size * copies, seconds=seconds * share, joules=joules * share)
 
+    @staticmethod
+    def _price(link: LinkConfig, payload: Payload, rate_bps: np.ndarray, copies=None):
+        """Seconds and joules of sending the whole payload (times ``copies``) at ``rate_bps``."""
+        _, sizes = _check_payload(payload)
+        mult = 1.0 if copies is None else np.asarray(copies, dtype=np.float64)
+        return transfer_cost(link, 8.0 * sizes.sum() * mult, rate_bps)
+
     def _tier_of(self, nodes: np.ndarray) -> int:
         tiers = np.unique(self.topology.tier[nodes])
         if len(tiers) != 1:
@@ -146,10 +153,7 @@ class FogNetwork:
         k = self._tier_of(nodes)
         if k == self.config.n_tiers - 1:
             raise ValueError(f"tier {self.config.tiers[k].name!r} is the top tier: it has no uplink")
-        link = self.config.tiers[k].uplink
-        _, sizes = _check_payload(payload)
-        mult = 1.0 if copies is None else np.asarray(copies, dtype=np.float64)
-        seconds, joules = transfer_cost(link, 8.0 * sizes.sum() * mult, self.uplink_rate_bps[nodes])
+        seconds, joules = self._price(self.config.tiers[k].uplink, payload, self.uplink_rate_bps[nodes], copies)
         self._split(ledger, stage, self._link_name(k, k + 1), payload, nodes, self.topology.parent[nodes],
                     seconds, joules, copies=copies, group=group, step=step)
         return seconds
@@ -165,9 +169,7 @@ class FogNetwork:
         k = self._tier_of(nodes)
         # The downlink sees the uplink's channel gain (reciprocity) with its own power and bandwidth.
         down: LinkConfig = self.config.tiers[k].downlink_link
-        rate = link_rate_bps(down, self.config.channel, self.uplink_gain[nodes])
-        _, sizes = _check_payload(payload)
-        seconds, joules = transfer_cost(down, 8.0 * sizes.sum(), rate)
+        seconds, joules = self._price(down, payload, link_rate_bps(down, self.config.channel, self.uplink_gain[nodes]))
         parents = self.topology.parent[nodes]
         self._split(ledger, stage, self._link_name(k + 1, k), payload, parents, nodes, seconds, joules, lane=nodes,
                     group=group, step=step)
@@ -181,8 +183,7 @@ class FogNetwork:
             raise ValueError("direct_uplink is None in this NetworkConfig: star traffic must go up the hierarchy "
                              "(charge_upload tier by tier with copies)")
         devices = np.asarray(devices, dtype=np.int64)
-        _, sizes = _check_payload(payload)
-        seconds, joules = transfer_cost(self.config.direct_uplink, 8.0 * sizes.sum(), self.direct_rate_bps[devices])
+        seconds, joules = self._price(self.config.direct_uplink, payload, self.direct_rate_bps[devices])
         link = f"{self.config.tiers[0].name}->{self.config.tiers[-1].name}"
         self._split(ledger, stage, link, payload, devices, np.full(devices.size, self.topology.top), seconds, joules,
                     group=group, step=step)
@@ -197,20 +198,17 @@ class FogNetwork:
             return np.zeros(devices.size)
         if self.config.direct_uplink is None:
             raise ValueError("direct_uplink is None in this NetworkConfig")
-        _, sizes = _check_payload(payload)
-        seconds, joules = transfer_cost(self.config.direct_uplink, 8.0 * sizes.sum(), self.direct_rate_bps[devices])
+        seconds, joules = self._price(self.config.direct_uplink, payload, self.direct_rate_bps[devices])
         link = f"{self.config.tiers[-1].name}->{self.config.tiers[0].name}"
         self._split(ledger, stage, link, payload, np.full(devices.size, self.topology.top), devices, seconds,
                     joules, lane=devices, group=group, step=step)
         return seconds
 
-    def _d2d_members(self, clusters) -> tuple[np.ndarray, RouteTree]:
-        topo = self.topology
+    def _d2d_members(self, clusters) -> np.ndarray:
+        """Devices of ``clusters`` (all clusters when None)."""
         if clusters is None:
-            clusters = np.arange(topo.n_clusters)
-        clusters = np.asarray(clusters, dtype=np.int64)
-        members = np.nonzero(np.isin(topo.cluster, clusters))[0]
-        return members, clusters
+            return np.arange(self.topology.n_devices)
+        return np.nonzero(np.isin(self.topology.cluster, np.asarray(clusters, dtype=np.int64)))[0]
 
     def charge_d2d_gather(self, ledger: Ledger, stage: str, payload: Payload, clusters=None, *,
                           step: str = "") -> np.ndarray:
@@ -223,7 +221,7 @@ class FogNetwork:
         _, sizes = _check_payload(payload)
         nbytes = float(sizes.sum())
         tree = self.routes(nbytes)
-        members, _ = self._d2d_members(clusters)
+        members = self._d2d_members(clusters)
         senders = members[tree.reached[members] & (tree.next_hop[members] >= 0)]
         _, hop_j = transfer_cost(self.config.d2d, 8.0 * nbytes, self.d2d_rate_bps)
         has = tree.hop_edge >= 0
@@ -244,7 +242,7 @@ class FogNetwork:
         _, sizes = _check_payload(payload)
         nbytes = float(sizes.sum())
         tree = self.routes(nbytes, toward_heads=False)
-        members, _ = self._d2d_members(clusters)
+        members = self._d2d_members(clusters)
         receivers = members[tree.reached[members] & (tree.next_hop[members] >= 0)]
         _, hop_j = transfer_cost(self.config.d2d, 8.0 * nbytes, self.d2d_rate_bps)
         senders = tree.next_hop[receivers]

@@ -87,7 +87,8 @@ def _charge_star(net: FogNetwork, ledger: Ledger, payload: Payload) -> None:
         ids = topo.tier_ids(k)
         under[ids] = np.bincount(topo.parent[topo.tier_ids(k - 1)] - ids[0], weights=under[topo.tier_ids(k - 1)],
                                  minlength=len(ids))
-        net.charge_upload(ledger, f"upload:tier{k + 1}", payload, topo.active_ids(k), copies=under[topo.active_ids(k)])
+        active = topo.active_ids(k)
+        net.charge_upload(ledger, f"upload:tier{k + 1}", payload, active, copies=under[active])
     if net.config.charge_downlink:
         for k in range(net.config.n_tiers - 2, -1, -1):
             net.charge_download(ledger, f"download:tier{k + 1}", payload, topo.active_ids(k))
