@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hffm_env._validation import ConfigError, check_int, check_range_pair, check_real
+from hffm_env._validation import ConfigError, check_int, check_real
 from hffm_env.data.registry import MODALITIES
 
 
@@ -69,7 +69,6 @@ class DataConfig:
             raise ConfigError(f"vocab_size must be >= {needed} (special tokens + {len(BUILTIN_WORDS)} built-in words "
                               f"+ hash_buckets={self.hash_buckets}), got {self.vocab_size}")
         check_int("sensor_length", self.sensor_length, low=8)
-        check_range_pair("tasks_per_device", self.tasks_per_device)
 
     def tokenizer(self):
         from hffm_env.data.tokenizer import WordTokenizer
