@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from hffm_env.data import FederatedData, TaskData, task_spec
 from hffm_env.model import m3t
 from hffm_env.model.backbone import FrozenBackbone
-from hffm_env.model.banks import ENCODER_OF, EXPERT_PARAMS, Bank
+from hffm_env.model.banks import ENCODER_OF, EXPERT_PARAMS, Bank, kind_of
 from hffm_env.model.config import ModelConfig
 
 BETAS = (0.9, 0.999)
@@ -141,10 +141,15 @@ def group_loss(backbone: FrozenBackbone, bank: Bank, holders: torch.Tensor, task
 def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: FederatedData,
                 devices: np.ndarray, holders: np.ndarray, steps: int, batch_size: int,
                 rng: np.random.Generator, config: ModelConfig,
-                expert_mask: np.ndarray | None = None) -> np.ndarray:
+                expert_mask: np.ndarray | None = None, flip_labels: np.ndarray | None = None,
+                only_kinds: tuple[str, ...] | None = None) -> np.ndarray:
     """``steps`` local AdamW steps of every device in ``devices`` on its own shards,
     updating bank rows ``holders`` (same order). ``expert_mask [n_holders, E]`` says
-    which experts each holder trains (all by default). Returns each device's mean loss."""
+    which experts each holder trains (all by default); ``flip_labels [n_holders]``
+    (bool) marks holders that train on flipped labels (answer ``a`` → ``A−1−a``, a
+    label-flipping attacker); ``only_kinds`` limits training to those module kinds
+    (names as :func:`~hffm_env.model.banks.kind_of` gives them). Returns each
+    device's mean loss."""
     row_of = dict(zip(map(int, devices), map(int, holders)))
     plan = plan_batches(data, devices, steps, batch_size, rng)
     losses = {int(d): [] for d in devices}
@@ -153,7 +158,15 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
             group = [(d, idx) for d, t, idx in step if t == task]
             rows = torch.tensor([row_of[d] for d, _ in group])
             inputs, labels = task_inputs(data, task, np.stack([idx for _, idx in group]))
+            if flip_labels is not None:
+                flip = torch.as_tensor(np.asarray(flip_labels)[rows.numpy()])
+                if flip.any():
+                    labels = torch.where(flip[:, None], len(task_spec(task).answers) - 1 - labels, labels)
             names = trainable_names(bank, task, task_spec(task).modalities)
+            if only_kinds is not None:
+                names = [n for n in names if kind_of(n) in only_kinds]
+                if not names:
+                    continue
             loss, per_holder, leaves = group_loss(backbone, bank, rows, task, inputs, labels, names,
                                                   config.experts_top_k)
             grads = torch.autograd.grad(loss, [leaves[n] for n in names])
@@ -163,7 +176,7 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
                              config.weight_decay, mask)
             for (d, _), value in zip(group, per_holder.tolist()):
                 losses[d].append(value)
-    return np.array([np.mean(losses[int(d)]) for d in devices])
+    return np.array([np.mean(losses[int(d)]) if losses[int(d)] else np.nan for d in devices])
 
 
 @torch.no_grad()

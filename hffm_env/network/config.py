@@ -159,7 +159,9 @@ class TierConfig:
     or access points in a deeper hierarchy): each device belongs to one of them. A
     node of tier k ≥ 2 is the parent of the tier k−1 nodes nearest to it. ``uplink``
     (this tier → its parent) is None only for the top tier; ``downlink`` (parent →
-    this tier) defaults to the uplink's class when None.
+    this tier) defaults to the uplink's class when None. ``cpu_freq_hz`` and
+    ``compute_power_w`` are a server's (tiers ≥ 1) compute speed and power draw, used
+    for inference served there; devices take theirs from :class:`ComputeConfig`.
     """
 
     name: str
@@ -167,12 +169,16 @@ class TierConfig:
     uplink: LinkConfig | None = None
     min_separation_m: float = 0.0
     downlink: LinkConfig | None = None
+    cpu_freq_hz: float = 2.0e10
+    compute_power_w: float = 50.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"TierConfig.name must be a non-empty string, got {self.name!r}")
         check_int(f"tiers[{self.name}].count", self.count, low=1)
         check_non_negative(f"tiers[{self.name}].min_separation_m", self.min_separation_m)
+        check_positive(f"tiers[{self.name}].cpu_freq_hz", self.cpu_freq_hz)
+        check_non_negative(f"tiers[{self.name}].compute_power_w", self.compute_power_w)
         for name in ("uplink", "downlink"):
             link = getattr(self, name)
             if link is not None and not isinstance(link, LinkConfig):

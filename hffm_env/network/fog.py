@@ -20,7 +20,7 @@ import numpy as np
 from hffm_env.network.channel import draw_fading, link_gain, link_rate_bps, transfer_cost
 from hffm_env.network.config import LinkConfig, NetworkConfig
 from hffm_env.network.ledger import Ledger
-from hffm_env.network.routing import RouteTree, hop_direction, shortest_path_tree, sum_to_root
+from hffm_env.network.routing import RouteTree, edge_index, hop_direction, shortest_path_tree, sum_to_root
 from hffm_env.network.topology import Topology
 
 Payload = Mapping[str, float]
@@ -204,16 +204,21 @@ class FogNetwork:
                     joules, lane=devices, group=group, step=step)
         return seconds
 
-    def _d2d_members(self, clusters) -> np.ndarray:
-        """Devices of ``clusters`` (all clusters when None)."""
+    def _d2d_members(self, clusters, devices=None) -> np.ndarray:
+        """Devices of ``clusters`` (all clusters when None), restricted to ``devices`` when given."""
         if clusters is None:
-            return np.arange(self.topology.n_devices)
-        return np.nonzero(np.isin(self.topology.cluster, np.asarray(clusters, dtype=np.int64)))[0]
+            members = np.arange(self.topology.n_devices)
+        else:
+            members = np.nonzero(np.isin(self.topology.cluster, np.asarray(clusters, dtype=np.int64)))[0]
+        if devices is not None:
+            members = np.intersect1d(members, np.asarray(devices, dtype=np.int64))
+        return members
 
     def charge_d2d_gather(self, ledger: Ledger, stage: str, payload: Payload, clusters=None, *,
-                          step: str = "") -> np.ndarray:
-        """Every non-head member of ``clusters`` sends the payload to its head over its
-        shortest multi-hop D2D path (relays forward without aggregating).
+                          devices=None, step: str = "") -> np.ndarray:
+        """Every non-head member of ``clusters`` (only those in ``devices``, when given)
+        sends the payload to its head over its shortest multi-hop D2D path (relays
+        forward without aggregating).
 
         One row per member: its path time, and the energy of every hop of its path.
         Members with no path to the head send nothing. Returns per-member seconds.
@@ -221,7 +226,7 @@ class FogNetwork:
         _, sizes = _check_payload(payload)
         nbytes = float(sizes.sum())
         tree = self.routes(nbytes)
-        members = self._d2d_members(clusters)
+        members = self._d2d_members(clusters, devices)
         senders = members[tree.reached[members] & (tree.next_hop[members] >= 0)]
         _, hop_j = transfer_cost(self.config.d2d, 8.0 * nbytes, self.d2d_rate_bps)
         has = tree.hop_edge >= 0
@@ -234,37 +239,116 @@ class FogNetwork:
         return tree.path_s[senders]
 
     def charge_d2d_broadcast(self, ledger: Ledger, stage: str, payload: Payload, clusters=None, *,
-                             step: str = "") -> np.ndarray:
-        """Heads send the payload to their members down the union of the shortest
-        head-to-member paths (a tree): each tree edge carries it once. One row per
-        receiving member: its path time as latency, the energy of the one hop that
-        reaches it."""
+                             devices=None, step: str = "") -> np.ndarray:
+        """Heads send the payload to their members (only those in ``devices``, when
+        given) down the union of the shortest head-to-member paths (a tree): each tree
+        edge carries it once. One row per device on that tree: its path time as
+        latency, the energy of the one hop that reaches it. Returns the receivers' seconds."""
         _, sizes = _check_payload(payload)
         nbytes = float(sizes.sum())
         tree = self.routes(nbytes, toward_heads=False)
-        members = self._d2d_members(clusters)
+        members = self._d2d_members(clusters, devices)
         receivers = members[tree.reached[members] & (tree.next_hop[members] >= 0)]
+        # relays on the way to a receiver get (and forward) the payload too
+        on_tree = np.zeros(self.topology.n_devices, dtype=bool)
+        frontier = receivers
+        while frontier.size:
+            on_tree[frontier] = True
+            up = tree.next_hop[frontier]
+            frontier = np.unique(up[(up >= 0) & (tree.next_hop[np.maximum(up, 0)] >= 0)])
+            frontier = frontier[~on_tree[frontier]]
+        hops = np.nonzero(on_tree)[0]
         _, hop_j = transfer_cost(self.config.d2d, 8.0 * nbytes, self.d2d_rate_bps)
-        senders = tree.next_hop[receivers]
-        recv_j = hop_j[tree.hop_edge[receivers], hop_direction(self.topology.d2d.edges, senders, receivers)]
-        self._split(ledger, stage, "d2d", payload, senders, receivers, tree.path_s[receivers], recv_j,
-                    lane=receivers, group=self.topology.cluster[receivers], step=step)
+        senders = tree.next_hop[hops]
+        recv_j = hop_j[tree.hop_edge[hops], hop_direction(self.topology.d2d.edges, senders, hops)]
+        self._split(ledger, stage, "d2d", payload, senders, hops, tree.path_s[hops], recv_j,
+                    lane=hops, group=self.topology.cluster[hops], step=step)
         return tree.path_s[receivers]
+
+    def d2d_path(self, src: int, dst: int, payload_bytes: float) -> np.ndarray:
+        """The fastest multi-hop D2D path ``src → dst`` for a payload this round (device
+        ids, both ends included). Raises ValueError when the two are not connected."""
+        self._require_round()
+        n = self.topology.n_devices
+        for name, v in (("src", src), ("dst", dst)):
+            if not 0 <= int(v) < n:
+                raise ValueError(f"{name} must be a device id in [0, {n - 1}], got {v!r}")
+        hop_s, _ = transfer_cost(self.config.d2d, 8.0 * float(payload_bytes), self.d2d_rate_bps)
+        tree = shortest_path_tree(n, self.topology.d2d.edges, hop_s, np.array([int(dst)]), toward_heads=True)
+        if not tree.reached[int(src)]:
+            raise ValueError(f"devices {src} and {dst} have no D2D path (clusters "
+                             f"{self.topology.cluster[int(src)]} and {self.topology.cluster[int(dst)]})")
+        path = [int(src)]
+        while path[-1] != int(dst):
+            path.append(int(tree.next_hop[path[-1]]))
+        return np.array(path, dtype=np.int64)
+
+    def charge_d2d_path(self, ledger: Ledger, stage: str, payload: Payload, path, *, group=None,
+                        step: str = "") -> float:
+        """Send the payload along a D2D ``path`` of devices hop by hop (store and
+        forward): one row per hop, all in the lane of the path's first device, so they
+        add up in latency. Returns the path's seconds."""
+        path = np.asarray(path, dtype=np.int64)
+        if path.size < 2:
+            return 0.0
+        seconds = self.charge_d2d_hops(ledger, stage, payload, path[:-1], path[1:], lane=np.full(path.size - 1, path[0]),
+                                       group=group, step=step)
+        return float(seconds.sum())
+
+    def charge_d2d_hops(self, ledger: Ledger, stage: str, payload: Payload, senders, receivers, *, lane=None,
+                        group=None, step: str = "") -> np.ndarray:
+        """One single-hop D2D transfer of the payload per ``senders[i] → receivers[i]``
+        (each pair must be a D2D link), at this round's rate of that direction. A
+        sender's transfers share its lane (one radio) unless ``lane`` says otherwise.
+        Returns the per-transfer seconds."""
+        self._require_round()
+        a, b = np.asarray(senders, dtype=np.int64), np.asarray(receivers, dtype=np.int64)
+        if a.size == 0:
+            return np.zeros(0)
+        edges = self.topology.d2d.edges
+        e = edge_index(edges, self.topology.n_devices, a, b)
+        if len(edges) == 0 or not np.array_equal(np.sort(edges[e], axis=1), np.sort(np.stack([a, b], axis=1), axis=1)):
+            raise ValueError("every sender -> receiver pair must be a D2D link of this round's graph")
+        rate = self.d2d_rate_bps[e, hop_direction(edges, a, b)]
+        seconds, joules = self._price(self.config.d2d, payload, rate)
+        self._split(ledger, stage, "d2d", payload, a, b, seconds, joules, lane=lane, group=group, step=step)
+        return seconds
 
     def charge_compute(self, ledger: Ledger, stage: str, module: str, devices, n_samples, epochs: float = 1.0, *,
                        group=None, step: str = ""):
         """Local training of ``devices`` on ``n_samples`` each for ``epochs`` passes:
-        ``c·n·E/f`` seconds and ``κ·c·n·E·f²`` joules per device, in parallel."""
-        self._require_round()
-        devices = np.asarray(devices, dtype=np.int64)
-        comp = self.config.compute
-        n = np.broadcast_to(np.asarray(n_samples, dtype=np.float64), devices.shape)
+        ``c·n·E`` CPU cycles each (``c`` = ``ComputeConfig.cycles_per_sample``), in parallel."""
+        n = np.asarray(n_samples, dtype=np.float64)
         if np.any(n < 0) or not np.isfinite(epochs) or epochs < 0:
             raise ValueError("n_samples and epochs must be >= 0")
-        f = self.topology.cpu_freq_hz[devices]
-        cycles = comp.cycles_per_sample * n * epochs
-        seconds = cycles / f
-        joules = comp.kappa * cycles * f ** 2
-        ledger.charge(stage=stage, module=module, link="compute", src=devices, dst=devices, nbytes=0.0,
+        return self.charge_cycles(ledger, stage, module, devices, self.config.compute.cycles_per_sample * n * epochs,
+                                  group=group, step=step)
+
+    def charge_cycles(self, ledger: Ledger, stage: str, module: str, nodes, cycles, *, group=None,
+                      step: str = "") -> np.ndarray:
+        """Run ``cycles`` CPU cycles on each of ``nodes`` (any tiers), in parallel.
+
+        A device takes ``cycles/f`` seconds and ``κ·cycles·f²`` joules (its own CPU
+        frequency ``f``, ``ComputeConfig.kappa``); a server of tier ``k`` takes
+        ``cycles/cpu_freq_hz`` seconds at ``compute_power_w`` of its ``TierConfig``.
+        Returns the per-node seconds.
+        """
+        self._require_round()
+        nodes = np.asarray(nodes, dtype=np.int64)
+        cycles = np.broadcast_to(np.asarray(cycles, dtype=np.float64), nodes.shape)
+        if np.any(~np.isfinite(cycles)) or np.any(cycles < 0):
+            raise ValueError(f"cycles must be finite and >= 0, got {cycles!r}")
+        topo, comp = self.topology, self.config.compute
+        freq = np.empty(nodes.shape)
+        power = np.zeros(nodes.shape)
+        dev = nodes < topo.n_devices
+        freq[dev] = topo.cpu_freq_hz[nodes[dev]]
+        for k, tier in enumerate(self.config.tiers[1:], start=1):
+            sel = topo.tier[nodes] == k
+            freq[sel] = tier.cpu_freq_hz
+            power[sel] = tier.compute_power_w
+        seconds = cycles / freq
+        joules = np.where(dev, comp.kappa * cycles * freq ** 2, power * seconds)
+        ledger.charge(stage=stage, module=module, link="compute", src=nodes, dst=nodes, nbytes=0.0,
                       seconds=seconds, joules=joules, group=0 if group is None else group, step=step)
         return seconds

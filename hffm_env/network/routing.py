@@ -39,7 +39,7 @@ class RouteTree:
         return self.root >= 0
 
 
-def _edge_lookup(edges: np.ndarray, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def edge_index(edges: np.ndarray, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Index of the undirected edge {a, b} in ``edges`` (rows sorted u < v)."""
     keys = edges[:, 0] * n + edges[:, 1]
     order = np.argsort(keys)
@@ -101,7 +101,7 @@ def shortest_path_tree(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray
         path[reached] = dist[reached]
         ok = pred >= 0
         next_hop[ok] = pred[ok]
-        hop_edge[ok] = _edge_lookup(edges, n_devices, np.nonzero(ok)[0], pred[ok])
+        hop_edge[ok] = edge_index(edges, n_devices, np.nonzero(ok)[0], pred[ok])
     root[heads] = heads
     path[heads] = 0.0
     hops = sum_to_root(next_hop, np.ones(n_devices)).astype(np.int64)

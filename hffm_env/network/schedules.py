@@ -72,79 +72,134 @@ def table1_schedules(global_periods: tuple[int, ...] = (2, 8)) -> dict[str, Aggr
     return out
 
 
-def _charge_star(net: FogNetwork, ledger: Ledger, payload: Payload) -> None:
+def _carriers(net: FogNetwork, senders: np.ndarray, level: int) -> list[np.ndarray]:
+    """For tiers 1..``level``: the nodes with a sender below them, as one id array per tier."""
     topo = net.topology
-    devices = np.arange(topo.n_devices)
+    out = []
+    below = np.unique(senders)
+    for k in range(1, level + 1):
+        below = np.unique(topo.parent[below])
+        out.append(below)
+    return out
+
+
+def _charge_star(net: FogNetwork, ledger: Ledger, payload: Payload, devices: np.ndarray) -> None:
+    topo = net.topology
     if net.config.direct_uplink is not None:
         net.charge_direct_upload(ledger, "upload:star", payload, devices)
         if net.config.charge_downlink:
             net.charge_direct_download(ledger, "download:star", payload, devices)
         return
     # No direct link: every model climbs the hierarchy un-aggregated.
-    under = np.ones(topo.n_nodes)
+    under = np.zeros(topo.n_nodes)
+    under[devices] = 1.0
     net.charge_upload(ledger, "upload:tier1", payload, devices)
+    carriers = _carriers(net, devices, net.config.n_tiers - 1)
     for k in range(1, net.config.n_tiers - 1):
         ids = topo.tier_ids(k)
-        under[ids] = np.bincount(topo.parent[topo.tier_ids(k - 1)] - ids[0], weights=under[topo.tier_ids(k - 1)],
-                                 minlength=len(ids))
-        active = topo.active_ids(k)
-        net.charge_upload(ledger, f"upload:tier{k + 1}", payload, active, copies=under[active])
+        below = topo.tier_ids(k - 1)
+        under[ids] = np.bincount(topo.parent[below] - ids[0], weights=under[below], minlength=len(ids))
+        net.charge_upload(ledger, f"upload:tier{k + 1}", payload, carriers[k - 1], copies=under[carriers[k - 1]])
     if net.config.charge_downlink:
-        for k in range(net.config.n_tiers - 2, -1, -1):
-            net.charge_download(ledger, f"download:tier{k + 1}", payload, topo.active_ids(k))
+        for k in range(net.config.n_tiers - 2, 0, -1):
+            net.charge_download(ledger, f"download:tier{k + 1}", payload, carriers[k - 1])
+        net.charge_download(ledger, "download:tier1", payload, devices)
+
+
+def charge_aggregation(net: FogNetwork, ledger: Ledger, payload: Payload, level: int, *, d2d: bool = False,
+                       star: bool = False, devices=None) -> None:
+    """Charge one aggregation of ``payload`` by the participating ``devices`` (all by
+    default) up to tier ``level`` and back down.
+
+    ``level=1`` aggregates at the tier-1 node of each cluster (the edge server), or,
+    with ``d2d``, at the cluster head by D2D gather and broadcast; ``level=k`` carries
+    the tier-1 aggregates up to tier ``k`` (with ``d2d`` the heads, not the devices,
+    talk to the edge server). ``star`` sends every participant's modules straight to
+    the top tier (over ``direct_uplink``, else up the hierarchy un-aggregated).
+
+    Clusters proceed independently up to the tier-2 aggregation (one stage grouped by
+    cluster: the latency is the slowest cluster's chain, not the sum of network-wide
+    maxima); every aggregation above tier 2, and the way back down from it, is a
+    network-wide stage of its own. Only the nodes with a participant below them
+    send or receive.
+    """
+    charge_aggregation_parts(net, ledger, [(payload, devices)], level, d2d=d2d, star=star)
+
+
+def charge_aggregation_parts(net: FogNetwork, ledger: Ledger, parts, level: int, *, d2d: bool = False,
+                             star: bool = False) -> None:
+    """:func:`charge_aggregation` of several module groups at once, each
+    ``(payload, devices)`` with its own participants (e.g. a task head and the devices
+    holding that task). Devices send and receive each group they take part in; a
+    server sends what all the groups below it hold as one transfer."""
+    topo = net.topology
+    parts = [(p, np.arange(topo.n_devices) if d is None else np.unique(np.asarray(d, dtype=np.int64)))
+             for p, d in parts]
+    parts = [(p, d) for p, d in parts if d.size]
+    if not parts:
+        return
+    if star:
+        for payload, devices in parts:
+            _charge_star(net, ledger, payload, devices)
+        return
+    n_levels = net.config.n_tiers - 1
+    check_int("level", level, low=1, high=n_levels)
+    down = net.config.charge_downlink
+    stage = "aggregate"
+    senders_of = []
+    for payload, devices in parts:
+        if d2d:
+            # D2D consensus replaces tier-1 aggregation; the heads carry it further up.
+            heads = topo.heads[np.unique(topo.cluster[devices])]
+            senders_of.append(heads[heads >= 0])
+            net.charge_d2d_gather(ledger, stage, payload, devices=devices, step="d2d:gather")
+            if level == 1:
+                net.charge_d2d_broadcast(ledger, stage, payload, devices=devices, step="d2d:broadcast")
+        else:
+            senders_of.append(devices)
+    if d2d and level == 1:
+        return
+    for (payload, _), senders in zip(parts, senders_of):
+        net.charge_upload(ledger, stage, payload, senders, group=topo.cluster[senders], step="upload:tier1")
+    # above tier 1 a server forwards one aggregate of everything its subtree holds
+    merged: dict[str, float] = {}
+    for payload, _ in parts:
+        merged.update(payload)
+    carriers = _carriers(net, np.concatenate([d for _, d in parts]), level)
+    edges = carriers[0]                                 # tier-1 nodes with a participant
+    edge_group = edges - topo.tier_offsets[1]           # cluster index of each tier-1 node
+    if level >= 2:
+        net.charge_upload(ledger, stage, merged, edges, group=edge_group, step="upload:tier2")
+    for k in range(3, level + 1):
+        net.charge_upload(ledger, f"upload:tier{k}", merged, carriers[k - 2])
+    if not down:
+        return
+    for k in range(level, 2, -1):
+        net.charge_download(ledger, f"download:tier{k}", merged, carriers[k - 2])
+    if level >= 2:
+        stage = "distribute"
+        net.charge_download(ledger, stage, merged, edges, group=edge_group, step="download:tier2")
+    for (payload, devices), senders in zip(parts, senders_of):
+        net.charge_download(ledger, stage, payload, senders, group=topo.cluster[senders], step="download:tier1")
+        if d2d:
+            net.charge_d2d_broadcast(ledger, stage, payload, devices=devices, step="d2d:broadcast")
 
 
 def charge_round(net: FogNetwork, ledger: Ledger, schedule: AggregationSchedule, round_number: int,
                  payload: Payload) -> int:
-    """Charge the communication of one round of ``schedule`` into ``ledger``'s open round.
-
-    Clusters proceed independently up to the tier-2 aggregation (one stage, grouped
-    by cluster: the round's latency is the slowest cluster's chain, not the sum of
-    network-wide maxima); every aggregation above tier 2, and the way back down from
-    it, is a network-wide stage of its own. Returns the highest tier that aggregated
-    (the top tier's index for star).
-    """
+    """Charge the communication of one round of ``schedule`` (every device taking
+    part) into ``ledger``'s open round; see :func:`charge_aggregation`. Returns the
+    highest tier that aggregated (the top tier's index for star, 0 for none)."""
     if schedule.star:
-        _charge_star(net, ledger, payload)
+        charge_aggregation(net, ledger, payload, net.config.n_tiers - 1, star=True)
         return net.config.n_tiers - 1
-    topo = net.topology
     n_levels = net.config.n_tiers - 1
     if len(schedule.periods) > n_levels:
         raise ConfigError(f"schedule {schedule.name!r} has {len(schedule.periods)} periods but the network has "
                           f"only {n_levels} tiers above the devices")
     level = schedule.level(round_number)
-    if level == 0:
-        return 0
-    down = net.config.charge_downlink
-    edges = topo.active_ids(1)                          # tier-1 nodes whose cluster is not empty
-    edge_group = edges - topo.tier_offsets[1]           # cluster index of each tier-1 node
-    if schedule.d2d:
-        # D2D consensus replaces tier-1 aggregation; the heads carry it further up.
-        senders = topo.heads[topo.heads >= 0]
-        stage = "aggregate"
-        net.charge_d2d_gather(ledger, stage, payload, step="d2d:gather")
-        if level == 1:
-            net.charge_d2d_broadcast(ledger, stage, payload, step="d2d:broadcast")
-            return level
-    else:
-        senders = np.arange(topo.n_devices)
-        stage = "aggregate"
-    sender_group = topo.cluster[senders]
-    net.charge_upload(ledger, stage, payload, senders, group=sender_group, step="upload:tier1")
-    if level >= 2:
-        net.charge_upload(ledger, stage, payload, edges, group=edge_group, step="upload:tier2")
-    for k in range(3, level + 1):
-        net.charge_upload(ledger, f"upload:tier{k}", payload, topo.active_ids(k - 1))
-    if not down:
-        return level
-    for k in range(level, 2, -1):
-        net.charge_download(ledger, f"download:tier{k}", payload, topo.active_ids(k - 1))
-    if level >= 2:
-        stage = "distribute"
-        net.charge_download(ledger, stage, payload, edges, group=edge_group, step="download:tier2")
-    net.charge_download(ledger, stage, payload, senders, group=sender_group, step="download:tier1")
-    if schedule.d2d:
-        net.charge_d2d_broadcast(ledger, stage, payload, step="d2d:broadcast")
+    if level:
+        charge_aggregation(net, ledger, payload, level, d2d=schedule.d2d)
     return level
 
 

@@ -114,7 +114,7 @@ def test_downlink_uses_its_own_power():
 
 
 def test_star_without_direct_link_forwards_every_model():
-    net = _net("small")
+    net = _net("small", network__direct_uplink=None)
     r = _one_round(net, lambda L: charge_round(net, L, AggregationSchedule("star", star=True), 1, {"m": 1e6}))
     # edges forward one copy per device below them
     assert r.per_link["edge->cloud"].bytes == pytest.approx(1e6 * net.topology.n_devices)

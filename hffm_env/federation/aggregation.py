@@ -1,0 +1,226 @@
+"""Aggregation as tensor algebra over a bank's holder axis.
+
+A weighted average inside groups of holders is a *mixing matrix* ``M`` (rows: the
+holders that receive the result, columns: the contributors) applied to every
+parameter of the bank at once: ``bank[name] ← M · bank[name]``, with identity rows
+for the holders not involved. Robust rules (coordinate-wise trimmed mean and
+median, Krum) are not linear and run per group on the stacked contributions.
+Gossip weights (Metropolis–Hastings, Laplacian) are doubly stochastic matrices over
+a D2D graph; their powers mix towards the group average.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from hffm_env.federation.config import RULES
+from hffm_env.model.banks import EXPERT_PARAMS, Bank
+
+
+def mixing_matrix(groups: np.ndarray, weights: np.ndarray, target_groups: np.ndarray) -> torch.Tensor:
+    """Sparse block ``[n_targets, n_sources]`` of the holder-axis mixing matrix: row
+    ``i`` is the ``weights``-weighted mean of the sources in group ``target_groups[i]``.
+
+    The full ``[n_holders, n_holders]`` matrix of an aggregation is this block on the
+    targets' rows and the sources' columns, and the identity on every other row.
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    target_groups = np.asarray(target_groups, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float64)
+    total = np.bincount(groups, weights=weights, minlength=int(max(groups.max(initial=-1),
+                                                                    target_groups.max(initial=-1))) + 1)
+    if np.any(total[np.unique(target_groups)] <= 0):
+        raise ValueError("every target's group needs a positive total weight")
+    order = np.argsort(groups, kind="stable")
+    starts = np.searchsorted(groups[order], target_groups, side="left")
+    counts = np.searchsorted(groups[order], target_groups, side="right") - starts
+    rows = np.repeat(np.arange(target_groups.size), counts)
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    cols = order[np.repeat(starts, counts) + within]
+    vals = weights[cols] / total[groups[cols]]
+    idx = torch.from_numpy(np.stack([rows, cols]))
+    return torch.sparse_coo_tensor(idx, torch.from_numpy(vals), (target_groups.size, groups.size),
+                                   check_invariants=False).coalesce()
+
+
+def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray, weights: np.ndarray,
+                   targets: np.ndarray, target_groups: np.ndarray, rule: str, *,
+                   expert_mask: np.ndarray | None = None, noise_std: float | np.ndarray = 0.0,
+                   generator: torch.Generator | None = None, **rule_args) -> dict[str, torch.Tensor]:
+    """Write into rows ``targets`` of ``bank`` the combination, by ``rule``, of the
+    contributions ``sent[name] [n_sources, ...]`` of their group.
+
+    The mean is the mixing matrix applied to the contributions; the robust rules run
+    per group. ``expert_mask [n_sources, E]`` restricts a mean of expert parameters
+    to the sources that train each expert. ``noise_std`` (one value, or one per
+    group) adds one Gaussian draw per group, shared by the group's targets. Returns
+    ``name → [n_groups, ...]``.
+    """
+    names = list(sent)
+    groups = np.asarray(groups, dtype=np.int64)
+    target_groups = np.asarray(target_groups, dtype=np.int64)
+    n_groups = int(max(groups.max(), target_groups.max())) + 1
+    rows = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    tg = torch.as_tensor(target_groups)
+    per_group_w = np.bincount(groups, weights=weights, minlength=n_groups)
+    if rule == "mean":
+        # each group's value is the mixing matrix's row for a (virtual) target of that group
+        present = np.nonzero(per_group_w > 0)[0]
+        M = mixing_matrix(groups, weights, present)
+        combined = {}
+        for n in names:
+            v = sent[n]
+            out = torch.zeros(n_groups, *v.shape[1:], dtype=v.dtype)
+            out[torch.as_tensor(present)] = torch.sparse.mm(M.to(v.dtype), v.reshape(v.shape[0], -1)).reshape(
+                len(present), *v.shape[1:])
+            combined[n] = out
+        if expert_mask is not None and any(n in EXPERT_PARAMS for n in names):
+            experts = combine_groups({n: sent[n] for n in names if n in EXPERT_PARAMS}, groups, weights, "mean",
+                                     expert_mask=expert_mask)
+            combined.update(experts)
+    else:
+        combined = combine_groups(sent, groups, weights, rule, **rule_args)
+    std = np.broadcast_to(np.asarray(noise_std, dtype=np.float64), (n_groups,))
+    if np.any(std > 0):
+        s = torch.as_tensor(std)
+        for n in names:
+            c = combined[n]
+            z = torch.randn(c.shape, generator=generator, dtype=c.dtype)
+            combined[n] = c + s.to(c.dtype).view(-1, *([1] * (c.dim() - 1))) * z
+    for n in names:
+        bank[n][rows] = combined[n][tg]
+    return combined
+
+
+def robust_combine(values: dict[str, torch.Tensor], rule: str, weights: torch.Tensor, *,
+                   trim_fraction: float = 0.2, krum_f: int = 1) -> dict[str, torch.Tensor]:
+    """Combine ``m`` contributions (``values[name] [m, ...]``) into one by ``rule``.
+
+    ``mean`` is weighted; ``trimmed_mean`` drops ``floor(trim_fraction·m)`` values at
+    each end of every coordinate; ``median`` is the coordinate-wise median (mean of
+    the two middle values for even ``m``); ``krum`` keeps the one contribution whose
+    summed squared distance to its ``m − f − 2`` nearest others is smallest (all
+    parameters together as one vector). The robust rules ignore the weights, as the
+    usual implementations do.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(map(repr, RULES))}, got {rule!r}")
+    m = next(iter(values.values())).shape[0]
+    if rule == "mean":
+        w = weights / weights.sum()
+        return {n: torch.tensordot(w.to(v.dtype), v, dims=1) for n, v in values.items()}
+    if rule == "krum":
+        flat = torch.cat([v.reshape(m, -1) for v in values.values()], dim=1)
+        d = torch.cdist(flat, flat).pow(2)
+        k = max(m - krum_f - 2, 1)
+        if m == 1:
+            return {n: v[0] for n, v in values.items()}
+        nearest = torch.sort(d, dim=1).values[:, 1:k + 1]
+        best = int(torch.argmin(nearest.sum(dim=1)))
+        return {n: v[best] for n, v in values.items()}
+    out = {}
+    for n, v in values.items():
+        s = torch.sort(v, dim=0).values
+        if rule == "trimmed_mean":
+            cut = int(math.floor(trim_fraction * m))
+            out[n] = s[cut:m - cut].mean(dim=0)
+        else:  # median
+            lo, hi = (m - 1) // 2, m // 2
+            out[n] = 0.5 * (s[lo] + s[hi])
+    return out
+
+
+def combine_groups(sent: dict[str, torch.Tensor], groups: np.ndarray, weights: np.ndarray, rule: str,
+                   expert_mask: np.ndarray | None = None, **rule_args) -> dict[str, torch.Tensor]:
+    """Per group ``g``: the combination by ``rule`` of the contributions ``sent[name][groups == g]``.
+
+    Returns ``name → [n_groups, ...]`` (a group without sources is all zeros). With
+    ``expert_mask [n_sources, E]`` a mean of expert parameters averages only the
+    sources that train each expert (an expert none of them trains gets their plain
+    weighted mean).
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    n_groups = int(groups.max()) + 1
+    names = list(sent)
+    out = {n: torch.zeros(n_groups, *sent[n].shape[1:], dtype=sent[n].dtype) for n in names}
+    w_all = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    for g in np.unique(groups):
+        sel = torch.as_tensor(np.nonzero(groups == g)[0])
+        vals = {n: sent[n][sel] for n in names}
+        w = w_all[sel]
+        if expert_mask is not None and rule == "mean":
+            combined = {}
+            mask = torch.as_tensor(np.asarray(expert_mask)[sel.numpy()], dtype=torch.float64)   # [m, E]
+            ew = mask * w[:, None]
+            has = ew.sum(0) > 0
+            ew = torch.where(has[None], ew / ew.sum(0).clamp(min=1e-300), (w / w.sum())[:, None].expand_as(ew))
+            for n, v in vals.items():
+                if n in EXPERT_PARAMS:
+                    combined[n] = (ew.to(v.dtype).view(*ew.shape, *([1] * (v.dim() - 2))) * v).sum(0)
+                else:
+                    combined[n] = torch.tensordot((w / w.sum()).to(v.dtype), v, dims=1)
+        else:
+            combined = robust_combine(vals, rule, w, **rule_args)
+        for n in names:
+            out[n][int(g)] = combined[n]
+    return out
+
+
+# ---------------------------------------------------------------------- gossip
+def gossip_matrix(n: int, edges: np.ndarray, kind: str = "metropolis") -> np.ndarray:
+    """Doubly stochastic gossip weights ``W [n, n]`` over an undirected graph of ``n`` nodes.
+
+    ``metropolis``: ``w_ij = 1/(1 + max(d_i, d_j))`` on edges, ``w_ii = 1 − Σ_j w_ij``;
+    ``laplacian``: ``W = I − L/(2·max degree)`` (``I`` when there are no edges).
+    """
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    deg = np.bincount(edges.ravel(), minlength=n).astype(np.float64)
+    W = np.zeros((n, n))
+    if kind == "metropolis":
+        w = 1.0 / (1.0 + np.maximum(deg[edges[:, 0]], deg[edges[:, 1]]))
+        W[edges[:, 0], edges[:, 1]] = w
+        W[edges[:, 1], edges[:, 0]] = w
+        W[np.arange(n), np.arange(n)] = 1.0 - W.sum(axis=1)
+    elif kind == "laplacian":
+        if len(edges) == 0:
+            return np.eye(n)
+        L = np.diag(deg)
+        L[edges[:, 0], edges[:, 1]] -= 1.0
+        L[edges[:, 1], edges[:, 0]] -= 1.0
+        W = np.eye(n) - L / (2.0 * deg.max())
+    else:
+        raise ValueError(f"gossip weights must be 'metropolis' or 'laplacian', got {kind!r}")
+    return W
+
+
+def consensus_rate(W: np.ndarray) -> float:
+    """Spectral radius of ``W − 11ᵀ/n``: the distance to the average shrinks by this
+    factor per gossip round (on a connected graph it is < 1)."""
+    n = W.shape[0]
+    return float(np.max(np.abs(np.linalg.eigvals(W - np.full((n, n), 1.0 / n))))) if n else 0.0
+
+
+# ---------------------------------------------------------------------- updates sent
+def clip_updates(updates: dict[str, torch.Tensor], clip_norm: float) -> dict[str, torch.Tensor]:
+    """Scale each row's update (all names together) to L2 norm at most ``clip_norm``."""
+    m = next(iter(updates.values())).shape[0]
+    norm = torch.sqrt(sum(u.reshape(m, -1).pow(2).sum(1) for u in updates.values()))
+    factor = torch.clamp(clip_norm / norm.clamp(min=1e-12), max=1.0)
+    return {n: u * factor.view(m, *([1] * (u.dim() - 1))).to(u.dtype) for n, u in updates.items()}
+
+
+def attack_updates(updates: dict[str, torch.Tensor], attack: str, strength: float,
+                   generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """What an adversary sends instead of its honest ``updates`` (label flipping acts
+    on training, not here)."""
+    if attack == "sign_flip":
+        return {n: -strength * u for n, u in updates.items()}
+    if attack == "scaling":
+        return {n: strength * u for n, u in updates.items()}
+    if attack == "noise":
+        return {n: u + strength * torch.randn(u.shape, generator=generator, dtype=u.dtype)
+                for n, u in updates.items()}
+    return updates

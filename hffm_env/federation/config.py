@@ -1,0 +1,178 @@
+"""Configuration of the federated round: local training, events, privacy, attacks, inference.
+
+All frozen dataclasses, validated on construction; a scenario carries one
+:class:`FederationConfig` (``make_scenario("tiny", federation__local_steps=4)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hffm_env._validation import (
+    ConfigError,
+    check_choice,
+    check_int,
+    check_non_negative,
+    check_positive,
+    check_range_pair,
+    check_real,
+)
+
+RULES = ("mean", "trimmed_mean", "median", "krum")
+ATTACKS = ("sign_flip", "scaling", "noise", "label_flip")
+GOSSIP_WEIGHTS = ("metropolis", "laplacian")
+
+
+def _check_rate(field_name: str, value) -> None:
+    check_real(field_name, value, low=0.0, high=1.0)
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """Per-device, per-round probabilities of the events of paper Sec. V-B.
+
+    ``task_arrival``: the device gets a task of the suite it did not hold (one its
+    modalities allow), with a fresh shard drawn from the task's pool; ``modality_off``
+    / ``modality_on``: a sensed modality is switched off (its tasks pause) or a
+    switched-off one comes back; ``leave`` / ``join``: an active device leaves, an
+    inactive one joins (as a new device: its modules start from scratch). Every
+    module a node needs and has never trained starts *cold* and is reported as a
+    cold-start event that a relay can serve.
+    """
+
+    task_arrival: float = 0.0
+    modality_off: float = 0.0
+    modality_on: float = 0.0
+    leave: float = 0.0
+    join: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("task_arrival", "modality_off", "modality_on", "leave", "join"):
+            _check_rate(f"events.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Module-level DP-FedAvg on uploads: each participant's update (its module minus
+    the copy it last received) is clipped to L2 norm ``clip_norm``; Gaussian noise of
+    std ``noise_multiplier · clip_norm · max(w)/Σw`` (``w``: the aggregation weights;
+    ``z·C/m`` for equal weights) is added to the first-level aggregate. ``clip_norm``
+    None switches it off."""
+
+    clip_norm: float | None = None
+    noise_multiplier: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.clip_norm is not None:
+            check_positive("privacy.clip_norm", self.clip_norm)
+        check_non_negative("privacy.noise_multiplier", self.noise_multiplier)
+        if self.noise_multiplier > 0 and self.clip_norm is None:
+            raise ConfigError("privacy.noise_multiplier > 0 needs privacy.clip_norm (the noise scales with it)")
+
+
+@dataclass(frozen=True)
+class AdversaryConfig:
+    """Adversarial devices drawn at reset: a ``fraction`` of the devices run ``attack``.
+
+    ``sign_flip`` sends ``−strength ×`` its update, ``scaling`` ``strength ×`` its
+    update, ``noise`` its update plus Gaussian noise of std ``strength``;
+    ``label_flip`` trains on flipped labels (answer ``a`` → ``A−1−a``). Attacks act on
+    everything the device sends: uploads for aggregation and the modules it relays.
+    """
+
+    fraction: float = 0.0
+    attack: str = "sign_flip"
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_rate("adversaries.fraction", self.fraction)
+        check_choice("adversaries.attack", self.attack, ATTACKS)
+        check_non_negative("adversaries.strength", self.strength)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Collaborative inference (paper Sec. V-D).
+
+    Each active device draws Poisson(``requests_per_device``) requests per round, each
+    on one of its tasks with an input from its held-out shard. Running a request
+    takes ``cycles_per_inference`` CPU cycles at the node that serves it; the input
+    (its modalities' raw bytes) and ``answer_bytes`` travel between requester and
+    server. A device can host the model only if its memory (drawn per device from
+    ``device_memory_bytes_range``) holds ``model_bytes`` (None: the real backbone and
+    modules, as float32).
+    """
+
+    requests_per_device: float = 0.0
+    cycles_per_inference: float = 2.0e8
+    answer_bytes: float = 16.0
+    model_bytes: float | None = None
+    device_memory_bytes_range: tuple[float, float] = (1.0e6, 8.0e6)
+
+    def __post_init__(self) -> None:
+        check_non_negative("inference.requests_per_device", self.requests_per_device)
+        check_positive("inference.cycles_per_inference", self.cycles_per_inference)
+        check_non_negative("inference.answer_bytes", self.answer_bytes)
+        if self.model_bytes is not None:
+            check_positive("inference.model_bytes", self.model_bytes)
+        check_range_pair("inference.device_memory_bytes_range", self.device_memory_bytes_range, low_inclusive=True)
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """One federated round.
+
+    Local training: every participating device runs ``local_steps`` AdamW steps of
+    batch ``batch_size`` on its own shards (a ``participation`` fraction of the active
+    devices, drawn each round; specialists always train, ``specialist_steps`` more
+    steps on the module they own). ``experts_per_device`` (None: all) is how many of
+    the MoE experts a device trains, drawn once per device. ``payload_scale``
+    multiplies every module's real byte size on the wire (1 charges the real bank;
+    the ``paper`` preset scales to the reference's 6 MB of adapters and heads).
+    ``rule`` is the default aggregation rule (``trim_fraction`` of each end for the
+    trimmed mean, ``krum_f`` Byzantine nodes assumed by Krum); gossip uses
+    ``gossip_weights`` for ``gossip_rounds`` rounds unless an operation says
+    otherwise. ``specialists_contribute``: specialists' updates enter aggregations
+    (their own copies are never overwritten).
+    """
+
+    local_steps: int = 2
+    batch_size: int = 8
+    participation: float = 1.0
+    specialist_steps: int = 2
+    experts_per_device: int | None = None
+    payload_scale: float = 1.0
+    rule: str = "mean"
+    trim_fraction: float = 0.2
+    krum_f: int = 1
+    gossip_rounds: int = 5
+    gossip_weights: str = "metropolis"
+    specialists_contribute: bool = True
+    keep_ledger_rounds: int | None = 64
+    events: EventConfig = field(default_factory=EventConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    adversaries: AdversaryConfig = field(default_factory=AdversaryConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def __post_init__(self) -> None:
+        check_int("federation.local_steps", self.local_steps, low=0)
+        check_int("federation.batch_size", self.batch_size, low=1)
+        check_real("federation.participation", self.participation, low=0.0, high=1.0, low_inclusive=False)
+        check_int("federation.specialist_steps", self.specialist_steps, low=0)
+        if self.experts_per_device is not None:
+            check_int("federation.experts_per_device", self.experts_per_device, low=1)
+        check_positive("federation.payload_scale", self.payload_scale)
+        check_choice("federation.rule", self.rule, RULES)
+        check_real("federation.trim_fraction", self.trim_fraction, low=0.0, high=0.5, high_inclusive=False)
+        check_int("federation.krum_f", self.krum_f, low=0)
+        check_int("federation.gossip_rounds", self.gossip_rounds, low=1)
+        check_choice("federation.gossip_weights", self.gossip_weights, GOSSIP_WEIGHTS)
+        if not isinstance(self.specialists_contribute, bool):
+            raise ConfigError(f"federation.specialists_contribute must be True or False, got "
+                              f"{self.specialists_contribute!r}")
+        if self.keep_ledger_rounds is not None:
+            check_int("federation.keep_ledger_rounds", self.keep_ledger_rounds, low=1)
+        for name, cls in (("events", EventConfig), ("privacy", PrivacyConfig), ("adversaries", AdversaryConfig),
+                          ("inference", InferenceConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"federation.{name} must be a {cls.__name__}, got {getattr(self, name)!r}")

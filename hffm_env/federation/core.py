@@ -1,0 +1,933 @@
+"""The federated round: local training → operations → evaluation, charged on the fog network.
+
+One :class:`Federation` holds a seeded fog network, the federated data and one
+module bank whose holder axis is the network's node axis: row ``i`` is node
+``i``'s copy (devices first, then edge servers, then the cloud, as
+:class:`~hffm_env.network.topology.Topology` numbers them). Aggregation is a
+mixing matrix over that axis, a relay an index copy, local training one batched
+pass. Every operation charges the ledger with the real byte size of the modules it
+moves (times ``FederationConfig.payload_scale``).
+
+A round::
+
+    fed.begin_round()                  # channel state, ledger round opened
+    fed.relay("heads.scene_qa", 3, 5, "d2d")       # serve a cold start
+    fed.train()                        # local fine-tuning (+ specialists)
+    fed.aggregate(("adapters", "heads"), "edge")
+    fed.serve(["local", "edge", ...])  # this round's inference requests
+    result = fed.end_round()           # evaluation, costs, next round's events
+
+or ``fed.run_round([Relay(...), Aggregate(...), Offload(...)])``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from hffm_env._validation import ConfigError, check_choice, check_int
+from hffm_env.data import FederatedData, Shards, make_federated_data, task_spec
+from hffm_env.data.registry import MODALITIES
+from hffm_env.federation.aggregation import (
+    aggregate_into,
+    attack_updates,
+    clip_updates,
+    gossip_matrix,
+)
+from hffm_env.federation.config import ATTACKS, RULES
+from hffm_env.federation.ops import (
+    OFFLOAD_TARGETS,
+    PATHS,
+    RELAY_PATHS,
+    SCOPES,
+    Aggregate,
+    Offload,
+    Relay,
+    Specialize,
+)
+from hffm_env.model.backbone import FrozenBackbone, build_vilt
+from hffm_env.model.banks import ENCODER_OF, Bank, init_bank, kind_of, payload_bytes
+from hffm_env.model.config import ModelConfig
+from hffm_env.model.train import AdamState, evaluate, local_train, task_inputs, used_names
+from hffm_env.model import m3t
+from hffm_env.network.fog import FogNetwork
+from hffm_env.network.ledger import Ledger, RoundCost
+from hffm_env.network.schedules import charge_aggregation_parts
+from hffm_env.scenario import Scenario
+
+SHARED_KINDS = ("adapters", "prompts", "experts", "gate")
+
+
+@lru_cache(maxsize=4)
+def load_backbone(config: ModelConfig) -> FrozenBackbone:
+    """The frozen backbone of a model config (cached: it is read-only)."""
+    return FrozenBackbone(build_vilt(config))
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """A module device ``node`` needs and has never trained (paper Sec. V-B)."""
+
+    node: int
+    kind: str
+    cause: str          # "task_arrival" | "modality_on" | "join"
+
+
+@dataclass(frozen=True)
+class Requests:
+    """This round's inference requests: requester, task, sample index in the task's pool."""
+
+    device: np.ndarray
+    task: tuple[str, ...]
+    sample: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.device)
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """What serving the round's requests gave: per request the target, whether the
+    answer was right, and the end-to-end seconds (input, compute, answer)."""
+
+    targets: tuple[str, ...]
+    correct: np.ndarray
+    latency_s: np.ndarray
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean()) if len(self.correct) else float("nan")
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One round: accuracy per device and task, its cost, and what changed."""
+
+    round: int
+    accuracy: dict[int, dict[str, float]]
+    cost: RoundCost
+    train_loss: float
+    operations: tuple[dict, ...] = ()
+    events: tuple[dict, ...] = ()
+    inference: InferenceResult | None = None
+    cold_starts: tuple[ColdStart, ...] = ()
+
+    @property
+    def mean_accuracy(self) -> float:
+        """Mean over (device, task) pairs."""
+        vals = [a for per in self.accuracy.values() for a in per.values()]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    @property
+    def task_accuracy(self) -> dict[str, float]:
+        out: dict[str, list[float]] = {}
+        for per in self.accuracy.values():
+            for t, a in per.items():
+                out.setdefault(t, []).append(a)
+        return {t: float(np.mean(v)) for t, v in sorted(out.items())}
+
+    @property
+    def latency_s(self) -> float:
+        return self.cost.latency_s
+
+    @property
+    def energy_j(self) -> float:
+        return self.cost.energy_j
+
+
+@dataclass
+class _Membership:
+    """Who is active, which modalities are on, which tasks each device holds (with shards)."""
+
+    active: np.ndarray
+    modalities: list[set[str]]
+    tasks: list[list[str]]
+    train: list[dict[str, np.ndarray]]
+    test: list[dict[str, np.ndarray]]
+    version: int = 0
+
+    def active_tasks(self, d: int) -> list[str]:
+        if not self.active[d]:
+            return []
+        return [t for t in self.tasks[d] if set(task_spec(t).modalities) <= self.modalities[d]]
+
+
+@dataclass
+class _Roles:
+    specialists: set[tuple[int, str]] = field(default_factory=set)
+    attack: dict[int, tuple[str, float]] = field(default_factory=dict)
+
+
+class Federation:
+    """A seeded federation of module banks over a fog network.
+
+    Parameters
+    ----------
+    scenario:
+        Network, data, model and federation configs.
+    seed:
+        Every draw of the run flows from it (placement, data, initial modules,
+        training batches, events, requests, noise); ``scenario.seed`` when None.
+    """
+
+    def __init__(self, scenario: Scenario, seed: int | None = None):
+        if not isinstance(scenario, Scenario):
+            raise TypeError(f"scenario must be a Scenario, got {type(scenario).__name__}")
+        self.scenario = scenario
+        self.config = scenario.federation
+        seed = scenario.seed if seed is None else check_int("seed", seed, low=0)
+        self.seed = seed
+        root = np.random.SeedSequence(seed)
+        net_ss, train_ss, event_ss, role_ss, torch_ss = root.spawn(5)
+        self.net = FogNetwork(scenario.network, np.random.default_rng(net_ss))
+        self.topology = self.net.topology
+        self.rng = np.random.default_rng(train_ss)
+        self.event_rng = np.random.default_rng(event_ss)
+        self.torch_gen = torch.Generator().manual_seed(int(torch_ss.generate_state(1)[0]))
+        self.n_devices = self.topology.n_devices
+        self.n_nodes = self.topology.n_nodes
+        self.model_config = scenario.model
+        self.backbone = load_backbone(scenario.model)
+        self.data = make_federated_data(scenario.data, self.n_devices, seed)
+        self.tasks = tuple(scenario.data.tasks)
+        answers = {t: len(task_spec(t).answers) for t in self.tasks}
+        gen = torch.Generator().manual_seed(int(root.generate_state(1)[0]))
+        self.fresh = init_bank(scenario.model, answers, 1, gen)
+        self.bank: Bank = {n: t.repeat(self.n_nodes, *([1] * (t.dim() - 1))).contiguous() for n, t in self.fresh.items()}
+        self.synced: Bank = {n: t.clone() for n, t in self.bank.items()}
+        self.adam = AdamState.zeros_like(self.bank)
+        modalities_used = sorted({m for t in self.tasks for m in task_spec(t).modalities})
+        sizes = payload_bytes(self.fresh)
+        kinds = [k for k in SHARED_KINDS if sizes.get(k, 0) > 0]
+        kinds += [ENCODER_OF[m] for m in MODALITIES if m in modalities_used]
+        kinds += [f"heads.{t}" for t in self.tasks]
+        self.kinds: tuple[str, ...] = tuple(kinds)
+        E = scenario.model.n_experts
+        k_e = self.config.experts_per_device
+        if k_e is not None and k_e > E:
+            raise ConfigError(f"federation.experts_per_device must be an integer in [1, {E}] "
+                              f"(model.n_experts), got {k_e}")
+        role_rng = np.random.default_rng(role_ss)
+        self.expert_mask = np.ones((self.n_nodes, E), dtype=bool)
+        if k_e is not None and k_e < E:
+            self.expert_mask[:self.n_devices] = False
+            for d in range(self.n_devices):
+                self.expert_mask[d, role_rng.choice(E, size=k_e, replace=False)] = True
+        scale = self.config.payload_scale
+        self.wire_bytes = {k: sizes[k] * scale * ((k_e or E) / E if k == "experts" else 1.0) for k in self.kinds}
+        sh = self.data.shards
+        self.members = _Membership(np.ones(self.n_devices, dtype=bool), [set(m) for m in sh.modalities],
+                                   [list(t) for t in sh.tasks], [dict(x) for x in sh.train],
+                                   [dict(x) for x in sh.test])
+        self.roles = _Roles()
+        adv = self.config.adversaries
+        n_adv = int(round(adv.fraction * self.n_devices))
+        for d in role_rng.choice(self.n_devices, size=n_adv, replace=False):
+            self.roles.attack[int(d)] = (adv.attack, adv.strength)
+        inf = self.config.inference
+        self.model_bytes = inf.model_bytes if inf.model_bytes is not None else float(
+            sum(p.numel() * p.element_size() for p in self.backbone.parameters())
+            + sum(t[0].numel() * t.element_size() for t in self.fresh.values()))
+        self.memory_bytes = role_rng.uniform(*inf.device_memory_bytes_range, size=self.n_devices)
+        self.ledger = Ledger(keep_rounds=self.config.keep_ledger_rounds)
+        self.round_index = -1
+        self.last_sync = np.full((self.n_nodes, len(self.kinds)), -1, dtype=np.int64)
+        self.last_train = np.full((self.n_nodes, len(self.kinds)), -1, dtype=np.int64)
+        self.trained_ever = np.zeros((self.n_nodes, len(self.kinds)), dtype=bool)
+        self.accuracy: dict[int, dict[str, float]] = {}
+        self.cold_starts: list[ColdStart] = []
+        self.requests = self._draw_requests()
+        self._view_cache: tuple[int, FederatedData] | None = None
+        self._open = False
+        self._trained = False
+        self._ops: list[dict] = []
+        self._events: list[dict] = []
+        self._inference: InferenceResult | None = None
+        self._losses = np.zeros(0)
+        self._participants = np.zeros(0, dtype=np.int64)
+
+    # ------------------------------------------------------------------ views
+    def kind_index(self, kind: str) -> int:
+        if kind not in self.kinds:
+            raise ValueError(f"module kind must be one of {', '.join(map(repr, self.kinds))}, got {kind!r}")
+        return self.kinds.index(kind)
+
+    def expand_kinds(self, kinds) -> tuple[str, ...]:
+        """``"heads"`` stands for every task head, ``"encoders"`` for every modality encoder."""
+        if isinstance(kinds, str):
+            kinds = (kinds,)
+        out: list[str] = []
+        for k in kinds:
+            if k == "heads":
+                out += [x for x in self.kinds if x.startswith("heads.")]
+            elif k == "encoders":
+                out += [x for x in self.kinds if x.endswith("_encoder")]
+            else:
+                self.kind_index(k)
+                out.append(k)
+        return tuple(dict.fromkeys(out))
+
+    def active_tasks(self, d: int) -> list[str]:
+        return self.members.active_tasks(d)
+
+    def holds(self, kind: str) -> np.ndarray:
+        """Which devices need module ``kind`` now (bool ``[n_devices]``): the shared
+        kinds every active device with a task; an encoder the devices with an active
+        task of its modality; a head the devices with that task active."""
+        self.kind_index(kind)
+        out = np.zeros(self.n_devices, dtype=bool)
+        for d in range(self.n_devices):
+            tasks = self.members.active_tasks(d)
+            if kind in SHARED_KINDS:
+                out[d] = bool(tasks)
+            elif kind.startswith("heads."):
+                out[d] = kind[6:] in tasks
+            else:
+                out[d] = any(ENCODER_OF[m] == kind for t in tasks for m in task_spec(t).modalities)
+        return out
+
+    def sample_counts(self, kind: str) -> np.ndarray:
+        """Training samples behind each device's copy of ``kind`` (0 where not held)."""
+        held = self.holds(kind)
+        out = np.zeros(self.n_devices)
+        for d in np.nonzero(held)[0]:
+            tasks = self.members.active_tasks(d)
+            if kind.startswith("heads."):
+                tasks = [kind[6:]]
+            elif kind not in SHARED_KINDS:
+                tasks = [t for t in tasks if any(ENCODER_OF[m] == kind for m in task_spec(t).modalities)]
+            out[d] = sum(len(self.members.train[d][t]) for t in tasks)
+        return out
+
+    def view(self, only: dict[int, list[str]] | None = None) -> FederatedData:
+        """The federated data as it stands (active devices' active tasks; ``only``
+        restricts devices to the listed tasks)."""
+        if only is None and self._view_cache is not None and self._view_cache[0] == self.members.version:
+            return self._view_cache[1]
+        mem = self.members
+        tasks = []
+        for d in range(self.n_devices):
+            ts = mem.active_tasks(d)
+            if only is not None:
+                ts = [t for t in ts if t in only.get(d, ())]
+            tasks.append(tuple(ts))
+        shards = Shards(tuple(tasks), tuple(tuple(sorted(m)) for m in mem.modalities),
+                        tuple({t: mem.train[d][t] for t in tasks[d]} for d in range(self.n_devices)),
+                        tuple({t: mem.test[d][t] for t in tasks[d]} for d in range(self.n_devices)))
+        out = FederatedData(self.data.config, self.data.pools, shards)
+        if only is None:
+            self._view_cache = (mem.version, out)
+        return out
+
+    def names_of(self, kinds) -> list[str]:
+        kinds = set(kinds)
+        return [n for n in self.bank if kind_of(n) in kinds]
+
+    def is_specialist(self, node: int, kind: str) -> bool:
+        return (int(node), kind) in self.roles.specialists
+
+    # ------------------------------------------------------------------ the round
+    def _require_open(self, what: str) -> None:
+        if not self._open:
+            raise RuntimeError(f"{what} needs an open round: call begin_round() first")
+
+    def begin_round(self) -> None:
+        """Advance the channel (and mobility), open the ledger's round."""
+        if self._open:
+            raise RuntimeError("begin_round() called twice: close the round with end_round() first")
+        self.net.new_round()
+        self.round_index = self.net.round_index
+        self.ledger.begin_round(self.round_index)
+        self._open, self._trained = True, False
+        self._ops, self._inference = [], None
+        self._losses = np.zeros(0)
+
+    def train(self) -> np.ndarray:
+        """Local training of the round's participants, then the specialists' extra
+        steps on the modules they own; charges each device's compute."""
+        self._require_open("train()")
+        if self._trained:
+            raise RuntimeError("train() was already called in this round")
+        self._trained = True
+        cfg = self.config
+        view = self.view()
+        eligible = np.array([d for d in range(self.n_devices) if view.shards.tasks[d]], dtype=np.int64)
+        if cfg.participation < 1.0 and eligible.size:
+            take = self.rng.random(eligible.size) < cfg.participation
+            if not take.any():
+                take[self.rng.integers(eligible.size)] = True
+            participants = eligible[take]
+        else:
+            participants = eligible
+        flip = np.zeros(self.n_nodes, dtype=bool)
+        for d, (attack, _) in self.roles.attack.items():
+            flip[d] = attack == "label_flip"
+        losses = np.zeros(0)
+        if participants.size and cfg.local_steps:
+            losses = local_train(self.backbone, self.bank, self.adam, view, participants, participants,
+                                 cfg.local_steps, cfg.batch_size, self.rng, self.model_config,
+                                 expert_mask=self.expert_mask, flip_labels=flip)
+            self.net.charge_compute(self.ledger, "train", "train", participants,
+                                    cfg.local_steps * cfg.batch_size)
+            for d in participants:
+                for k in self._kinds_held_by(int(d)):
+                    self.last_train[d, self.kind_index(k)] = self.round_index
+                    self.trained_ever[d, self.kind_index(k)] = True
+        self._participants = participants
+        self._train_specialists(flip)
+        self._losses = losses
+        return losses
+
+    def _kinds_held_by(self, d: int) -> list[str]:
+        tasks = self.members.active_tasks(d)
+        if not tasks:
+            return []
+        mods = {m for t in tasks for m in task_spec(t).modalities}
+        return ([k for k in self.kinds if k in SHARED_KINDS] + [ENCODER_OF[m] for m in MODALITIES if m in mods
+                                                                 and ENCODER_OF[m] in self.kinds]
+                + [f"heads.{t}" for t in tasks])
+
+    def _tasks_for(self, d: int, kind: str) -> list[str]:
+        tasks = self.members.active_tasks(d)
+        if kind.startswith("heads."):
+            return [kind[6:]] if kind[6:] in tasks else []
+        if kind in SHARED_KINDS:
+            return tasks
+        return [t for t in tasks if any(ENCODER_OF[m] == kind for m in task_spec(t).modalities)]
+
+    def _train_specialists(self, flip: np.ndarray) -> None:
+        steps = self.config.specialist_steps
+        if not steps:
+            return
+        by_kind: dict[str, list[int]] = {}
+        for node, kind in sorted(self.roles.specialists):
+            if self._tasks_for(node, kind):
+                by_kind.setdefault(kind, []).append(node)
+        for kind, nodes in by_kind.items():
+            view = self.view({d: self._tasks_for(d, kind) for d in nodes})
+            devs = np.array(nodes, dtype=np.int64)
+            local_train(self.backbone, self.bank, self.adam, view, devs, devs, steps, self.config.batch_size,
+                        self.rng, self.model_config, expert_mask=self.expert_mask, flip_labels=flip,
+                        only_kinds=(kind,))
+            self.net.charge_compute(self.ledger, "train", f"specialist:{kind}", devs, steps * self.config.batch_size)
+            self.last_train[devs, self.kind_index(kind)] = self.round_index
+            self.trained_ever[devs, self.kind_index(kind)] = True
+
+    # ------------------------------------------------------------------ what a node sends
+    def _sent(self, names: list[str], rows: np.ndarray, privacy: bool) -> dict[str, torch.Tensor]:
+        """The values ``rows`` send for ``names``: honest updates, or an attacker's, then clipped."""
+        idx = torch.as_tensor(rows)
+        base = {n: self.synced[n][idx] for n in names}
+        upd = {n: self.bank[n][idx] - base[n] for n in names}
+        for i, r in enumerate(rows):
+            if int(r) in self.roles.attack:
+                attack, strength = self.roles.attack[int(r)]
+                one = attack_updates({n: u[i:i + 1] for n, u in upd.items()}, attack, strength, self.torch_gen)
+                for n in names:
+                    upd[n][i:i + 1] = one[n]
+        clip = self.config.privacy.clip_norm
+        if privacy and clip is not None:
+            upd = clip_updates(upd, clip)
+        return {n: base[n] + upd[n] for n in names}
+
+    def _write(self, kinds, rows: np.ndarray) -> None:
+        """Rows just received a copy: it is their new reference point."""
+        idx = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        for n in self.names_of(kinds):
+            self.synced[n][idx] = self.bank[n][idx]
+        for k in kinds:
+            self.last_sync[np.asarray(rows, dtype=np.int64), self.kind_index(k)] = self.round_index
+
+    # ------------------------------------------------------------------ aggregation
+    def aggregate(self, kinds, scope: str, *, path: str | None = None, clusters=None, rule: str | None = None,
+                  gossip_rounds: int | None = None) -> dict:
+        """Aggregate module ``kinds`` at ``scope`` (see :class:`~hffm_env.federation.ops.Aggregate`).
+
+        Each kind is aggregated over the round's participants that hold it, weighted
+        by their training samples; devices that hold it receive the result except
+        specialists of that kind, who keep their own copy. Kinds with the same
+        participants move together as one payload. Returns a record of what changed.
+        """
+        self._require_open("aggregate()")
+        kinds = self.expand_kinds(kinds)
+        check_choice("scope", scope, SCOPES)
+        path = PATHS[scope][0] if path is None else path
+        check_choice(f"path (scope {scope!r})", path, PATHS[scope])
+        rule = self.config.rule if rule is None else rule
+        check_choice("rule", rule, RULES)
+        topo = self.topology
+        if clusters is None:
+            in_scope = np.ones(self.n_devices, dtype=bool)
+        else:
+            clusters = np.asarray(clusters, dtype=np.int64).ravel()
+            bad = clusters[(clusters < 0) | (clusters >= topo.n_clusters)]
+            if bad.size:
+                raise ValueError(f"clusters must be in [0, {topo.n_clusters - 1}], got {bad.tolist()}")
+            in_scope = np.isin(topo.cluster, clusters)
+        took_part = np.zeros(self.n_devices, dtype=bool)
+        took_part[self._participants] = True
+        # kinds with the same participants and weights move (and mix) together
+        groups: dict[tuple, list[str]] = {}
+        for k in kinds:
+            part = self.holds(k) & in_scope & took_part
+            if not self.config.specialists_contribute:
+                part &= ~np.array([self.is_specialist(d, k) for d in range(self.n_devices)])
+            if part.any():
+                devs = np.nonzero(part)[0]
+                key = (tuple(devs), tuple(self.sample_counts(k)[devs]))
+                groups.setdefault(key, []).append(k)
+        record = {"op": "aggregate", "scope": scope, "path": path, "rule": rule, "kinds": list(kinds),
+                  "participants": {}}
+        parts = []
+        for (devs, counts), ks in groups.items():
+            devs = np.array(devs, dtype=np.int64)
+            keep = {k: np.array([d for d in np.nonzero(self.holds(k))[0] if self.is_specialist(d, k)], dtype=np.int64)
+                    for k in ks}
+            saved = {n: self.bank[n][torch.as_tensor(keep[k])].clone() for k in ks for n in self.names_of([k])}
+            self._aggregate_values(ks, devs, np.maximum(np.array(counts, dtype=np.float64), 1.0), scope, path, rule,
+                                   gossip_rounds)
+            for k in ks:   # specialists keep their own copies
+                for n in self.names_of([k]):
+                    self.bank[n][torch.as_tensor(keep[k])] = saved[n]
+            payload = {k: self.wire_bytes[k] for k in ks}
+            if scope == "d2d" and path == "gossip":
+                self._charge_gossip(payload, devs, gossip_rounds or self.config.gossip_rounds)
+            parts.append((payload, devs))
+            for k in ks:
+                record["participants"][k] = devs.tolist()
+        if parts and not (scope == "d2d" and path == "gossip"):
+            level = self.scenario.network.n_tiers - 1 if scope == "cloud" else 1
+            charge_aggregation_parts(self.net, self.ledger, parts, level, d2d=(scope == "d2d" or path == "d2d"),
+                                     star=(path == "star"))
+        self._ops.append(record)
+        return record
+
+    def _aggregate_values(self, kinds: list[str], devs: np.ndarray, w: np.ndarray, scope: str, path: str,
+                          rule: str, gossip_rounds: int | None) -> None:
+        topo, cfg = self.topology, self.config
+        names = self.names_of(kinds)
+        receivers = devs[[not any(self.is_specialist(d, k) for k in kinds) for d in devs]]
+        sent = self._sent(names, devs, privacy=True)
+        rule_args = {"trim_fraction": cfg.trim_fraction, "krum_f": cfg.krum_f}
+        mask = self.expert_mask[devs] if "experts" in kinds else None
+        cluster = topo.cluster[devs]
+        if scope == "d2d" and path == "gossip":
+            self._gossip_values(names, sent, devs, w, gossip_rounds or cfg.gossip_rounds)
+            self._write(kinds, receivers)
+            return
+        if scope == "cloud" and path == "star":
+            # one flat aggregate at the top; the edge copies are not touched
+            top = np.array([topo.top])
+            targets = np.concatenate([top, devs])
+            aggregate_into(self.bank, sent, np.zeros(devs.size, dtype=np.int64), w, targets,
+                           np.zeros(targets.size, dtype=np.int64), rule, expert_mask=mask,
+                           noise_std=self._noise_std(w, np.zeros(devs.size, dtype=np.int64)),
+                           generator=self.torch_gen, **rule_args)
+            self._write(kinds, np.concatenate([receivers, top]))
+            return
+        noise = self._noise_std(w, cluster)
+        if scope == "d2d":
+            aggregate_into(self.bank, sent, cluster, w, devs, cluster, rule, expert_mask=mask, noise_std=noise,
+                           generator=self.torch_gen, **rule_args)
+            self._write(kinds, receivers)
+            return
+        # edge level: one aggregate per cluster into the edge server's row (privacy noise added there)
+        edges = topo.tier_offsets[1] + np.unique(cluster)
+        aggregate_into(self.bank, sent, cluster, w, edges, edges - topo.tier_offsets[1], rule, expert_mask=mask,
+                       noise_std=noise, generator=self.torch_gen, **rule_args)
+        if scope == "edge":
+            src = torch.as_tensor(topo.tier_offsets[1] + cluster)
+            for n in names:
+                self.bank[n][torch.as_tensor(devs)] = self.bank[n][src]
+            self._write(kinds, np.concatenate([receivers, edges]))
+            return
+        # cloud: the edge aggregates, weighted by their clusters' samples, to the top and back down
+        cw = np.bincount(cluster, weights=w, minlength=topo.n_clusters)[edges - topo.tier_offsets[1]]
+        edge_sent = {n: self.bank[n][torch.as_tensor(edges)].clone() for n in names}
+        emask = None if mask is None else np.ones((edges.size, mask.shape[1]), dtype=bool)
+        targets = np.concatenate([[topo.top], edges, devs])
+        aggregate_into(self.bank, edge_sent, np.zeros(edges.size, dtype=np.int64), cw, targets,
+                       np.zeros(targets.size, dtype=np.int64), rule, expert_mask=emask, **rule_args)
+        self._write(kinds, np.concatenate([receivers, edges, [topo.top]]))
+
+    def _noise_std(self, w: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Per group: DP-FedAvg noise std ``z·C·max(w)/Σw`` of its weighted mean (0 without privacy)."""
+        p = self.config.privacy
+        n_groups = int(groups.max()) + 1
+        if p.clip_norm is None or p.noise_multiplier == 0:
+            return np.zeros(n_groups)
+        wmax = np.zeros(n_groups)
+        np.maximum.at(wmax, groups, w)
+        total = np.bincount(groups, weights=w, minlength=n_groups)
+        return p.noise_multiplier * p.clip_norm * wmax / np.maximum(total, 1e-300)
+
+    def _gossip_values(self, names, sent, devs, w, rounds) -> None:
+        """Weighted consensus by gossip: ``W^r`` mixes ``w·x`` and ``w``; their ratio tends
+        to the weighted average of each connected group of participants."""
+        Wr = torch.as_tensor(np.linalg.matrix_power(self.gossip_weights(devs), rounds))
+        wt = torch.as_tensor(w, dtype=torch.float64)
+        den = Wr @ wt
+        idx = torch.as_tensor(devs)
+        for n in names:
+            x = sent[n]
+            flat = x.reshape(x.shape[0], -1).to(torch.float64)
+            mixed = (Wr @ (wt[:, None] * flat)) / den[:, None]
+            self.bank[n][idx] = mixed.reshape(x.shape).to(x.dtype)
+
+    def gossip_weights(self, devs: np.ndarray, kind: str | None = None) -> np.ndarray:
+        """Gossip matrix over ``devs``: the D2D links among them (clusters are separate blocks)."""
+        devs = np.asarray(devs, dtype=np.int64)
+        pos = -np.ones(self.n_devices, dtype=np.int64)
+        pos[devs] = np.arange(devs.size)
+        e = self.topology.d2d.edges
+        keep = (pos[e[:, 0]] >= 0) & (pos[e[:, 1]] >= 0)
+        return gossip_matrix(devs.size, pos[e[keep]], kind or self.config.gossip_weights)
+
+    def _charge_gossip(self, payload: dict, devs: np.ndarray, rounds: int) -> None:
+        pos = -np.ones(self.n_devices, dtype=np.int64)
+        pos[devs] = np.arange(devs.size)
+        e = self.topology.d2d.edges
+        e = e[(pos[e[:, 0]] >= 0) & (pos[e[:, 1]] >= 0)]
+        senders = np.concatenate([e[:, 0], e[:, 1]])
+        receivers = np.concatenate([e[:, 1], e[:, 0]])
+        for r in range(rounds):
+            self.net.charge_d2d_hops(self.ledger, "aggregate", payload, senders, receivers,
+                                     group=self.topology.cluster[senders], step=f"gossip:{r + 1}")
+
+    # ------------------------------------------------------------------ relaying
+    def relay(self, kind: str, source: int, target: int, path: str) -> dict:
+        """Copy ``source``'s ``kind`` to device ``target`` over ``path``, charging every hop."""
+        self._require_open("relay()")
+        ki = self.kind_index(kind)
+        check_choice("path", path, RELAY_PATHS)
+        topo = self.topology
+        source, target = int(source), int(target)
+        if not 0 <= source < self.n_nodes:
+            raise ValueError(f"source must be a node id in [0, {self.n_nodes - 1}], got {source}")
+        if not 0 <= target < self.n_devices:
+            raise ValueError(f"target must be a device id in [0, {self.n_devices - 1}], got {target}")
+        if source == target:
+            raise ValueError(f"source and target are the same node ({source})")
+        names = self.names_of([kind])
+        payload = {kind: self.wire_bytes[kind]}
+        group = len(self._ops)
+        if path == "d2d":
+            if source >= self.n_devices:
+                raise ValueError(f"a D2D relay needs a device source, got node {source} (tier "
+                                 f"{self.scenario.network.tiers[topo.tier[source]].name})")
+            hops = self.net.d2d_path(source, target, payload[kind])
+            self.net.charge_d2d_path(self.ledger, "relay", payload, hops, group=group)
+        else:
+            self._charge_tree_relay(payload, source, target, via_top=(path == "cloud"), group=group)
+        sent = self._sent(names, np.array([source]), privacy=False) if source < self.n_devices else \
+            {n: self.bank[n][source:source + 1] for n in names}
+        for n in names:
+            self.bank[n][target] = sent[n][0]
+            self.adam.m[n][target] = 0.0
+            self.adam.v[n][target] = 0.0
+            self.adam.step[n][target] = 0
+        self._write([kind], np.array([target]))
+        self.trained_ever[target, ki] = True
+        self.cold_starts = [c for c in self.cold_starts if not (c.node == target and c.kind == kind)]
+        record = {"op": "relay", "kind": kind, "source": source, "target": target, "path": path}
+        self._ops.append(record)
+        return record
+
+    def _ancestors(self, node: int) -> list[int]:
+        out = [node]
+        while self.topology.parent[out[-1]] >= 0:
+            out.append(int(self.topology.parent[out[-1]]))
+        return out
+
+    def _charge_tree_relay(self, payload: dict, source: int, target: int, via_top: bool, group: int) -> None:
+        up, down = self._ancestors(source), self._ancestors(target)
+        if via_top:
+            turn = self.topology.top
+        else:
+            common = [n for n in up if n in down and n >= self.n_devices]
+            turn = common[0]
+        hops_up = up[:up.index(turn)]
+        hops_down = down[:down.index(turn)][::-1]
+        for i, n in enumerate(hops_up):
+            self.net.charge_upload(self.ledger, "relay", payload, [n], group=group, step=f"up{i}")
+        for i, n in enumerate(hops_down):
+            self.net.charge_download(self.ledger, "relay", payload, [n], group=group, step=f"down{i}")
+
+    # ------------------------------------------------------------------ specialization
+    def specialize(self, node: int, kind: str, revoke: bool = False) -> dict:
+        """Assign (or revoke) device ``node`` as specialist of ``kind``: it keeps its own
+        copy through aggregations, trains it every round, and is the default relay source."""
+        self.kind_index(kind)
+        node = int(node)
+        if not 0 <= node < self.n_devices:
+            raise ValueError(f"node must be a device id in [0, {self.n_devices - 1}], got {node}")
+        key = (node, kind)
+        if revoke:
+            if key not in self.roles.specialists:
+                raise ValueError(f"device {node} is not a specialist of {kind!r}")
+            self.roles.specialists.discard(key)
+        else:
+            if not self.holds(kind)[node]:
+                raise ValueError(f"device {node} cannot specialise in {kind!r}: it has no active task that uses it")
+            self.roles.specialists.add(key)
+        record = {"op": "revoke" if revoke else "specialize", "node": node, "kind": kind}
+        self._ops.append(record)
+        return record
+
+    def specialists(self, kind: str | None = None) -> list[tuple[int, str]]:
+        return sorted(s for s in self.roles.specialists if kind is None or s[1] == kind)
+
+    def set_attack(self, node: int, attack: str | None, strength: float = 1.0) -> None:
+        """Make device ``node`` an adversary (``attack`` None: honest again)."""
+        node = int(node)
+        if not 0 <= node < self.n_devices:
+            raise ValueError(f"node must be a device id in [0, {self.n_devices - 1}], got {node}")
+        if attack is None:
+            self.roles.attack.pop(node, None)
+            return
+        check_choice("attack", attack, ATTACKS)
+        self.roles.attack[node] = (attack, float(strength))
+
+    # ------------------------------------------------------------------ inference
+    def _draw_requests(self) -> Requests:
+        rate = self.config.inference.requests_per_device
+        devs, tasks, samples = [], [], []
+        if rate > 0:
+            for d in range(self.n_devices):
+                ts = [t for t in self.members.active_tasks(d) if len(self.members.test[d][t])]
+                if not ts:
+                    continue
+                for _ in range(self.event_rng.poisson(rate)):
+                    t = ts[self.event_rng.integers(len(ts))]
+                    devs.append(d)
+                    tasks.append(t)
+                    samples.append(int(self.event_rng.choice(self.members.test[d][t])))
+        return Requests(np.array(devs, dtype=np.int64), tuple(tasks), np.array(samples, dtype=np.int64))
+
+    def can_host(self) -> np.ndarray:
+        """Devices whose memory holds the model (bool ``[n_devices]``)."""
+        return (self.memory_bytes >= self.model_bytes) & self.members.active
+
+    def peer_for(self, device: int, task: str) -> int:
+        """The D2D peer that would serve ``device``'s request on ``task``: among the
+        active devices of its cluster that can host the model, the one with the best
+        last accuracy on the task (lowest id on ties); −1 when there is none."""
+        topo = self.topology
+        host = self.can_host()
+        cands = [int(p) for p in topo.members(topo.cluster[device]) if p != device and host[p]]
+        if not cands:
+            return -1
+        return max(cands, key=lambda p: (self.accuracy.get(p, {}).get(task, 0.0), -p))
+
+    def offload_mask(self) -> np.ndarray:
+        """Valid targets per pending request (bool ``[n_requests, 4]`` in ``OFFLOAD_TARGETS`` order)."""
+        r = self.requests
+        mask = np.ones((len(r), len(OFFLOAD_TARGETS)), dtype=bool)
+        host = self.can_host()
+        for i, (d, t) in enumerate(zip(r.device, r.task)):
+            mask[i, 0] = host[d]
+            mask[i, 1] = self.peer_for(int(d), t) >= 0
+        return mask
+
+    def default_offload(self) -> tuple[str, ...]:
+        """The fixed policy: run locally when the device can host the model, else at the edge."""
+        mask = self.offload_mask()
+        return tuple("local" if m[0] else "edge" for m in mask)
+
+    def serve(self, targets=None) -> InferenceResult:
+        """Serve the pending requests at ``targets`` (default: :meth:`default_offload`)."""
+        self._require_open("serve()")
+        r = self.requests
+        targets = self.default_offload() if targets is None else tuple(targets)
+        if len(targets) != len(r):
+            raise ValueError(f"targets must name one of {OFFLOAD_TARGETS} for each of the {len(r)} requests, "
+                             f"got {len(targets)}")
+        mask = self.offload_mask()
+        topo = self.topology
+        holder = np.zeros(len(r), dtype=np.int64)
+        for i, (d, t, tgt) in enumerate(zip(r.device, r.task, targets)):
+            check_choice(f"targets[{i}]", tgt, OFFLOAD_TARGETS)
+            j = OFFLOAD_TARGETS.index(tgt)
+            if not mask[i, j]:
+                raise ValueError(f"targets[{i}]={tgt!r} is not available for the request of device {d} "
+                                 f"(allowed: {[o for o, ok in zip(OFFLOAD_TARGETS, mask[i]) if ok]})")
+            holder[i] = {"local": d, "peer": self.peer_for(int(d), t) if tgt == "peer" else -1,
+                         "edge": topo.parent[d], "cloud": topo.top}[tgt]
+        correct = self._infer(holder)
+        latency = self._charge_inference(targets, holder)
+        self._inference = InferenceResult(targets, correct, latency)
+        self._ops.append({"op": "offload", "targets": {t: targets.count(t) for t in OFFLOAD_TARGETS}})
+        return self._inference
+
+    @torch.no_grad()
+    def _infer(self, holder: np.ndarray) -> np.ndarray:
+        r = self.requests
+        correct = np.zeros(len(r), dtype=bool)
+        for task in sorted(set(r.task)):
+            sel = np.array([t == task for t in r.task])
+            inputs, labels = task_inputs(self.data, task, r.sample[sel][:, None])
+            rows = torch.as_tensor(holder[sel])
+            params = {n: self.bank[n][rows] for n in used_names(self.bank, task)}
+            logits = m3t.forward(self.backbone, params, inputs, task, task_spec(task).modalities,
+                                 self.model_config.experts_top_k)
+            correct[sel] = (logits.argmax(-1) == labels).numpy()[:, 0]
+        return correct
+
+    def input_bytes(self, task: str) -> float:
+        """Raw bytes of one input of ``task`` (uint8 image, int16 tokens, float32 signal)."""
+        cfg = self.data.config
+        size = {"image": 3 * cfg.image_size ** 2, "text": 2 * cfg.max_question_tokens, "sensor": 4 * cfg.sensor_length}
+        return float(sum(size[m] for m in task_spec(task).modalities))
+
+    def _charge_inference(self, targets: tuple[str, ...], holder: np.ndarray) -> np.ndarray:
+        r, topo, net, led = self.requests, self.topology, self.net, self.ledger
+        inf = self.config.inference
+        latency = np.zeros(len(r))
+        inp = np.array([self.input_bytes(t) for t in r.task])
+        one = {"inference": 1.0}
+        for i, (d, tgt, h) in enumerate(zip(r.device, targets, holder)):
+            g, d = 1_000_000 + i, int(d)
+            t = 0.0
+            if tgt == "peer":
+                path = net.d2d_path(d, int(h), inp[i])
+                t += net.charge_d2d_path(led, "inference", {"inference": inp[i]}, path, group=g, step="input")
+            elif tgt in ("edge", "cloud"):
+                t += float(net.charge_upload(led, "inference", one, [d], copies=[inp[i]], group=g, step="input")[0])
+                if tgt == "cloud":
+                    for k, n in enumerate(self._ancestors(d)[1:-1]):
+                        t += float(net.charge_upload(led, "inference", one, [n], copies=[inp[i]], group=g,
+                                                     step=f"input{k}")[0])
+            t += float(net.charge_cycles(led, "inference", "inference", [int(h)], inf.cycles_per_inference,
+                                         group=g, step="compute")[0])
+            ans = {"inference": inf.answer_bytes}
+            if tgt == "peer" and inf.answer_bytes > 0:
+                t += net.charge_d2d_path(led, "inference", ans, path[::-1], group=g, step="answer")
+            elif tgt in ("edge", "cloud") and inf.answer_bytes > 0:
+                chain = self._ancestors(d)[:-1] if tgt == "cloud" else [d]
+                for k, n in enumerate(chain[::-1]):
+                    t += float(net.charge_download(led, "inference", ans, [n], group=g, step=f"answer{k}")[0])
+            latency[i] = t
+        return latency
+
+    # ------------------------------------------------------------------ closing
+    def end_round(self) -> RoundResult:
+        """Evaluate every active device on its active tasks, close the ledger's round,
+        and draw the next round's events and inference requests."""
+        self._require_open("end_round()")
+        if len(self.requests) and self._inference is None:
+            self.serve()
+        view = self.view()
+        devs = np.array([d for d in range(self.n_devices) if view.shards.tasks[d]], dtype=np.int64)
+        self.accuracy = evaluate(self.backbone, self.bank, view, devs, devs, self.model_config) if devs.size else {}
+        cost = self.ledger.end_round()
+        self._open = False
+        self.cold_starts = []
+        events = self._draw_events()
+        self.requests = self._draw_requests()
+        loss = float(np.nanmean(self._losses)) if np.isfinite(self._losses).any() else float("nan")
+        return RoundResult(self.round_index, self.accuracy, cost, loss, tuple(self._ops), tuple(events),
+                           self._inference, tuple(self.cold_starts))
+
+    def run_round(self, ops=()) -> RoundResult:
+        """One round with ``ops`` executed in phase order (relays and roles, training,
+        aggregations, inference)."""
+        ops = list(ops)
+        for op in ops:
+            if not isinstance(op, (Aggregate, Relay, Specialize, Offload)):
+                raise TypeError(f"ops must be Aggregate, Relay, Specialize or Offload records, got {op!r}")
+        self.begin_round()
+        for op in ops:
+            if isinstance(op, Specialize):
+                self.specialize(op.node, op.kind, op.revoke)
+        for op in ops:
+            if isinstance(op, Relay):
+                self.relay(op.kind, op.source, op.target, op.path)
+        self.train()
+        for op in ops:
+            if isinstance(op, Aggregate):
+                self.aggregate(op.kinds, op.scope, path=op.path, clusters=op.clusters, rule=op.rule,
+                               gossip_rounds=op.gossip_rounds)
+        offloads = [op for op in ops if isinstance(op, Offload)]
+        if len(offloads) > 1:
+            raise ValueError("ops may hold at most one Offload")
+        if len(self.requests):
+            self.serve(offloads[0].targets if offloads else None)
+        return self.end_round()
+
+    # ------------------------------------------------------------------ events
+    def _draw_events(self) -> list[dict]:
+        ev, rng, mem = self.config.events, self.event_rng, self.members
+        out: list[dict] = []
+        changed = False
+        for d in range(self.n_devices):
+            if mem.active[d]:
+                if rng.random() < ev.leave and mem.active.sum() > 1:
+                    mem.active[d] = False
+                    self.roles.specialists = {s for s in self.roles.specialists if s[0] != d}
+                    out.append({"event": "leave", "device": d})
+                    changed = True
+                    continue
+                if rng.random() < ev.task_arrival:
+                    new = [t for t in self.tasks if t not in mem.tasks[d]
+                           and set(task_spec(t).modalities) <= mem.modalities[d]]
+                    if new:
+                        t = new[rng.integers(len(new))]
+                        self._give_task(d, t)
+                        out.append({"event": "task_arrival", "device": d, "task": t})
+                        changed = True
+                if rng.random() < ev.modality_off and len(mem.modalities[d]) > 1:
+                    m = sorted(mem.modalities[d])[rng.integers(len(mem.modalities[d]))]
+                    mem.modalities[d].discard(m)
+                    out.append({"event": "modality_off", "device": d, "modality": m})
+                    changed = True
+                off = [m for m in MODALITIES if m not in mem.modalities[d]]
+                if off and rng.random() < ev.modality_on:
+                    m = off[rng.integers(len(off))]
+                    mem.modalities[d].add(m)
+                    out.append({"event": "modality_on", "device": d, "modality": m})
+                    changed = True
+            elif rng.random() < ev.join:
+                mem.active[d] = True
+                self._reset_device(d)
+                out.append({"event": "join", "device": d})
+                changed = True
+        if changed:
+            mem.version += 1
+            self._view_cache = None
+        # every module a device with an event now needs and has never trained starts cold
+        for d in sorted({e["device"] for e in out}):
+            cause = [e["event"] for e in out if e["device"] == d][-1]
+            for k in self._kinds_held_by(d):
+                if not self.trained_ever[d, self.kind_index(k)]:
+                    self.cold_starts.append(ColdStart(d, k, cause))
+        return out
+
+    def _give_task(self, d: int, task: str) -> None:
+        mem, cfg = self.members, self.data.config
+        holders = [x for x in range(self.n_devices) if task in mem.train[x]]
+        size = int(np.median([len(mem.train[x][task]) + len(mem.test[x][task]) for x in holders])) if holders else 0
+        size = max(size, int(np.ceil(cfg.min_shard / (1.0 - cfg.test_fraction))) + 1)
+        idx = self.event_rng.choice(len(self.data.pools[task].label), size=size, replace=False)
+        n_test = max(1, int(round(cfg.test_fraction * size)))
+        mem.tasks[d].append(task)
+        mem.train[d][task], mem.test[d][task] = np.sort(idx[n_test:]), np.sort(idx[:n_test])
+        self._reset_rows(d, [f"heads.{task}"])
+
+    def _reset_device(self, d: int) -> None:
+        self._reset_rows(d, list(self.kinds))
+
+    def _reset_rows(self, d: int, kinds: list[str]) -> None:
+        for k in kinds:
+            ki = self.kind_index(k)
+            self.trained_ever[d, ki] = False
+            self.last_sync[d, ki] = -1
+            self.last_train[d, ki] = -1
+            for n in self.names_of([k]):
+                self.bank[n][d] = self.fresh[n][0]
+                self.synced[n][d] = self.fresh[n][0]
+                self.adam.m[n][d] = 0.0
+                self.adam.v[n][d] = 0.0
+                self.adam.step[n][d] = 0
