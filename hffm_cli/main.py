@@ -29,6 +29,36 @@ def _cmd_costs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schedules(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from hffm_env import make_scenario
+    from hffm_env.federation.schedules import run_schedules
+    from hffm_env.network.schedules import table1_schedules
+
+    if args.rounds < 1:
+        raise ConfigError(f"--rounds must be an integer >= 1, got {args.rounds}")
+    sc = make_scenario(args.preset, **({"federation__local_steps": args.local_steps}
+                                       if args.local_steps is not None else {}))
+    keys = tuple(table1_schedules())
+    with tqdm(total=len(keys) * args.rounds, desc="rounds", disable=args.json or not sys.stderr.isatty(),
+              file=sys.stderr) as bar:
+        runs = run_schedules(sc, args.rounds, seed=args.seed, progress=bar.update)
+    rows = [{"schedule": k, "method": r.name, "latency_s": r.mean_latency_s, "energy_j": r.mean_energy_j,
+             "final_accuracy": r.final_accuracy} for k, r in runs.items()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"Table I schedules with real training: preset {args.preset!r}, {args.rounds} rounds, seed {args.seed}")
+    print(f"{'method':<28} {'latency_s/round':>16} {'energy_j/round':>15} {'final_accuracy':>15}")
+    for r in rows:
+        print(f"{r['method']:<28} {r['latency_s']:>16.3f} {r['energy_j']:>15.3f} {r['final_accuracy']:>15.3f}")
+    for col in ("latency_s", "energy_j", "final_accuracy"):
+        order = sorted(rows, key=lambda r: -r[col])
+        print(f"{col} order (high to low): " + " > ".join(r["schedule"] for r in order))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.target == "network":
         from benchmarks.bench_network import main as bench
@@ -56,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, default=100, help="topology seeds averaged (default 100)")
     c.add_argument("--json", action="store_true", help="print the rows as JSON")
     c.set_defaults(func=_cmd_costs)
+
+    s = sub.add_parser("schedules", help="run the seven Table I schedules with real training")
+    s.add_argument("--preset", default="small", help="scenario preset: tiny, small or paper (default small)")
+    s.add_argument("--rounds", type=int, default=16, help="federated rounds per schedule (default 16)")
+    s.add_argument("--seed", type=int, default=0, help="scenario seed: topology, data, initial modules (default 0)")
+    s.add_argument("--local-steps", type=int, default=None, help="override federation.local_steps")
+    s.add_argument("--json", action="store_true", help="print the rows as JSON")
+    s.set_defaults(func=_cmd_schedules)
 
     b = sub.add_parser("bench", help="run a benchmark")
     b.add_argument("target", choices=["network", "training"])

@@ -819,9 +819,7 @@ class Federation:
         self._require_open("end_round()")
         if len(self.requests) and self._inference is None:
             self.serve()
-        view = self.view()
-        devs = np.array([d for d in range(self.n_devices) if view.shards.tasks[d]], dtype=np.int64)
-        self.accuracy = evaluate(self.backbone, self.bank, view, devs, devs, self.model_config) if devs.size else {}
+        self.accuracy = self.evaluate()
         cost = self.ledger.end_round()
         self._open = False
         self.cold_starts = []
@@ -830,6 +828,12 @@ class Federation:
         loss = float(np.nanmean(self._losses)) if np.isfinite(self._losses).any() else float("nan")
         return RoundResult(self.round_index, self.accuracy, cost, loss, tuple(self._ops), tuple(events),
                            self._inference, tuple(self.cold_starts))
+
+    def evaluate(self) -> dict[int, dict[str, float]]:
+        """Accuracy of every active device's copy on each of its active tasks' held-out shard."""
+        view = self.view()
+        devs = np.array([d for d in range(self.n_devices) if view.shards.tasks[d]], dtype=np.int64)
+        return evaluate(self.backbone, self.bank, view, devs, devs, self.model_config) if devs.size else {}
 
     def run_round(self, ops=()) -> RoundResult:
         """One round with ``ops`` executed in phase order (relays and roles, training,
@@ -861,52 +865,51 @@ class Federation:
     def _draw_events(self) -> list[dict]:
         ev, rng, mem = self.config.events, self.event_rng, self.members
         out: list[dict] = []
-        changed = False
         for d in range(self.n_devices):
             if mem.active[d]:
                 if rng.random() < ev.leave and mem.active.sum() > 1:
-                    mem.active[d] = False
-                    self.roles.specialists = {s for s in self.roles.specialists if s[0] != d}
-                    out.append({"event": "leave", "device": d})
-                    changed = True
+                    out.append(self.set_active(d, False))
                     continue
                 if rng.random() < ev.task_arrival:
                     new = [t for t in self.tasks if t not in mem.tasks[d]
                            and set(task_spec(t).modalities) <= mem.modalities[d]]
                     if new:
-                        t = new[rng.integers(len(new))]
-                        self._give_task(d, t)
-                        out.append({"event": "task_arrival", "device": d, "task": t})
-                        changed = True
+                        out.append(self.add_task(d, new[rng.integers(len(new))]))
                 if rng.random() < ev.modality_off and len(mem.modalities[d]) > 1:
-                    m = sorted(mem.modalities[d])[rng.integers(len(mem.modalities[d]))]
-                    mem.modalities[d].discard(m)
-                    out.append({"event": "modality_off", "device": d, "modality": m})
-                    changed = True
+                    out.append(self.set_modality(d, sorted(mem.modalities[d])[rng.integers(len(mem.modalities[d]))],
+                                                 False))
                 off = [m for m in MODALITIES if m not in mem.modalities[d]]
                 if off and rng.random() < ev.modality_on:
-                    m = off[rng.integers(len(off))]
-                    mem.modalities[d].add(m)
-                    out.append({"event": "modality_on", "device": d, "modality": m})
-                    changed = True
+                    out.append(self.set_modality(d, off[rng.integers(len(off))], True))
             elif rng.random() < ev.join:
-                mem.active[d] = True
-                self._reset_device(d)
-                out.append({"event": "join", "device": d})
-                changed = True
-        if changed:
-            mem.version += 1
-            self._view_cache = None
-        # every module a device with an event now needs and has never trained starts cold
-        for d in sorted({e["device"] for e in out}):
-            cause = [e["event"] for e in out if e["device"] == d][-1]
-            for k in self._kinds_held_by(d):
-                if not self.trained_ever[d, self.kind_index(k)]:
-                    self.cold_starts.append(ColdStart(d, k, cause))
+                out.append(self.set_active(d, True))
         return out
 
-    def _give_task(self, d: int, task: str) -> None:
+    def _changed(self, event: dict) -> dict:
+        """Membership changed: new data view; every module the device now needs and
+        has never trained is a cold start."""
+        self.members.version += 1
+        self._view_cache = None
+        d = event["device"]
+        self.cold_starts = [c for c in self.cold_starts if c.node != d]
+        for k in self._kinds_held_by(d):
+            if not self.trained_ever[d, self.kind_index(k)]:
+                self.cold_starts.append(ColdStart(d, k, event["event"]))
+        return event
+
+    def _check_device(self, d) -> int:
+        if not isinstance(d, (int, np.integer)) or not 0 <= int(d) < self.n_devices:
+            raise ValueError(f"device must be an id in [0, {self.n_devices - 1}], got {d!r}")
+        return int(d)
+
+    def add_task(self, device: int, task: str) -> dict:
+        """Task arrival: ``device`` starts holding ``task`` with a fresh shard drawn from
+        the task's pool (the median shard size of its holders); its head starts cold."""
+        d = self._check_device(device)
+        check_choice("task", task, self.tasks)
         mem, cfg = self.members, self.data.config
+        if task in mem.tasks[d]:
+            raise ValueError(f"device {d} already holds task {task!r}")
         holders = [x for x in range(self.n_devices) if task in mem.train[x]]
         size = int(np.median([len(mem.train[x][task]) + len(mem.test[x][task]) for x in holders])) if holders else 0
         size = max(size, int(np.ceil(cfg.min_shard / (1.0 - cfg.test_fraction))) + 1)
@@ -915,9 +918,27 @@ class Federation:
         mem.tasks[d].append(task)
         mem.train[d][task], mem.test[d][task] = np.sort(idx[n_test:]), np.sort(idx[:n_test])
         self._reset_rows(d, [f"heads.{task}"])
+        return self._changed({"event": "task_arrival", "device": d, "task": task})
 
-    def _reset_device(self, d: int) -> None:
-        self._reset_rows(d, list(self.kinds))
+    def set_modality(self, device: int, modality: str, on: bool) -> dict:
+        """Switch a modality of ``device`` on or off; tasks that need it pause while it is off."""
+        d = self._check_device(device)
+        check_choice("modality", modality, MODALITIES)
+        if on:
+            self.members.modalities[d].add(modality)
+        else:
+            self.members.modalities[d].discard(modality)
+        return self._changed({"event": "modality_on" if on else "modality_off", "device": d, "modality": modality})
+
+    def set_active(self, device: int, active: bool) -> dict:
+        """A device leaves (drops its roles) or joins as a new device (its modules start from scratch)."""
+        d = self._check_device(device)
+        self.members.active[d] = bool(active)
+        if active:
+            self._reset_rows(d, list(self.kinds))
+        else:
+            self.roles.specialists = {s for s in self.roles.specialists if s[0] != d}
+        return self._changed({"event": "join" if active else "leave", "device": d})
 
     def _reset_rows(self, d: int, kinds: list[str]) -> None:
         for k in kinds:
