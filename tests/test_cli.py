@@ -44,3 +44,13 @@ def test_training_benchmark_runs_small():
 def test_costs_rounds_must_cover_the_aggregation_cycle(capsys):
     assert main(["costs", "--rounds", "3", "--seeds", "1"]) == 2
     assert "rounds must be a multiple of 8" in capsys.readouterr().err
+
+
+def test_schedules_command_runs_every_table1_schedule(capsys):
+    assert main(["schedules", "--preset", "tiny", "--rounds", "2", "--local-steps", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["schedule"] for r in rows] == ["star", "edge_only", "edge_only_d2d", "hfm_2", "hfm_8", "hfm_d2d_2",
+                                             "hfm_d2d_8"]
+    assert all(r["latency_s"] > 0 and 0.0 <= r["final_accuracy"] <= 1.0 for r in rows)
+    assert main(["schedules", "--rounds", "0"]) == 2
+    assert "--rounds must be" in capsys.readouterr().err

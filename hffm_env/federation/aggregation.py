@@ -85,7 +85,7 @@ def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray
         combined = combine_groups(sent, groups, weights, rule, **rule_args)
     std = np.broadcast_to(np.asarray(noise_std, dtype=np.float64), (n_groups,))
     if np.any(std > 0):
-        s = torch.as_tensor(std)
+        s = torch.tensor(std)
         for n in names:
             c = combined[n]
             z = torch.randn(c.shape, generator=generator, dtype=c.dtype)

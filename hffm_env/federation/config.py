@@ -133,7 +133,9 @@ class FederationConfig:
     trimmed mean, ``krum_f`` Byzantine nodes assumed by Krum); gossip uses
     ``gossip_weights`` for ``gossip_rounds`` rounds unless an operation says
     otherwise. ``specialists_contribute``: specialists' updates enter aggregations
-    (their own copies are never overwritten).
+    (their own copies are never overwritten). ``eval_max_samples`` caps the held-out
+    samples per device and task evaluated each round (the first ones of the shard;
+    None: all).
     """
 
     local_steps: int = 2
@@ -143,11 +145,12 @@ class FederationConfig:
     experts_per_device: int | None = None
     payload_scale: float = 1.0
     rule: str = "mean"
-    trim_fraction: float = 0.2
+    trim_fraction: float = 0.25
     krum_f: int = 1
     gossip_rounds: int = 5
     gossip_weights: str = "metropolis"
     specialists_contribute: bool = True
+    eval_max_samples: int | None = None
     keep_ledger_rounds: int | None = 64
     events: EventConfig = field(default_factory=EventConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -170,6 +173,8 @@ class FederationConfig:
         if not isinstance(self.specialists_contribute, bool):
             raise ConfigError(f"federation.specialists_contribute must be True or False, got "
                               f"{self.specialists_contribute!r}")
+        if self.eval_max_samples is not None:
+            check_int("federation.eval_max_samples", self.eval_max_samples, low=1)
         if self.keep_ledger_rounds is not None:
             check_int("federation.keep_ledger_rounds", self.keep_ledger_rounds, low=1)
         for name, cls in (("events", EventConfig), ("privacy", PrivacyConfig), ("adversaries", AdversaryConfig),

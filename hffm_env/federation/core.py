@@ -832,6 +832,11 @@ class Federation:
     def evaluate(self) -> dict[int, dict[str, float]]:
         """Accuracy of every active device's copy on each of its active tasks' held-out shard."""
         view = self.view()
+        cap = self.config.eval_max_samples
+        if cap is not None:
+            sh = view.shards
+            view = FederatedData(view.config, view.pools, Shards(sh.tasks, sh.modalities, sh.train,
+                                                                 tuple({t: i[:cap] for t, i in x.items()} for x in sh.test)))
         devs = np.array([d for d in range(self.n_devices) if view.shards.tasks[d]], dtype=np.int64)
         return evaluate(self.backbone, self.bank, view, devs, devs, self.model_config) if devs.size else {}
 

@@ -1,0 +1,226 @@
+"""Events and relaying, specialization and adversaries, robust rules, privacy, inference, Table I schedules."""
+
+import numpy as np
+import pytest
+import torch
+
+from hffm_env import ConfigError, make_scenario
+from hffm_env.federation import Aggregate, Federation, Offload, Relay, Specialize
+from hffm_env.federation.aggregation import robust_combine
+from hffm_env.federation.schedules import run_schedules, schedule_ops
+from hffm_env.network.schedules import table1_schedules
+
+
+def _rows(fed, kind, rows):
+    return torch.cat([fed.bank[n][torch.as_tensor(rows)].reshape(len(rows), -1) for n in fed.names_of([kind])], 1)
+
+
+def _warm(seed=0, rounds=6, **ov):
+    fed = Federation(make_scenario("tiny", federation__local_steps=4, model__learning_rate=5e-3, **ov), seed=seed)
+    for _ in range(rounds):
+        fed.run_round([Aggregate(fed.kinds, "cloud")])
+    return fed
+
+
+# ---------------------------------------------------------------------- events and relays
+def test_relayed_head_and_encoder_beat_cold_start_right_after_arrival():
+    fed = _warm(rounds=8)
+    acc = fed.evaluate()
+    holders = sorted(np.nonzero(fed.holds("heads.sensor"))[0], key=lambda d: -acc[d]["sensor"])
+    newcomer = int(np.nonzero(~fed.holds("heads.sensor"))[0][0])
+    fed.set_modality(newcomer, "sensor", True)
+    fed.add_task(newcomer, "sensor")
+    cold_kinds = {c.kind for c in fed.cold_starts if c.node == newcomer}
+    assert "heads.sensor" in cold_kinds
+    cold = fed.evaluate()[newcomer]["sensor"]
+    fed.begin_round()
+    source = int(holders[0])
+    same_cluster = fed.topology.cluster[source] == fed.topology.cluster[newcomer]
+    for kind in sorted(cold_kinds & {"heads.sensor", "sensor_encoder"}):
+        fed.relay(kind, source, newcomer, "d2d" if same_cluster else "cloud")
+    warm = fed.evaluate()[newcomer]["sensor"]
+    cost = fed.end_round().cost
+    assert warm > cold + 0.1
+    assert cost.per_module["heads.sensor"].bytes >= fed.wire_bytes["heads.sensor"]
+    assert not any(c.node == newcomer and c.kind == "heads.sensor" for c in fed.cold_starts)
+
+
+def test_relay_paths_charge_their_hops():
+    fed = _warm(rounds=1)
+    topo = fed.topology
+    a, b = [int(x) for x in topo.members(0)[:2]]
+    far = int(topo.members(1)[0])
+    costs = {}
+    for path, src, dst in (("d2d", a, b), ("edge", a, b), ("edge", a, far), ("cloud", a, b)):
+        fed.begin_round()
+        fed.relay("adapters", src, dst, path)
+        costs[(path, dst)] = fed.end_round().cost.per_link
+        assert torch.equal(_rows(fed, "adapters", [dst])[0], _rows(fed, "adapters", [src])[0])
+    assert set(costs[("d2d", b)]) == {"d2d"}
+    assert set(costs[("edge", b)]) == {"device->edge", "edge->device"}
+    assert set(costs[("edge", far)]) == {"device->edge", "edge->cloud", "cloud->edge", "edge->device"}
+    assert set(costs[("cloud", b)]) == {"device->edge", "edge->cloud", "cloud->edge", "edge->device"}
+    fed.begin_round()
+    with pytest.raises(ValueError, match="no D2D path"):
+        fed.relay("adapters", a, far, "d2d")
+    with pytest.raises(ValueError, match="path must be one of"):
+        fed.relay("adapters", a, b, "pigeon")
+
+
+def test_events_at_configured_rates():
+    fed = Federation(make_scenario("tiny", federation__events__task_arrival=1.0, federation__events__leave=0.2,
+                                   federation__events__join=1.0, federation__events__modality_on=1.0), seed=1)
+    kinds = set()
+    for _ in range(4):
+        res = fed.run_round([Aggregate(("adapters",), "edge")])
+        kinds |= {e["event"] for e in res.events}
+        for c in res.cold_starts:
+            assert not fed.trained_ever[c.node, fed.kind_index(c.kind)]
+    assert {"task_arrival", "leave", "join", "modality_on"} <= kinds
+    quiet = Federation(make_scenario("tiny"), seed=1)
+    assert all(not quiet.run_round().events for _ in range(2))
+
+
+def test_modality_off_pauses_its_tasks_and_leave_removes_device():
+    fed = Federation(make_scenario("tiny"), seed=0)
+    d = int(np.nonzero(fed.holds("heads.sensor"))[0][0])
+    fed.set_modality(d, "sensor", False)
+    assert not fed.holds("heads.sensor")[d] and "sensor" not in fed.active_tasks(d)
+    fed.set_modality(d, "sensor", True)
+    assert fed.holds("heads.sensor")[d]
+    fed.set_active(d, False)
+    assert not fed.holds("adapters")[d]
+    assert d not in fed.run_round().accuracy
+
+
+# ---------------------------------------------------------------------- specialization, adversaries
+def test_specialist_keeps_its_copy_and_revocation_ends_it():
+    fed = Federation(make_scenario("tiny"), seed=0)
+    spec = int(np.nonzero(fed.holds("heads.scene_qa"))[0][0])
+    res = fed.run_round([Specialize(spec, "heads.scene_qa"), Aggregate(fed.kinds, "cloud")])
+    assert any(op["op"] == "specialize" for op in res.operations)
+    others = [int(d) for d in np.nonzero(fed.holds("heads.scene_qa"))[0] if d != spec]
+    spec_row, other_row = _rows(fed, "heads.scene_qa", [spec])[0], _rows(fed, "heads.scene_qa", others[:1])[0]
+    assert not torch.allclose(spec_row, other_row)
+    assert torch.allclose(_rows(fed, "adapters", [spec])[0], _rows(fed, "adapters", others[:1])[0], atol=1e-6)
+    assert fed.specialists() == [(spec, "heads.scene_qa")]
+    fed.run_round([Specialize(spec, "heads.scene_qa", revoke=True), Aggregate(fed.kinds, "cloud")])
+    assert fed.specialists() == []
+    assert torch.allclose(_rows(fed, "heads.scene_qa", [spec])[0], _rows(fed, "heads.scene_qa", others[:1])[0],
+                          atol=1e-6)
+    with pytest.raises(ValueError, match="not a specialist"):
+        fed.specialize(spec, "heads.scene_qa", revoke=True)
+
+
+def _attacked_distance(rule, attack="sign_flip", strength=200.0):
+    """How far one attacker moves the cloud aggregate of ``rule`` from its honest value."""
+    honest = Federation(make_scenario("tiny", federation__rule=rule), seed=2)
+    bad = Federation(make_scenario("tiny", federation__rule=rule), seed=2)
+    bad.set_attack(0, attack, strength)
+    for fed in (honest, bad):
+        fed.begin_round()
+        fed.train()
+        fed.aggregate(["adapters"], "cloud")
+    top = honest.topology.top
+    return float((_rows(bad, "adapters", [top]) - _rows(honest, "adapters", [top])).norm())
+
+
+def test_robust_rules_resist_a_sign_flipping_attacker():
+    mean = _attacked_distance("mean")
+    for rule in ("median", "trimmed_mean", "krum"):
+        assert _attacked_distance(rule) < 0.5 * mean, rule
+
+
+def test_adversaries_from_config_and_label_flip_trains_on_wrong_labels():
+    fed = Federation(make_scenario("tiny", federation__adversaries__fraction=0.25,
+                                   federation__adversaries__attack="label_flip"), seed=0)
+    assert len(fed.roles.attack) == 2 and all(a == ("label_flip", 1.0) for a in fed.roles.attack.values())
+    with pytest.raises(ConfigError, match="adversaries.attack must be one of"):
+        make_scenario("tiny", federation__adversaries__attack="bribe")
+
+
+def test_robust_combine_rules():
+    v = {"x": torch.tensor([[0.0], [1.0], [2.0], [100.0]])}
+    w = torch.ones(4)
+    assert robust_combine(v, "median", w)["x"].item() == pytest.approx(1.5)
+    assert robust_combine(v, "trimmed_mean", w, trim_fraction=0.25)["x"].item() == pytest.approx(1.5)
+    assert robust_combine(v, "krum", w, krum_f=1)["x"].item() in (0.0, 1.0, 2.0)
+    assert robust_combine(v, "mean", w)["x"].item() == pytest.approx(25.75)
+
+
+# ---------------------------------------------------------------------- privacy
+def test_clipping_bounds_each_update_and_noise_perturbs():
+    def aggregate(**ov):
+        fed = Federation(make_scenario("tiny", **ov), seed=0)
+        start = _rows(fed, "adapters", [0])[0].clone()       # every copy starts from the same init
+        fed.begin_round()
+        fed.train()
+        fed.aggregate(["adapters"], "cloud")
+        return _rows(fed, "adapters", [fed.topology.top])[0], start
+
+    plain, start = aggregate()
+    clipped, _ = aggregate(federation__privacy__clip_norm=1e-3)
+    noisy, _ = aggregate(federation__privacy__clip_norm=1e-3, federation__privacy__noise_multiplier=1.0)
+    assert (clipped - start).norm() <= 1e-3 + 1e-6 < (plain - start).norm()
+    assert (noisy - clipped).norm() > 1e-4
+    with pytest.raises(ConfigError, match="needs privacy.clip_norm"):
+        make_scenario("tiny", federation__privacy__noise_multiplier=1.0)
+
+
+# ---------------------------------------------------------------------- collaborative inference
+def test_inference_offloading_targets_costs_and_capacity():
+    sc = make_scenario("tiny", federation__inference__requests_per_device=2.0,
+                       federation__inference__model_bytes=4e6,
+                       federation__inference__device_memory_bytes_range=(1e6, 8e6))
+    fed = Federation(sc, seed=0)
+    fed.run_round([Aggregate(fed.kinds, "cloud")])
+    n = len(fed.requests)
+    assert n > 0
+    mask = fed.offload_mask()
+    assert mask[:, 2:].all() and (~mask[:, 0]).any() and mask[:, 0].any()
+    state = {}
+    for target in ("edge", "cloud"):
+        fed2 = Federation(sc, seed=0)
+        fed2.run_round([Aggregate(fed2.kinds, "cloud")])
+        res = fed2.run_round([Offload((target,) * len(fed2.requests))])
+        state[target] = res
+        assert len(res.inference.correct) == len(fed2.requests) or res.inference is not None
+    assert state["cloud"].inference.latency_s.mean() > state["edge"].inference.latency_s.mean()
+    assert 0.0 <= state["edge"].inference.accuracy <= 1.0
+    bad = tuple("local" if not m[0] else "edge" for m in mask)
+    fed.begin_round()
+    if any(not m[0] for m in mask):
+        with pytest.raises(ValueError, match="not available"):
+            fed.serve(bad)
+    with pytest.raises(ValueError, match="for each of the"):
+        fed.serve(("edge",))
+
+
+# ---------------------------------------------------------------------- Table I schedules
+def test_schedule_ops_follow_the_levels():
+    s = table1_schedules()
+    kinds = ("adapters",)
+    assert schedule_ops(s["star"], 1, kinds)[0].path == "star"
+    assert [o.scope for r in (1, 2) for o in schedule_ops(s["hfm_2"], r, kinds)] == ["edge", "cloud"]
+    assert schedule_ops(s["edge_only_d2d"], 3, kinds)[0].scope == "d2d"
+    assert schedule_ops(s["hfm_d2d_8"], 8, kinds)[0].path == "d2d"
+
+
+# Pairs of Table I whose paper values differ by more than 10 % (our Table I tolerance);
+# closer pairs (hfm_2 vs hfm_d2d_2 and hfm_d2d_8 vs edge_only in latency, hfm_8 vs
+# hfm_d2d_2 in energy) are reported by `hffm schedules`, not asserted.
+PAPER = {"star": (12.10, 387.20), "edge_only": (3.59, 59.25), "edge_only_d2d": (2.00, 14.75),
+         "hfm_2": (9.58, 107.65), "hfm_8": (5.04, 71.35), "hfm_d2d_2": (8.86, 67.57), "hfm_d2d_8": (3.66, 27.92)}
+
+
+def test_table1_cost_orderings_hold_with_real_federation_on_small():
+    runs = run_schedules(make_scenario("small", federation__local_steps=0, federation__eval_max_samples=2), 8, seed=0)
+    checked = 0
+    for col, attr in ((0, "mean_latency_s"), (1, "mean_energy_j")):
+        for a in PAPER:
+            for b in PAPER:
+                pa, pb = PAPER[a][col], PAPER[b][col]
+                if pa > 1.1 * pb:
+                    checked += 1
+                    assert getattr(runs[a], attr) > getattr(runs[b], attr), (attr, a, b)
+    assert checked >= 30
