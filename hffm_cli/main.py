@@ -50,9 +50,9 @@ def _cmd_schedules(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"Table I schedules with real training: preset {args.preset!r}, {args.rounds} rounds, seed {args.seed}")
-    print(f"{'method':<28} {'latency_s/round':>16} {'energy_j/round':>15} {'final_accuracy':>15}")
+    print(f"{'method':<32} {'latency_s/round':>16} {'energy_j/round':>15} {'final_accuracy':>15}")
     for r in rows:
-        print(f"{r['method']:<28} {r['latency_s']:>16.3f} {r['energy_j']:>15.3f} {r['final_accuracy']:>15.3f}")
+        print(f"{r['method']:<32} {r['latency_s']:>16.3f} {r['energy_j']:>15.3f} {r['final_accuracy']:>15.3f}")
     for col in ("latency_s", "energy_j", "final_accuracy"):
         order = sorted(rows, key=lambda r: -r[col])
         print(f"{col} order (high to low): " + " > ".join(r["schedule"] for r in order))

@@ -28,3 +28,10 @@ def test_library_imports_no_upper_layer():
 def test_network_layer_needs_no_torch():
     code = "import sys, hffm_env.network, hffm_env; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_federation_knows_no_rl():
+    for path in (ROOT / "hffm_env" / "federation").rglob("*.py"):
+        text = path.read_text()
+        assert not (_imports(path) & {"gymnasium", "pettingzoo", "stable_baselines3"}), path
+        assert "hffm_env.envs" not in text, path
