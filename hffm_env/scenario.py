@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from hffm_env._validation import ConfigError, check_int, check_positive
 from hffm_env.data.config import DataConfig
+from hffm_env.envs.config import EnvConfig
 from hffm_env.federation.config import FederationConfig
 from hffm_env.model.config import ModelConfig
 from hffm_env.network.config import (
@@ -43,6 +44,7 @@ class Scenario:
     model: ModelConfig = field(default_factory=ModelConfig)
     payload_bytes: dict[str, float] = field(default_factory=lambda: {"adapters": 5.0e6, "heads": 1.0e6})
     federation: FederationConfig = field(default_factory=FederationConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -54,6 +56,8 @@ class Scenario:
             raise ConfigError(f"model must be a ModelConfig, got {self.model!r}")
         if not isinstance(self.federation, FederationConfig):
             raise ConfigError(f"federation must be a FederationConfig, got {self.federation!r}")
+        if not isinstance(self.env, EnvConfig):
+            raise ConfigError(f"env must be an EnvConfig, got {self.env!r}")
         for field_name in ("image_size", "vocab_size", "sensor_length"):
             if getattr(self.data, field_name) != getattr(self.model, field_name):
                 raise ConfigError(f"data.{field_name}={getattr(self.data, field_name)} must equal "

@@ -67,6 +67,18 @@ def load_backbone(config: ModelConfig) -> FrozenBackbone:
     return FrozenBackbone(build_vilt(config))
 
 
+def module_kinds(scenario: Scenario) -> tuple[str, ...]:
+    """The module kinds a scenario's model has and moves: the shared kinds of nonzero
+    size, the encoder of every modality its tasks use, one head per task."""
+    tasks = tuple(scenario.data.tasks)
+    fresh = init_bank(scenario.model, {t: len(task_spec(t).answers) for t in tasks}, 1,
+                      torch.Generator().manual_seed(0))
+    sizes = payload_bytes(fresh)
+    used = {m for t in tasks for m in task_spec(t).modalities}
+    return tuple([k for k in SHARED_KINDS if sizes.get(k, 0) > 0] + [ENCODER_OF[m] for m in MODALITIES if m in used]
+                 + [f"heads.{t}" for t in tasks])
+
+
 @dataclass(frozen=True)
 class ColdStart:
     """A module device ``node`` needs and has never trained (paper Sec. V-B)."""
@@ -182,6 +194,7 @@ class Federation:
         self.seed = seed
         root = np.random.SeedSequence(seed)
         net_ss, train_ss, event_ss, role_ss, torch_ss = root.spawn(5)
+        self._net_seed = net_ss
         self.net = FogNetwork(scenario.network, np.random.default_rng(net_ss))
         self.topology = self.net.topology
         self.rng = np.random.default_rng(train_ss)
@@ -199,12 +212,8 @@ class Federation:
         self.bank: Bank = {n: t.repeat(self.n_nodes, *([1] * (t.dim() - 1))).contiguous() for n, t in self.fresh.items()}
         self.synced: Bank = {n: t.clone() for n, t in self.bank.items()}
         self.adam = AdamState.zeros_like(self.bank)
-        modalities_used = sorted({m for t in self.tasks for m in task_spec(t).modalities})
         sizes = payload_bytes(self.fresh)
-        kinds = [k for k in SHARED_KINDS if sizes.get(k, 0) > 0]
-        kinds += [ENCODER_OF[m] for m in MODALITIES if m in modalities_used]
-        kinds += [f"heads.{t}" for t in self.tasks]
-        self.kinds: tuple[str, ...] = tuple(kinds)
+        self.kinds: tuple[str, ...] = module_kinds(scenario)
         E = scenario.model.n_experts
         k_e = self.config.experts_per_device
         if k_e is not None and k_e > E:
@@ -248,6 +257,22 @@ class Federation:
         self._inference: InferenceResult | None = None
         self._losses = np.zeros(0)
         self._participants = np.zeros(0, dtype=np.int64)
+
+    def reference_round_cost(self) -> tuple[float, float]:
+        """Latency (s) and energy (J) of one cloud aggregation of every module by every
+        device (devices upload to their edge servers) on this run's network in its
+        first round: the yardstick the envs normalise costs by. Priced on a scratch
+        copy of the network; the run itself is not touched."""
+        if not hasattr(self, "_reference"):
+            scratch = FogNetwork(self.scenario.network, np.random.default_rng(
+                np.random.SeedSequence(self._net_seed.entropy, spawn_key=self._net_seed.spawn_key)))
+            scratch.new_round()
+            ledger = Ledger()
+            ledger.begin_round(0)
+            charge_aggregation_parts(scratch, ledger, [(dict(self.wire_bytes), None)], self.scenario.network.n_tiers - 1)
+            cost = ledger.end_round()
+            self._reference = (cost.latency_s, cost.energy_j)
+        return self._reference
 
     # ------------------------------------------------------------------ views
     def kind_index(self, kind: str) -> int:
@@ -443,13 +468,16 @@ class Federation:
 
     # ------------------------------------------------------------------ aggregation
     def aggregate(self, kinds, scope: str, *, path: str | None = None, clusters=None, rule: str | None = None,
-                  gossip_rounds: int | None = None) -> dict:
+                  gossip_rounds: int | None = None, d2d_clusters=None) -> dict:
         """Aggregate module ``kinds`` at ``scope`` (see :class:`~hffm_env.federation.ops.Aggregate`).
 
         Each kind is aggregated over the round's participants that hold it, weighted
         by their training samples; devices that hold it receive the result except
         specialists of that kind, who keep their own copy. Kinds with the same
-        participants move together as one payload. Returns a record of what changed.
+        participants move together as one payload. With ``path="direct"`` at edge or
+        cloud scope, the clusters in ``d2d_clusters`` reach their edge server through
+        the cluster head instead (D2D gather and broadcast). Returns a record of what
+        changed.
         """
         self._require_open("aggregate()")
         kinds = self.expand_kinds(kinds)
@@ -500,8 +528,17 @@ class Federation:
                 record["participants"][k] = devs.tolist()
         if parts and not (scope == "d2d" and path == "gossip"):
             level = self.scenario.network.n_tiers - 1 if scope == "cloud" else 1
-            charge_aggregation_parts(self.net, self.ledger, parts, level, d2d=(scope == "d2d" or path == "d2d"),
-                                     star=(path == "star"))
+            via_head = np.zeros(self.n_devices, dtype=bool)
+            if d2d_clusters is not None and len(d2d_clusters):
+                if scope == "d2d" or path != "direct":
+                    raise ValueError("d2d_clusters applies to scope 'edge' or 'cloud' with path 'direct' only")
+                via_head = np.isin(topo.cluster, np.asarray(d2d_clusters, dtype=np.int64))
+                record["d2d_clusters"] = sorted(int(c) for c in d2d_clusters)
+            # clusters are disjoint, so each set of clusters is charged on its own path
+            for head_path in (False, True):
+                sub = [(p, d[via_head[d] == head_path]) for p, d in parts]
+                charge_aggregation_parts(self.net, self.ledger, sub, level,
+                                         d2d=(scope == "d2d" or path == "d2d" or head_path), star=(path == "star"))
         self._ops.append(record)
         return record
 

@@ -1,0 +1,64 @@
+"""Configuration of the RL environments: episode, reward weights and normalisation, slot counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hffm_env._validation import ConfigError, check_choice, check_int, check_non_negative, check_positive
+
+DECISIONS = ("aggregation", "relaying", "specialization", "offloading")
+DEFAULT_SCHEDULES = ("star", "edge_only", "edge_only_d2d", "hfm_2", "hfm_8", "hfm_d2d_2", "hfm_d2d_8", "none")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """How a federated round becomes an RL step.
+
+    Reward of a step (one round)::
+
+        w_acc · Δaccuracy + w_inference · served_accuracy
+            − w_latency · latency_s / latency_scale_s − w_energy · energy_j / energy_scale_j
+
+    ``Δaccuracy`` is the change of the mean held-out accuracy over (device, task)
+    pairs; ``served_accuracy`` the share of this round's inference requests answered
+    right (0 without requests). ``latency_scale_s``/``energy_scale_j`` None: the cost
+    of one cloud aggregation of every module by every device on the episode's network
+    (``Federation.reference_round_cost``), so 1 means "as much as a full FedAvg round".
+
+    An episode ends by truncation after ``max_rounds`` rounds, or by termination once
+    the energy spent exceeds ``energy_budget_j`` (None: no budget). ``max_requests`` and
+    ``max_cold_starts`` are the fixed numbers of slots the observation and the action
+    have for pending inference requests and cold starts (the rest are served by the
+    default policy). ``default_schedule`` is the aggregation a non-aggregating env
+    runs (a Table I schedule key, or ``none``).
+    """
+
+    max_rounds: int = 20
+    energy_budget_j: float | None = None
+    w_acc: float = 10.0
+    w_inference: float = 1.0
+    w_latency: float = 0.1
+    w_energy: float = 0.1
+    latency_scale_s: float | None = None
+    energy_scale_j: float | None = None
+    max_requests: int = 16
+    max_cold_starts: int = 16
+    default_schedule: str = "hfm_2"
+    shared_reward: bool = True
+    device_agents: bool = False
+
+    def __post_init__(self) -> None:
+        check_int("env.max_rounds", self.max_rounds, low=1)
+        if self.energy_budget_j is not None:
+            check_positive("env.energy_budget_j", self.energy_budget_j)
+        for name in ("w_acc", "w_inference", "w_latency", "w_energy"):
+            check_non_negative(f"env.{name}", getattr(self, name))
+        for name in ("latency_scale_s", "energy_scale_j"):
+            if getattr(self, name) is not None:
+                check_positive(f"env.{name}", getattr(self, name))
+        check_int("env.max_requests", self.max_requests, low=1)
+        check_int("env.max_cold_starts", self.max_cold_starts, low=1)
+        check_choice("env.default_schedule", self.default_schedule, DEFAULT_SCHEDULES)
+        for name in ("shared_reward", "device_agents"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"env.{name} must be True or False, got {getattr(self, name)!r}")

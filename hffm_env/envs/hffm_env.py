@@ -1,0 +1,177 @@
+"""Gymnasium environments: one federated round of an HF-FM per step.
+
+## Ids
+
+| id | the agent decides | the rest (default fixed policy) |
+| --- | --- | --- |
+| ``hffm_env/Aggregation-v0`` | per cluster and module group: none, D2D consensus, edge, edge via head, cloud, cloud via head | cold starts stay cold, no specialists, requests local if the device can host the model else edge |
+| ``hffm_env/Relaying-v0`` | per pending cold start: none, D2D peer, edge copy, cloud copy, best holder anywhere | aggregation by ``env.default_schedule`` (HF-FM, E_agg = 2) |
+| ``hffm_env/Specialization-v0`` | per device and encoder/head: specialist or not | as above |
+| ``hffm_env/Offloading-v0`` | per pending inference request: local, D2D peer, edge, cloud | as above |
+| ``hffm_env/HFFM-v0`` | all four (one ``MultiDiscrete``, blocks in that order) | — |
+
+``Relaying-v0`` and ``HFFM-v0`` switch events on (task arrival 0.1, modality on/off
+0.05, join/leave 0.02 per device and round) and ``Offloading-v0`` and ``HFFM-v0``
+inference requests (1 per device and round) unless overridden.
+
+## Observation (``Dict`` of ``Box``, float32; ``D`` devices, ``C`` clusters, ``K`` module kinds, ``T`` tasks)
+
+* ``devices [D, 5 + 2T + 5K + 3]``: active; modalities on (image, text, sensor); tasks
+  active; training samples / pool size; cluster index (scaled to [0, 1]); is cluster
+  head; can host the model; uplink rate (Mbit/s); last accuracy per task; per kind:
+  rounds since the copy was last received, relative distance to its cluster's mean
+  copy and to all holders' mean, specialist flag, pending cold start.
+* ``clusters [C, 4 + T + 2K]``: members, active members, head's and edge server's
+  uplink rate (Mbit/s), mean accuracy per task, per kind the edge copy's staleness
+  and distance to the holders' mean.
+* ``globals [9]``: round / max_rounds, energy and latency spent (in reference rounds),
+  mean accuracy, last Δaccuracy, last latency and energy (in reference rounds),
+  pending cold starts and requests (per slot).
+* ``requests [R, 3 + T + 4 + 1]``: present, device, cluster, task one-hot, valid
+  targets, input kB. ``cold_starts [M, 2 + K + 5]``: present, device, kind one-hot,
+  valid relay sources.
+
+## Action
+
+``MultiDiscrete`` (see :mod:`hffm_env.envs.core`); ``action_masks()`` gives the valid
+options (sb3-contrib ``MaskablePPO``). A masked or out-of-space action raises
+``InvalidAction`` naming the decision, index and allowed options.
+
+## Reward, episode end
+
+``w_acc·Δaccuracy + w_inference·served accuracy − w_latency·latency/ref −
+w_energy·energy/ref`` (``EnvConfig``). Truncation after ``env.max_rounds`` rounds;
+termination when the energy spent exceeds ``env.energy_budget_j``.
+
+## Version history
+
+* v0: first release.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from hffm_env.envs.core import EnvCore
+from hffm_env.scenario import make_scenario
+
+EVENT_DEFAULTS = {"federation__events__task_arrival": 0.1, "federation__events__modality_on": 0.05,
+                  "federation__events__modality_off": 0.05, "federation__events__join": 0.02,
+                  "federation__events__leave": 0.02}
+REQUEST_DEFAULTS = {"federation__inference__requests_per_device": 1.0}
+
+
+class HFFMEnv(gym.Env):
+    """An HF-FM over a fog network; each step runs one federated round with real fine-tuning.
+
+    Parameters
+    ----------
+    decisions:
+        Which of ``aggregation``, ``relaying``, ``specialization``, ``offloading`` the
+        agent takes (the registered ids fix this).
+    preset:
+        Scenario preset: ``tiny``, ``small`` or ``paper``.
+    render_mode:
+        None, ``"rgb_array"`` or ``"human"``.
+    **overrides:
+        ``__``-path overrides of the scenario, e.g. ``env__max_rounds=10``,
+        ``federation__local_steps=4``, ``network__d2d_radius_m=50``.
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 2}
+
+    def __init__(self, decisions=("aggregation",), preset: str = "tiny", render_mode: str | None = None,
+                 scenario_defaults: dict | None = None, **overrides: Any):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.scenario = make_scenario(preset, **{**(scenario_defaults or {}), **overrides})
+        self.core = EnvCore(self.scenario, tuple(decisions))
+        self.action_space = spaces.MultiDiscrete(self.core.nvec())
+        self.observation_space = spaces.Dict({
+            name: spaces.Box(low=0.0, high=np.inf, shape=shape, dtype=np.float32)
+            for name, shape in self.core.obs_shapes().items()})
+        self._figure = None
+
+    @property
+    def federation(self):
+        """The running :class:`~hffm_env.federation.core.Federation` (None before reset)."""
+        return self.core.fed
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.core.reset(int(self.np_random.integers(2**31 - 1)))
+        return self.core.observe(), {"round": 0, "mean_accuracy": self.core.mean_accuracy}
+
+    def step(self, action):
+        if self.core.fed is None:
+            raise RuntimeError("step() called before reset()")
+        reward, terminated, truncated, info = self.core.step(action)
+        if self.render_mode == "human":
+            self.render()
+        return self.core.observe(), reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """Flat boolean mask over every option of every action dimension."""
+        if self.core.fed is None:
+            raise RuntimeError("action_masks() called before reset()")
+        return self.core.action_masks()
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
+            return None
+        from hffm_env.envs.render import draw
+
+        if self.core.fed is None:
+            raise RuntimeError("render() called before reset()")
+        image, self._figure = draw(self.core, self._figure, human=self.render_mode == "human")
+        return image if self.render_mode == "rgb_array" else None
+
+    def close(self):
+        if self._figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self._figure)
+            self._figure = None
+
+
+class AggregationEnv(HFFMEnv):
+    """``hffm_env/Aggregation-v0``: which module groups each cluster aggregates, where, by which path."""
+
+    def __init__(self, preset: str = "tiny", render_mode: str | None = None, **overrides):
+        super().__init__(("aggregation",), preset, render_mode, **overrides)
+
+
+class RelayingEnv(HFFMEnv):
+    """``hffm_env/Relaying-v0``: whether, from where and by which path to serve each cold start."""
+
+    def __init__(self, preset: str = "tiny", render_mode: str | None = None, **overrides):
+        super().__init__(("relaying",), preset, render_mode, scenario_defaults=EVENT_DEFAULTS, **overrides)
+
+
+class SpecializationEnv(HFFMEnv):
+    """``hffm_env/Specialization-v0``: which devices specialise in which encoders and heads."""
+
+    def __init__(self, preset: str = "tiny", render_mode: str | None = None, **overrides):
+        super().__init__(("specialization",), preset, render_mode, **overrides)
+
+
+class OffloadingEnv(HFFMEnv):
+    """``hffm_env/Offloading-v0``: where each inference request runs."""
+
+    def __init__(self, preset: str = "tiny", render_mode: str | None = None, **overrides):
+        super().__init__(("offloading",), preset, render_mode, scenario_defaults=REQUEST_DEFAULTS, **overrides)
+
+
+class FullEnv(HFFMEnv):
+    """``hffm_env/HFFM-v0``: all four decisions."""
+
+    def __init__(self, preset: str = "tiny", render_mode: str | None = None, **overrides):
+        super().__init__(("aggregation", "relaying", "specialization", "offloading"), preset, render_mode,
+                         scenario_defaults={**EVENT_DEFAULTS, **REQUEST_DEFAULTS}, **overrides)
+
