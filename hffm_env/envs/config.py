@@ -31,6 +31,12 @@ class EnvConfig:
     have for pending inference requests and cold starts (the rest are served by the
     default policy). ``default_schedule`` is the aggregation a non-aggregating env
     runs (a Table I schedule key, or ``none``).
+
+    A choice its mask rules out (``action_masks()``) either raises ``InvalidAction``
+    (``invalid_action="raise"``) or is replaced by the default policy's choice for that
+    dimension, costs ``invalid_penalty`` of reward and is listed in
+    ``info["invalid_actions"]`` (``"penalize"``, the default, so that algorithms
+    without masking can train). An action outside the space always raises.
     """
 
     max_rounds: int = 20
@@ -44,6 +50,8 @@ class EnvConfig:
     max_requests: int = 16
     max_cold_starts: int = 16
     default_schedule: str = "hfm_2"
+    invalid_action: str = "penalize"
+    invalid_penalty: float = 0.01
     shared_reward: bool = True
     device_agents: bool = False
 
@@ -59,6 +67,8 @@ class EnvConfig:
         check_int("env.max_requests", self.max_requests, low=1)
         check_int("env.max_cold_starts", self.max_cold_starts, low=1)
         check_choice("env.default_schedule", self.default_schedule, DEFAULT_SCHEDULES)
+        check_choice("env.invalid_action", self.invalid_action, ("penalize", "raise"))
+        check_non_negative("env.invalid_penalty", self.invalid_penalty)
         for name in ("shared_reward", "device_agents"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"env.{name} must be True or False, got {getattr(self, name)!r}")

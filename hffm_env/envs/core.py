@@ -301,15 +301,30 @@ class EnvCore:
         out, start = {}, 0
         for d in self.decisions:
             n = len(self.action_nvec(d))
-            out[d] = a[start:start + n]
+            out[d] = a[start:start + n].astype(np.int64).copy()
             start += n
+        self.invalid = []
         for d, part in out.items():
             m = self.masks(d)
             bad = ~m[np.arange(len(part)), part]
-            if bad.any():
-                i = int(np.nonzero(bad)[0][0])
-                allowed = np.nonzero(m[i])[0].tolist()
-                raise InvalidAction(f"{d} action[{i}]={part[i]} is masked out; allowed: {allowed}")
+            if not bad.any():
+                continue
+            i = int(np.nonzero(bad)[0][0])
+            if self.config.invalid_action == "raise":
+                raise InvalidAction(f"{d} action[{i}]={part[i]} is masked out; allowed: {np.nonzero(m[i])[0].tolist()}")
+            fallback = self._fallback(d, len(part))
+            for i in np.nonzero(bad)[0]:
+                self.invalid.append({"decision": d, "index": int(i), "choice": int(part[i]),
+                                     "replaced_by": int(fallback[i])})
+            part[bad] = fallback[bad]
+        return out
+
+    def _fallback(self, decision: str, n: int) -> np.ndarray:
+        """The default policy's choice per dimension (0 everywhere but offloading)."""
+        out = np.zeros(n, dtype=np.int64)
+        if decision == "offloading" and len(self.fed.requests):
+            default = [OFFLOAD_TARGETS.index(t) for t in self.fed.default_offload()][:n]
+            out[:len(default)] = default
         return out
 
     def ops(self, parts: dict[str, np.ndarray]) -> list:
@@ -377,6 +392,8 @@ class EnvCore:
         c = self.config
         terms = {"accuracy": c.w_acc * delta, "inference": c.w_inference * served,
                  "latency": -c.w_latency * lat, "energy": -c.w_energy * en}
+        if self.invalid:
+            terms["invalid"] = -c.invalid_penalty * len(self.invalid)
         reward = float(sum(terms.values()))
         terminated = c.energy_budget_j is not None and self.energy_spent > c.energy_budget_j
         truncated = self.round >= c.max_rounds
@@ -391,6 +408,7 @@ class EnvCore:
                          for k, v in res.cost.per_link.items()},
             "energy_spent_j": self.energy_spent, "events": [dict(e) for e in res.events],
             "cold_starts": len(res.cold_starts), "operations": [op.get("op") for op in res.operations],
+            "invalid_actions": list(self.invalid),
         }
         return reward, bool(terminated), bool(truncated), info
 

@@ -92,8 +92,9 @@ class HFFMEnv(gym.Env):
         self.scenario = make_scenario(preset, **{**(scenario_defaults or {}), **overrides})
         self.core = EnvCore(self.scenario, tuple(decisions))
         self.action_space = spaces.MultiDiscrete(self.core.nvec())
+        # every feature is >= 0 but the global ones (Δaccuracy can be negative)
         self.observation_space = spaces.Dict({
-            name: spaces.Box(low=0.0, high=np.inf, shape=shape, dtype=np.float32)
+            name: spaces.Box(low=-np.inf if name == "globals" else 0.0, high=np.inf, shape=shape, dtype=np.float32)
             for name, shape in self.core.obs_shapes().items()})
         self._figure = None
 

@@ -1,0 +1,1 @@
+"""PettingZoo environments: ``hffm_env.pettingzoo.hffm_v0``."""

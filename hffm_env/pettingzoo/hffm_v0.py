@@ -1,0 +1,204 @@
+"""``hffm_v0``: the HF-FM as a multi-agent PettingZoo environment.
+
+Agents are the edge servers, ``edge_0 … edge_{C−1}`` (each speaks for its cluster
+and its head), and with ``env__device_agents=True`` also the devices
+``device_0 … device_{D−1}``. One step is one federated round.
+
+* ``edge_c`` observes its cluster's row, the globals, and the mean and max of its
+  current members' device rows (see :mod:`hffm_env.envs.hffm_env` for the
+  features); it acts ``MultiDiscrete([6] × groups)``: its cluster's aggregation
+  choice per module group (``AGG_OPTIONS``).
+* ``device_d`` observes its own row, its cluster's row and the globals; it acts
+  ``MultiDiscrete([2] × S + [4] × 2)``: whether it specialises in each encoder/head,
+  and where its first two pending inference requests run (later ones and all
+  requests without device agents follow the default policy).
+
+Rewards: the team reward of the Gymnasium env for every agent
+(``env__shared_reward=True``, default), or per agent: an edge server gets its
+cluster's Δaccuracy and the energy its cluster's nodes spent; a device its own.
+The AEC form is PettingZoo's conversion of the parallel one.
+
+``parallel_env(preset="tiny", **overrides)``, ``env(...)`` (AEC), ``raw_env`` (the
+parallel class).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+from pettingzoo.utils.conversions import parallel_to_aec
+
+from hffm_env.envs.core import AGG_OPTIONS, EnvCore
+from hffm_env.federation.ops import OFFLOAD_TARGETS
+from hffm_env.scenario import make_scenario
+
+REQUESTS_PER_DEVICE_AGENT = 2
+
+
+class HFFMParallelEnv(ParallelEnv):
+    metadata = {"name": "hffm_v0", "render_modes": ["rgb_array", "human"], "render_fps": 2, "is_parallelizable": True}
+
+    def __init__(self, preset: str = "tiny", render_mode: str | None = None, **overrides: Any):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.scenario = make_scenario(preset, **overrides)
+        self.devices_act = self.scenario.env.device_agents
+        decisions = ("aggregation", "specialization", "offloading") if self.devices_act else ("aggregation",)
+        self.core = EnvCore(self.scenario, decisions)
+        C, D = self.core.n_clusters, self.core.n_devices
+        self.possible_agents = [f"edge_{c}" for c in range(C)] + ([f"device_{d}" for d in range(D)]
+                                                                   if self.devices_act else [])
+        self.agents = []
+        shapes = self.core.obs_shapes()
+        f_dev, f_cl, f_g = shapes["devices"][1], shapes["clusters"][1], shapes["globals"][0]
+        G, S = len(self.core.groups), len(self.core.special_kinds)
+        self._obs_spaces, self._act_spaces = {}, {}
+        for a in self.possible_agents:
+            size = f_cl + f_g + 2 * f_dev if a.startswith("edge_") else f_dev + f_cl + f_g
+            self._obs_spaces[a] = spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32)
+            self._act_spaces[a] = spaces.MultiDiscrete(
+                [len(AGG_OPTIONS)] * G if a.startswith("edge_")
+                else [2] * S + [len(OFFLOAD_TARGETS)] * REQUESTS_PER_DEVICE_AGENT)
+        self._figure = None
+        self._rng = np.random.default_rng()
+
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self._obs_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.MultiDiscrete:
+        return self._act_spaces[agent]
+
+    # ------------------------------------------------------------------ API
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.core.reset(int(self._rng.integers(2**31 - 1)))
+        self.agents = list(self.possible_agents)
+        obs = self._observe()
+        return obs, {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, np.ndarray]):
+        if not self.agents:
+            raise RuntimeError("step() called on a finished episode: call reset()")
+        missing = [a for a in self.agents if a not in actions]
+        if missing:
+            raise ValueError(f"actions must hold one action per live agent; missing {missing}")
+        flat = self._joint_action(actions)
+        acc_before = dict(self.core.accuracy)
+        reward, terminated, truncated, info = self.core.step(flat)
+        rewards = ({a: reward for a in self.agents} if self.scenario.env.shared_reward
+                   else self._own_rewards(acc_before, info))
+        obs = self._observe()
+        agents = list(self.agents)
+        terms = {a: terminated for a in agents}
+        truncs = {a: truncated for a in agents}
+        infos = {a: info for a in agents}
+        if terminated or truncated:
+            self.agents = []
+        return obs, rewards, terms, truncs, infos
+
+    def render(self):
+        if self.render_mode is None:
+            return None
+        from hffm_env.envs.render import draw
+
+        image, self._figure = draw(self.core, self._figure, human=self.render_mode == "human")
+        return image if self.render_mode == "rgb_array" else None
+
+    def close(self):
+        if self._figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self._figure)
+            self._figure = None
+
+    # ------------------------------------------------------------------ helpers
+    def _observe(self) -> dict[str, np.ndarray]:
+        o = self.core.observe()
+        topo = self.core.fed.topology
+        out = {}
+        for a in self.possible_agents:
+            kind, i = a.split("_")
+            i = int(i)
+            if kind == "edge":
+                members = topo.members(i)
+                rows = o["devices"][members] if len(members) else np.zeros((1, o["devices"].shape[1]), np.float32)
+                out[a] = np.concatenate([o["clusters"][i], o["globals"], rows.mean(0), rows.max(0)])
+            else:
+                out[a] = np.concatenate([o["devices"][i], o["clusters"][topo.cluster[i]], o["globals"]])
+        return {a: out[a].astype(np.float32) for a in self.agents or self.possible_agents}
+
+    def _joint_action(self, actions) -> np.ndarray:
+        core = self.core
+        parts = []
+        G = len(core.groups)
+        agg = np.zeros(core.n_clusters * G, dtype=np.int64)
+        for c in range(core.n_clusters):
+            a = np.asarray(actions[f"edge_{c}"])
+            if not self._act_spaces[f"edge_{c}"].contains(a.astype(np.int64)):
+                raise ValueError(f"action of edge_{c} must be in {self._act_spaces[f'edge_{c}']}, got {a!r}")
+            agg[c * G:(c + 1) * G] = a
+        parts.append(agg)
+        if self.devices_act:
+            S = len(core.special_kinds)
+            spec = np.zeros(core.n_devices * S, dtype=np.int64)
+            req = core.fed.requests
+            off = core._fallback("offloading", core.config.max_requests)
+            for d in range(core.n_devices):
+                a = np.asarray(actions[f"device_{d}"]).astype(np.int64)
+                if not self._act_spaces[f"device_{d}"].contains(a):
+                    raise ValueError(f"action of device_{d} must be in {self._act_spaces[f'device_{d}']}, got {a!r}")
+                spec[d * S:(d + 1) * S] = a[:S]
+                mine = [i for i in np.nonzero(req.device == d)[0] if i < core.config.max_requests]
+                for k, i in enumerate(mine[:REQUESTS_PER_DEVICE_AGENT]):
+                    off[i] = a[S + k]
+            parts += [spec, off]
+        return np.concatenate(parts)
+
+    def _own_rewards(self, acc_before, info) -> dict[str, float]:
+        core, c = self.core, self.scenario.env
+        fed, topo = core.fed, core.fed.topology
+        rows = fed.ledger.records(fed.round_index)
+        node = rows["src"]
+        owner = np.where(node < topo.n_devices, topo.cluster[np.minimum(node, topo.n_devices - 1)],
+                         np.where(topo.tier[node] == 1, node - topo.tier_offsets[1], -1))
+        cloud_j = rows["joules"][owner < 0].sum() / topo.n_clusters
+        lat = info["latency_s"] / core.latency_scale
+        out = {}
+        for a in self.agents:
+            kind, i = a.split("_")
+            i = int(i)
+            if kind == "edge":
+                members = [int(d) for d in topo.members(i)]
+                energy = rows["joules"][owner == i].sum() + cloud_j
+                scale = core.energy_scale / topo.n_clusters
+            else:
+                members = [i]
+                energy = rows["joules"][node == i].sum()
+                scale = core.energy_scale / topo.n_devices
+            before = _mean_of(acc_before, members)
+            after = _mean_of(core.accuracy, members)
+            out[a] = float(c.w_acc * (after - before) - c.w_latency * lat - c.w_energy * energy / scale)
+        return out
+
+
+def _mean_of(acc: dict[int, dict[str, float]], nodes: list[int]) -> float:
+    vals = [v for d in nodes for v in acc.get(d, {}).values()]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+raw_env = HFFMParallelEnv
+
+
+def parallel_env(preset: str = "tiny", render_mode: str | None = None, **overrides: Any) -> HFFMParallelEnv:
+    """The parallel environment."""
+    return HFFMParallelEnv(preset, render_mode, **overrides)
+
+
+def env(preset: str = "tiny", render_mode: str | None = None, **overrides: Any):
+    """The AEC environment (PettingZoo's conversion of the parallel one)."""
+    return parallel_to_aec(parallel_env(preset, render_mode, **overrides))
