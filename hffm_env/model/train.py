@@ -179,7 +179,7 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
     return np.array([np.mean(losses[int(d)]) if losses[int(d)] else np.nan for d in devices])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices: np.ndarray,
              holders: np.ndarray, config: ModelConfig, split: str = "test",
              max_batch: int = 256) -> dict[int, dict[str, float]]:

@@ -26,7 +26,7 @@ def _rows(fed, kind, rows):
 
 
 def test_local_training_changes_only_what_devices_hold():
-    fed = _trained()
+    fed = _trained(federation__local_steps=2)      # a device with two tasks takes them in turn
     before = {n: t[0].clone() for n, t in fed.fresh.items()}
     held = fed.holds("heads.sensor")
     assert held.any() and (~held).any()
