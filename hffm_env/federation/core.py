@@ -913,8 +913,7 @@ class Federation:
                     out.append(self.set_active(d, False))
                     continue
                 if rng.random() < ev.task_arrival:
-                    new = [t for t in self.tasks if t not in mem.tasks[d]
-                           and set(task_spec(t).modalities) <= mem.modalities[d]]
+                    new = [t for t in self.tasks if t not in mem.tasks[d]]
                     if new:
                         out.append(self.add_task(d, new[rng.integers(len(new))]))
                 if rng.random() < ev.modality_off and len(mem.modalities[d]) > 1:
@@ -946,7 +945,8 @@ class Federation:
 
     def add_task(self, device: int, task: str) -> dict:
         """Task arrival: ``device`` starts holding ``task`` with a fresh shard drawn from
-        the task's pool (the median shard size of its holders); its head starts cold."""
+        the task's pool (the median shard size of its holders); its head starts cold,
+        and the task's modalities are switched on (a new task brings its sensors)."""
         d = self._check_device(device)
         check_choice("task", task, self.tasks)
         mem, cfg = self.members, self.data.config
@@ -958,6 +958,7 @@ class Federation:
         idx = self.event_rng.choice(len(self.data.pools[task].label), size=size, replace=False)
         n_test = max(1, int(round(cfg.test_fraction * size)))
         mem.tasks[d].append(task)
+        mem.modalities[d] |= set(task_spec(task).modalities)
         mem.train[d][task], mem.test[d][task] = np.sort(idx[n_test:]), np.sort(idx[:n_test])
         self._reset_rows(d, [f"heads.{task}"])
         return self._changed({"event": "task_arrival", "device": d, "task": task})

@@ -69,14 +69,15 @@ def test_relay_paths_charge_their_hops():
 
 def test_events_at_configured_rates():
     fed = Federation(make_scenario("tiny", federation__events__task_arrival=1.0, federation__events__leave=0.2,
-                                   federation__events__join=1.0, federation__events__modality_on=1.0), seed=1)
+                                   federation__events__join=1.0, federation__events__modality_on=1.0,
+                                   federation__events__modality_off=0.3), seed=1)
     kinds = set()
     for _ in range(4):
         res = fed.run_round([Aggregate(("adapters",), "edge")])
         kinds |= {e["event"] for e in res.events}
         for c in res.cold_starts:
             assert not fed.trained_ever[c.node, fed.kind_index(c.kind)]
-    assert {"task_arrival", "leave", "join", "modality_on"} <= kinds
+    assert {"task_arrival", "leave", "join", "modality_off"} <= kinds
     quiet = Federation(make_scenario("tiny"), seed=1)
     assert all(not quiet.run_round().events for _ in range(2))
 
