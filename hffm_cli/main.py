@@ -68,6 +68,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from benchmarks.bench_training import main as bench
 
         return bench(devices=args.devices, steps=args.steps, batch=args.batch)
+    if args.target == "env":
+        from benchmarks.bench_env import main as bench
+
+        return bench(presets=tuple(args.presets))
     raise AssertionError(args.target)
 
 
@@ -96,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_schedules)
 
     b = sub.add_parser("bench", help="run a benchmark")
-    b.add_argument("target", choices=["network", "training"])
+    b.add_argument("target", choices=["network", "training", "env"])
+    b.add_argument("--presets", nargs="+", default=["tiny", "paper"], help="env: presets to time")
     b.add_argument("--sizes", type=int, nargs="+", default=[40, 1000, 10000], help="network: device counts")
     b.add_argument("--rounds", type=int, default=20, help="network: timed rounds per size")
     b.add_argument("--devices", type=int, default=40, help="training: devices in the round")

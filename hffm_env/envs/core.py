@@ -365,7 +365,11 @@ class EnvCore:
                 cl = np.nonzero((col == direct) | (col == via))[0]
                 if cl.size:
                     ops.append((scope, kinds, tuple(cl.tolist()), tuple(np.nonzero(col == via)[0].tolist())))
-        return [_AggregateVia(kinds, scope, clusters, via) for scope, kinds, clusters, via in ops]
+        # groups with the same choice in every cluster move together, as one operation
+        merged: dict[tuple, list[str]] = {}
+        for scope, kinds, clusters, via in ops:
+            merged.setdefault((scope, clusters, via), []).extend(kinds)
+        return [_AggregateVia(kinds, scope, clusters, via) for (scope, clusters, via), kinds in merged.items()]
 
     def _default_aggregation(self) -> list:
         key = self.config.default_schedule

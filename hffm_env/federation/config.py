@@ -124,8 +124,8 @@ class FederationConfig:
 
     Local training: every participating device runs ``local_steps`` AdamW steps of
     batch ``batch_size`` on its own shards (a ``participation`` fraction of the active
-    devices, drawn each round; specialists always train, ``specialist_steps`` more
-    steps on the module they own). ``experts_per_device`` (None: all) is how many of
+    devices, drawn each round; specialists always take part, and train the module
+    they own ``specialist_steps`` more steps, 0 by default). ``experts_per_device`` (None: all) is how many of
     the MoE experts a device trains, drawn once per device. ``payload_scale``
     multiplies every module's real byte size on the wire (1 charges the real bank;
     the ``paper`` preset scales to the reference's 6 MB of adapters and heads).
@@ -141,7 +141,7 @@ class FederationConfig:
     local_steps: int = 2
     batch_size: int = 8
     participation: float = 1.0
-    specialist_steps: int = 2
+    specialist_steps: int = 0
     experts_per_device: int | None = None
     payload_scale: float = 1.0
     rule: str = "mean"

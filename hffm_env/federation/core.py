@@ -382,6 +382,7 @@ class Federation:
         eligible = np.array([d for d in range(self.n_devices) if view.shards.tasks[d]], dtype=np.int64)
         if cfg.participation < 1.0 and eligible.size:
             take = self.rng.random(eligible.size) < cfg.participation
+            take |= np.isin(eligible, [d for d, _ in self.roles.specialists])   # specialists always train
             if not take.any():
                 take[self.rng.integers(eligible.size)] = True
             participants = eligible[take]

@@ -13,6 +13,7 @@ add up to the transfer's.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Mapping
 
 import numpy as np
@@ -103,12 +104,16 @@ class FogNetwork:
         """Shortest D2D paths to (``toward_heads``) or from the cluster heads, weighted by
         this round's transfer time of the payload in that direction."""
         self._require_round()
-        key = (float(payload_bytes), bool(toward_heads))
+        fixed = self.config.d2d.fixed_latency_s > 0
+        # without a fixed per-hop latency every hop time scales with the payload: one
+        # tree (for one byte) serves every payload, its path times scaled
+        key = (float(payload_bytes) if fixed else 1.0, bool(toward_heads))
         if key not in self._routes:
             hop_s, _ = transfer_cost(self.config.d2d, 8.0 * key[0], self.d2d_rate_bps)
             self._routes[key] = shortest_path_tree(self.topology.n_devices, self.topology.d2d.edges, hop_s,
                                                    self.topology.heads, toward_heads=toward_heads)
-        return self._routes[key]
+        tree = self._routes[key]
+        return tree if fixed else replace(tree, path_s=tree.path_s * float(payload_bytes))
 
     # ------------------------------------------------------------------ charging
     @staticmethod
