@@ -54,3 +54,11 @@ def test_schedules_command_runs_every_table1_schedule(capsys):
     assert all(r["latency_s"] > 0 and 0.0 <= r["final_accuracy"] <= 1.0 for r in rows)
     assert main(["schedules", "--rounds", "0"]) == 2
     assert "--rounds must be" in capsys.readouterr().err
+
+
+def test_env_benchmark_measures_and_splits():
+    from benchmarks.bench_env import bench
+
+    r = bench("hffm_env/Aggregation-v0", "tiny", steps=3)
+    assert r["steps_per_s"] > 0 and r["split"]["training"] > 0 and r["split"]["evaluation"] > 0
+    assert abs(sum(r["split"].values()) - 1.0) < 1e-6 or sum(r["split"].values()) >= 1.0
