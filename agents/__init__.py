@@ -1,6 +1,7 @@
-"""Fixed and learned controllers for the hffm-env environments.
+"""Fixed controllers for the hffm-env environments: the paper's Table I schedules,
+heuristics for relaying, specialization and offloading, and a random policy, all
+with SB3's ``predict`` signature. See :mod:`agents.policies`."""
 
-Planned (issue #6): the paper's Table I schedules as policies with SB3's
-``predict`` signature, heuristics for relaying, specialization and offloading, and
-a random policy. Nothing is implemented here yet.
-"""
+from agents.policies import BASELINES, SCHEDULE_KEYS, BasePolicy, applies, make_policy, schedule_from_key
+
+__all__ = ["BASELINES", "BasePolicy", "SCHEDULE_KEYS", "applies", "make_policy", "schedule_from_key"]

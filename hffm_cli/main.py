@@ -75,9 +75,28 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     raise AssertionError(args.target)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.train import train
+
+    print(f"model: {train(args)}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from evaluation.evaluate import main as evaluate_main
+
+    argv = ["--env", args.env, "--preset", args.preset, "--seeds", str(args.seeds), "--out", args.out]
+    if args.policies is not None:
+        argv += ["--policies", args.policies]
+    for o in args.overrides:
+        argv += ["--set", o]
+    return evaluate_main(argv)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    # Until the RL layers land, the main job reproduces the paper's cost table.
-    return _cmd_costs(argparse.Namespace(preset="paper", rounds=8, seeds=100, json=False))
+    from training.demo import main as demo
+
+    return demo(steps=args.steps, seeds=args.seeds, out=args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, default=8, help="training: samples per step")
     b.set_defaults(func=_cmd_bench)
 
-    d = sub.add_parser("demo", help="the main job (see README)")
+    from evaluation.evaluate import build_parser as evaluate_parser
+    from training.train import build_parser as train_parser
+
+    t = sub.add_parser("train", help="train a controller with stable-baselines3")
+    train_parser(t)
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="compare policies on held-out seeds (table + plots)")
+    evaluate_parser(e)
+    e.set_defaults(func=_cmd_evaluate)
+
+    d = sub.add_parser("demo", help="the main job: train PPO on Aggregation-v0 (tiny), compare with the baselines")
+    d.add_argument("--steps", type=int, default=None, help="PPO training steps (default: the demo's budget)")
+    d.add_argument("--seeds", type=int, default=5, help="held-out evaluation seeds (default 5)")
+    d.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     d.set_defaults(func=_cmd_demo)
     return p
 

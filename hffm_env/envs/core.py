@@ -5,8 +5,9 @@ Decisions (``EnvConfig``/``DECISIONS``), each a block of a ``MultiDiscrete`` act
 
 * **aggregation** — per cluster and module group (``AGG_GROUPS``), one of
   ``AGG_OPTIONS``: nothing, D2D consensus (gather at the head), edge aggregation
-  (devices upload, or the head uploads after a D2D gather), or cloud aggregation
-  (the same two paths to the edge servers, then up);
+  (devices upload, or the head uploads after a D2D gather), cloud aggregation
+  (the same two paths to the edge servers, then up), or star (the cluster's devices
+  send straight to the cloud; the star clusters aggregate together there);
 * **relaying** — per pending cold-start slot, one of ``RELAY_OPTIONS``: leave it cold,
   relay from the best D2D peer, from the edge server's copy, from the cloud's copy,
   or from the best holder anywhere through the servers;
@@ -35,7 +36,7 @@ from hffm_env.network.schedules import table1_schedules
 from hffm_env.scenario import Scenario
 
 AGG_GROUPS = (("adapters",), ("prompts",), ("experts", "gate"), ("encoders",), ("heads",))
-AGG_OPTIONS = ("none", "d2d", "edge", "edge_via_head", "cloud", "cloud_via_head")
+AGG_OPTIONS = ("none", "d2d", "edge", "edge_via_head", "cloud", "cloud_via_head", "star")
 RELAY_OPTIONS = ("none", "d2d_peer", "edge_copy", "cloud_copy", "best_anywhere")
 
 
@@ -116,7 +117,8 @@ class EnvCore:
         mem = fed.members
         div_c, div_g = self._divergence()
         r = max(fed.round_index, 0)
-        stale = np.where(fed.last_sync >= 0, r - fed.last_sync, r + 1).astype(np.float32)
+        # rounds since a copy was received, in episodes (never received: the rounds so far + 1)
+        stale = (np.where(fed.last_sync >= 0, r - fed.last_sync, r + 1) / self.config.max_rounds).astype(np.float32)
         acc = np.zeros((D, T), dtype=np.float32)
         for d, per in self.accuracy.items():
             for t, a in per.items():
@@ -135,7 +137,7 @@ class EnvCore:
             np.array([[t in fed.active_tasks(d) for t in self.tasks] for d in range(D)]),
             np.array([[sum(len(mem.train[d][t]) for t in fed.active_tasks(d)) / self.scenario.data.pool_size,
                        topo.cluster[d] / max(C - 1, 1), float(d in topo.heads), float(host[d])] for d in range(D)]),
-            np.nan_to_num(up[:D, None] / 1e6),
+            _log_rate(up[:D, None]),
             acc, stale[:D], div_c, div_g, spec, cold,
         ], axis=1).astype(np.float32)
         edges = topo.tier_ids(1)
@@ -148,12 +150,14 @@ class EnvCore:
                 vals = [self.accuracy[d][t] for d in members if t in self.accuracy[d]]
                 cl_acc[c, j] = np.mean(vals) if vals else 0.0
         heads = topo.heads
-        head_up = np.array([up[h] / 1e6 if h >= 0 else 0.0 for h in heads])
+        head_up = np.array([up[h] if h >= 0 else 0.0 for h in heads])
         clus = np.concatenate([
-            np.stack([sizes, active_c, np.nan_to_num(head_up), np.nan_to_num(up[edges] / 1e6)], axis=1),
+            np.stack([sizes / max(self.n_devices, 1), active_c / max(self.n_devices, 1), _log_rate(head_up),
+                      _log_rate(up[edges])], axis=1),
             cl_acc, stale[edges], self._server_divergence(edges)], axis=1).astype(np.float32)
-        glob = np.array([self.round / self.config.max_rounds, self.energy_spent / self.energy_scale,
-                         self.latency_spent / self.latency_scale, self.mean_accuracy, self.last["delta_accuracy"],
+        R = self.config.max_rounds
+        glob = np.array([self.round / R, self.energy_spent / self.energy_scale / R,
+                         self.latency_spent / self.latency_scale / R, self.mean_accuracy, self.last["delta_accuracy"],
                          self.last["latency"], self.last["energy"], len(fed.cold_starts) / self.config.max_cold_starts,
                          len(fed.requests) / self.config.max_requests], dtype=np.float32)
         return {"devices": dev, "clusters": clus, "globals": glob, "requests": self._request_rows(),
@@ -365,11 +369,15 @@ class EnvCore:
                 cl = np.nonzero((col == direct) | (col == via))[0]
                 if cl.size:
                     ops.append((scope, kinds, tuple(cl.tolist()), tuple(np.nonzero(col == via)[0].tolist())))
+            star = np.nonzero(col == AGG_OPTIONS.index("star"))[0]
+            if star.size:
+                ops.append(("star", kinds, tuple(star.tolist()), ()))
         # groups with the same choice in every cluster move together, as one operation
         merged: dict[tuple, list[str]] = {}
         for scope, kinds, clusters, via in ops:
             merged.setdefault((scope, clusters, via), []).extend(kinds)
-        return [_AggregateVia(kinds, scope, clusters, via) for (scope, clusters, via), kinds in merged.items()]
+        return [Aggregate(tuple(kinds), "cloud", "star", clusters) if scope == "star"
+                else _AggregateVia(kinds, scope, clusters, via) for (scope, clusters, via), kinds in merged.items()]
 
     def _default_aggregation(self) -> list:
         key = self.config.default_schedule
@@ -449,6 +457,11 @@ class _AggregateVia(Aggregate):
     def __init__(self, kinds, scope, clusters, via):
         super().__init__(tuple(kinds), scope, None, tuple(clusters))
         object.__setattr__(self, "via", tuple(via))
+
+
+def _log_rate(rate_bps) -> np.ndarray:
+    """A link rate as log10(1 + Mbit/s): 0 for none, about 2 for 100 Mbit/s."""
+    return np.log10(1.0 + np.nan_to_num(np.asarray(rate_bps, dtype=np.float64)) / 1e6)
 
 
 def _mean(acc: dict[int, dict[str, float]]) -> float:

@@ -4,7 +4,7 @@
 
 | id | the agent decides | the rest (default fixed policy) |
 | --- | --- | --- |
-| ``hffm_env/Aggregation-v0`` | per cluster and module group: none, D2D consensus, edge, edge via head, cloud, cloud via head | cold starts stay cold, no specialists, requests local if the device can host the model else edge |
+| ``hffm_env/Aggregation-v0`` | per cluster and module group: none, D2D consensus, edge, edge via head, cloud, cloud via head, star | cold starts stay cold, no specialists, requests local if the device can host the model else edge |
 | ``hffm_env/Relaying-v0`` | per pending cold start: none, D2D peer, edge copy, cloud copy, best holder anywhere | aggregation by ``env.default_schedule`` (HF-FM, E_agg = 2) |
 | ``hffm_env/Specialization-v0`` | per device and encoder/head: specialist or not | as above |
 | ``hffm_env/Offloading-v0`` | per pending inference request: local, D2D peer, edge, cloud | as above |
@@ -18,15 +18,16 @@ inference requests (1 per device and round) unless overridden.
 
 * ``devices [D, 5 + 2T + 5K + 3]``: active; modalities on (image, text, sensor); tasks
   active; training samples / pool size; cluster index (scaled to [0, 1]); is cluster
-  head; can host the model; uplink rate (Mbit/s); last accuracy per task; per kind:
-  rounds since the copy was last received, relative distance to its cluster's mean
-  copy and to all holders' mean, specialist flag, pending cold start.
-* ``clusters [C, 4 + T + 2K]``: members, active members, head's and edge server's
-  uplink rate (Mbit/s), mean accuracy per task, per kind the edge copy's staleness
-  and distance to the holders' mean.
-* ``globals [9]``: round / max_rounds, energy and latency spent (in reference rounds),
-  mean accuracy, last Δaccuracy, last latency and energy (in reference rounds),
-  pending cold starts and requests (per slot).
+  head; can host the model; uplink rate as log10(1 + Mbit/s); last accuracy per
+  task; per kind: rounds since the copy was last received (in episodes of
+  ``max_rounds``), relative distance to its cluster's mean copy and to all holders'
+  mean, specialist flag, pending cold start.
+* ``clusters [C, 4 + T + 2K]``: members and active members (per device of the
+  network), head's and edge server's uplink rate (log10(1 + Mbit/s)), mean accuracy
+  per task, per kind the edge copy's staleness and distance to the holders' mean.
+* ``globals [9]``: round / max_rounds, energy and latency spent (in reference rounds,
+  per round of the episode), mean accuracy, last Δaccuracy, last latency and energy
+  (in reference rounds), pending cold starts and requests (per slot).
 * ``requests [R, 3 + T + 4 + 1]``: present, device, cluster, task one-hot, valid
   targets, input kB. ``cold_starts [M, 2 + K + 5]``: present, device, kind one-hot,
   valid relay sources.

@@ -6,7 +6,7 @@ and its head), and with ``env__device_agents=True`` also the devices
 
 * ``edge_c`` observes its cluster's row, the globals, and the mean and max of its
   current members' device rows (see :mod:`hffm_env.envs.hffm_env` for the
-  features); it acts ``MultiDiscrete([6] × groups)``: its cluster's aggregation
+  features); it acts ``MultiDiscrete([7] × groups)``: its cluster's aggregation
   choice per module group (``AGG_OPTIONS``).
 * ``device_d`` observes its own row, its cluster's row and the globals; it acts
   ``MultiDiscrete([2] × S + [4] × 2)``: whether it specialises in each encoder/head,

@@ -1,0 +1,265 @@
+"""Fixed controllers with SB3's ``predict(obs, state, episode_start, deterministic)``.
+
+Every policy is built for one env (``policy = make_policy("hfm_2", env)``) and acts on
+that env's whole ``MultiDiscrete`` action, block by block (aggregation, relaying,
+specialization, offloading; only the blocks the env exposes). A policy decides each
+block it knows and leaves the others to the env's default fixed policy's choice.
+
+* **Table I schedules** (``star``, ``edge_only``, ``edge_only_d2d``, ``hfm_<E>``,
+  ``hfm_d2d_<E>``, any ``E_agg``) decide the aggregation block from the round number
+  alone (read from ``obs["globals"][0]``): every cluster and module group takes the
+  schedule's level of that round.
+* **Heuristics** (they read the simulator's state through ``env.unwrapped.core``, as a
+  privileged controller would): relaying from the nearest holder of the module (a
+  D2D peer, else the edge copy, else the cloud copy, else any holder);
+  specialization of the device with the most data for each encoder/head in each
+  cluster; offloading to the cheapest target (local, peer, edge, cloud in that
+  order) whose copy's last known accuracy meets a floor.
+* **local_only**: no aggregation (a cost floor; not in Table I).
+* **random**: uniform over the valid options of every dimension.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from hffm_env.envs.core import AGG_OPTIONS, RELAY_OPTIONS
+from hffm_env.federation.ops import OFFLOAD_TARGETS
+from hffm_env.network.schedules import AggregationSchedule
+
+SCHEDULE_KEYS = ("star", "edge_only", "edge_only_d2d", "hfm_2", "hfm_8", "hfm_d2d_2", "hfm_d2d_8")
+
+
+def schedule_from_key(key: str) -> AggregationSchedule:
+    """``star``, ``edge_only``, ``edge_only_d2d``, ``hfm_<E>`` or ``hfm_d2d_<E>``."""
+    if key == "star":
+        return AggregationSchedule("FFM star topology", star=True)
+    if key == "edge_only":
+        return AggregationSchedule("FFM edge aggregation only", periods=(1, None))
+    if key == "edge_only_d2d":
+        return AggregationSchedule("FFM edge aggregation only + D2D", periods=(1, None), d2d=True)
+    m = re.fullmatch(r"hfm(_d2d)?_(\d+)", key)
+    if m:
+        e = int(m.group(2))
+        d2d = bool(m.group(1))
+        return AggregationSchedule(f"HF-FM{'+D2D' if d2d else ''} (E_agg={e})", periods=(1, e), d2d=d2d)
+    raise ValueError(f"schedule must be star, edge_only, edge_only_d2d, hfm_<E> or hfm_d2d_<E>, got {key!r}")
+
+
+class BasePolicy:
+    """Common plumbing: the env's blocks, the defaults for blocks a policy leaves alone."""
+
+    name = "base"
+
+    def __init__(self, env):
+        self.env = env
+        self.core = env.unwrapped.core
+        self.blocks = self.core.decisions
+        self.sizes = [len(self.core.action_nvec(d)) for d in self.blocks]
+
+    # SB3's signature, so evaluation treats learned and fixed policies alike
+    def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
+        parts = []
+        for block, n in zip(self.blocks, self.sizes):
+            choice = self.decide(block, observation)
+            choice = self._default(block, n) if choice is None else np.asarray(choice, dtype=np.int64).copy()
+            # a fixed policy never plays a masked option: such dimensions take the default's
+            bad = ~self.core.masks(block)[np.arange(n), choice]
+            choice[bad] = self.core._fallback(block, n)[bad]
+            parts.append(choice)
+        return np.concatenate(parts).astype(np.int64), state
+
+    def decide(self, block: str, observation) -> np.ndarray | None:
+        return None
+
+    def _default(self, block: str, n: int) -> np.ndarray:
+        if block == "aggregation":
+            return self._schedule_choice(self.core.config.default_schedule, observation=None)
+        return self.core._fallback(block, n)
+
+    def _round(self) -> int:
+        return self.core.round + 1                       # the round this action drives (1-based)
+
+    def _schedule_choice(self, key: str, observation) -> np.ndarray:
+        n = len(self.core.action_nvec("aggregation"))
+        if key == "none":
+            return np.zeros(n, dtype=np.int64)
+        s = schedule_from_key(key)
+        if s.star:
+            return np.full(n, AGG_OPTIONS.index("star"), dtype=np.int64)
+        level = s.level(self._round())
+        option = {0: "none", 1: "d2d" if s.d2d else "edge"}.get(level, "cloud_via_head" if s.d2d else "cloud")
+        return np.full(n, AGG_OPTIONS.index(option), dtype=np.int64)
+
+
+class SchedulePolicy(BasePolicy):
+    """One of the paper's fixed aggregation schedules (Table I)."""
+
+    def __init__(self, env, key: str):
+        super().__init__(env)
+        schedule_from_key(key)
+        self.key = key
+        self.name = key
+
+    def decide(self, block, observation):
+        if block == "aggregation":
+            return self._schedule_choice(self.key, observation)
+        return None
+
+
+class LocalOnlyPolicy(BasePolicy):
+    """No aggregation at all: every device keeps fine-tuning its own copy (a reference
+    point below every Table I schedule in cost)."""
+
+    name = "local_only"
+
+    def decide(self, block, observation):
+        if block == "aggregation":
+            return np.zeros(len(self.core.action_nvec("aggregation")), dtype=np.int64)
+        return None
+
+
+class RelayHeuristic(BasePolicy):
+    """Serve every cold start from the nearest holder: D2D peer, edge copy, cloud copy, anyone."""
+
+    name = "relay_nearest"
+
+    def decide(self, block, observation):
+        if block != "relaying":
+            return None
+        mask = self.core.masks("relaying")
+        out = np.zeros(len(mask), dtype=np.int64)
+        for i, m in enumerate(mask):
+            for option in ("d2d_peer", "edge_copy", "cloud_copy", "best_anywhere"):
+                if m[RELAY_OPTIONS.index(option)]:
+                    out[i] = RELAY_OPTIONS.index(option)
+                    break
+        return out
+
+
+class SpecializationHeuristic(BasePolicy):
+    """In each cluster, the device with the most training data for an encoder/head specialises in it."""
+
+    name = "specialize_most_data"
+
+    def decide(self, block, observation):
+        if block != "specialization":
+            return None
+        core, fed = self.core, self.core.fed
+        S = len(core.special_kinds)
+        out = np.zeros(core.n_devices * S, dtype=np.int64)
+        for j, kind in enumerate(core.special_kinds):
+            counts = fed.sample_counts(kind)
+            for c in range(core.n_clusters):
+                members = fed.topology.members(c)
+                members = members[counts[members] > 0]
+                if members.size:
+                    out[int(members[np.argmax(counts[members])]) * S + j] = 1
+        return out
+
+
+class OffloadHeuristic(BasePolicy):
+    """Run each request at the cheapest target whose copy's last known accuracy on the
+    request's task reaches ``accuracy_floor`` (else at the most accurate valid one)."""
+
+    name = "offload_cheapest"
+
+    def __init__(self, env, accuracy_floor: float = 0.5):
+        super().__init__(env)
+        self.floor = accuracy_floor
+
+    def decide(self, block, observation):
+        if block != "offloading":
+            return None
+        core, fed = self.core, self.core.fed
+        out = core._fallback("offloading", len(core.action_nvec("offloading")))
+        req = fed.requests
+        if not len(req):
+            return out
+        mask = fed.offload_mask()
+        acc = core.accuracy
+        topo = fed.topology
+        for i in range(min(len(req), len(out))):
+            d, t = int(req.device[i]), req.task[i]
+            peer = fed.peer_for(d, t)
+            cluster = [x for x in topo.members(topo.cluster[d]) if t in acc.get(int(x), {})]
+            everyone = [x for x in acc if t in acc[x]]
+            estimate = [acc.get(d, {}).get(t, 0.0), acc.get(peer, {}).get(t, 0.0) if peer >= 0 else 0.0,
+                        np.mean([acc[x][t] for x in cluster]) if cluster else 0.0,
+                        np.mean([acc[x][t] for x in everyone]) if everyone else 0.0]
+            valid = [j for j in range(len(OFFLOAD_TARGETS)) if mask[i, j]]
+            good = [j for j in valid if estimate[j] >= self.floor]
+            out[i] = good[0] if good else max(valid, key=lambda j: estimate[j])
+        return out
+
+
+class RandomPolicy(BasePolicy):
+    """Uniform over the valid options of every dimension (its own seeded generator)."""
+
+    name = "random"
+
+    def __init__(self, env, seed: int = 0):
+        super().__init__(env)
+        self.rng = np.random.default_rng(seed)
+
+    def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
+        mask, out, off = self.core.action_masks(), [], 0
+        for n in self.core.nvec():
+            out.append(int(self.rng.choice(np.nonzero(mask[off:off + n])[0])))
+            off += n
+        return np.array(out, dtype=np.int64), state
+
+
+class CombinedPolicy(BasePolicy):
+    """Each block decided by the first of ``policies`` that decides it."""
+
+    def __init__(self, env, policies: list[BasePolicy], name: str):
+        super().__init__(env)
+        self.policies = policies
+        self.name = name
+
+    def decide(self, block, observation):
+        for p in self.policies:
+            choice = p.decide(block, observation)
+            if choice is not None:
+                return choice
+        return None
+
+
+BASELINES = SCHEDULE_KEYS + ("local_only", "heuristics", "random")
+
+
+def make_policy(name: str, env, seed: int = 0) -> BasePolicy:
+    """A fixed policy by name: a schedule key (``hfm_4`` etc. too), ``local_only``, ``relay_nearest``,
+    ``specialize_most_data``, ``offload_cheapest``, ``heuristics`` (all three
+    heuristics with HF-FM E_agg=2 aggregation), or ``random``."""
+    if name == "random":
+        return RandomPolicy(env, seed)
+    if name == "local_only":
+        return LocalOnlyPolicy(env)
+    if name == "relay_nearest":
+        return RelayHeuristic(env)
+    if name == "specialize_most_data":
+        return SpecializationHeuristic(env)
+    if name == "offload_cheapest":
+        return OffloadHeuristic(env)
+    if name == "heuristics":
+        return CombinedPolicy(env, [SchedulePolicy(env, "hfm_2"), RelayHeuristic(env), SpecializationHeuristic(env),
+                                    OffloadHeuristic(env)], "heuristics")
+    try:
+        return SchedulePolicy(env, name)
+    except ValueError:
+        raise ValueError(f"policy must be one of {', '.join(BASELINES)}, relay_nearest, specialize_most_data, "
+                         f"offload_cheapest, hfm_<E>, hfm_d2d_<E>, or a saved model path, got {name!r}") from None
+
+
+def applies(name: str, env_id: str) -> bool:
+    """Whether the fixed policy ``name`` decides anything on ``env_id`` (else it is the default policy)."""
+    blocks = {"Aggregation": {"aggregation"}, "Relaying": {"relaying"}, "Specialization": {"specialization"},
+              "Offloading": {"offloading"}, "HFFM": {"aggregation", "relaying", "specialization", "offloading"}}
+    exposed = blocks[env_id.split("/")[-1].split("-")[0]]
+    needs = {"relay_nearest": {"relaying"}, "specialize_most_data": {"specialization"},
+             "offload_cheapest": {"offloading"}, "random": set(exposed), "heuristics": set(exposed)}
+    return bool(needs.get(name, {"aggregation"}) & exposed)

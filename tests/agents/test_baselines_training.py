@@ -1,0 +1,96 @@
+"""Baselines on every id they apply to; hffm train / evaluate as a user runs them; the multi-agent path."""
+
+import csv
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import hffm_env
+from agents import BASELINES, applies, make_policy, schedule_from_key
+from hffm_cli.main import main as hffm
+from evaluation.evaluate import run_episode
+
+EXTRA = ("relay_nearest", "specialize_most_data", "offload_cheapest", "local_only")
+
+
+@pytest.mark.parametrize("env_id", list(hffm_env.ENV_IDS))
+def test_every_baseline_runs_an_episode_without_masked_choices(env_id):
+    for name in BASELINES + EXTRA:
+        if not applies(name, env_id):
+            continue
+        env = gym.make(env_id, preset="tiny", env__max_rounds=2, env__invalid_action="raise")
+        ep = run_episode(env, make_policy(name, env), seed=10_000)
+        assert len(ep.accuracy) == 2 and np.isfinite(ep.ret), name
+
+
+def test_schedule_policies_follow_table1_levels():
+    env = gym.make("hffm_env/Aggregation-v0", preset="tiny", env__max_rounds=4)
+    obs, _ = env.reset(seed=0)
+    p = make_policy("hfm_d2d_2", env)
+    first, _ = p.predict(obs)
+    env.step(first)
+    second, _ = p.predict(obs)
+    assert set(first) == {1} and set(second) == {5}           # D2D consensus, then cloud via the heads
+    star, _ = make_policy("star", env).predict(obs)
+    assert set(star) == {6}
+    assert schedule_from_key("hfm_4").periods == (1, 4)
+    with pytest.raises(ValueError, match="policy must be one of"):
+        make_policy("oracle", env)
+
+
+def test_train_writes_a_loadable_model(tmp_path):
+    from stable_baselines3 import PPO
+
+    out = tmp_path / "ppo"
+    assert hffm(["train", "--algo", "ppo", "--steps", "64", "--n-steps", "32", "--batch-size", "32",
+                 "--n-epochs", "1", "--out", str(out), "--no-progress", "--set", "env__max_rounds=8"]) == 0
+    model = PPO.load(str(out / "model.zip"))
+    env = gym.make("hffm_env/Aggregation-v0", preset="tiny")
+    obs, _ = env.reset(seed=1)
+    action, _ = model.predict(obs)
+    assert env.action_space.contains(action)
+    assert json.loads((out / "run.json").read_text())["overrides"] == {"env__max_rounds": 8}
+    assert list((out / "monitor").glob("*.csv")) and (out / "tb").is_dir()
+
+
+def test_train_maskable_ppo_with_two_subprocess_envs(tmp_path):
+    out = tmp_path / "mppo"
+    assert hffm(["train", "--algo", "maskable_ppo", "--steps", "64", "--n-steps", "16", "--batch-size", "32",
+                 "--n-epochs", "1", "--n-envs", "2", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "model.zip").is_file()
+
+
+def test_train_rejects_dqn_and_eval_seeds(capsys):
+    assert hffm(["train", "--algo", "dqn", "--steps", "10"]) == 2
+    assert "needs a Discrete action space" in capsys.readouterr().err
+    assert hffm(["train", "--seed", "10000", "--steps", "10"]) == 2
+    assert "evaluation holds out seeds" in capsys.readouterr().err
+
+
+def test_multi_agent_parameter_sharing_trains(tmp_path):
+    out = tmp_path / "ma"
+    assert hffm(["train", "--env", "hffm_v0", "--algo", "ppo", "--steps", "64", "--n-steps", "16",
+                 "--batch-size", "32", "--n-epochs", "1", "--out", str(out), "--no-progress",
+                 "--set", "env__max_rounds=4"]) == 0
+    assert (out / "model.zip").is_file()
+
+
+def test_evaluate_writes_table_with_every_row(tmp_path, capsys):
+    out = tmp_path / "ev"
+    model_dir = tmp_path / "m"
+    assert hffm(["train", "--algo", "a2c", "--steps", "16", "--n-steps", "8", "--out", str(model_dir),
+                 "--no-progress", "--set", "env__max_rounds=2"]) == 0
+    policies = "star,edge_only,random," + str(model_dir / "model.zip")
+    assert hffm(["evaluate", "--seeds", "2", "--policies", policies, "--out", str(out),
+                 "--set", "env__max_rounds=2"]) == 0
+    with open(out / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["policy"] for r in rows] == ["star", "edge_only", "random", "a2c:m"]
+    assert all(int(r["episodes"]) == 2 for r in rows)
+    md = (out / "table.md").read_text()
+    assert "± " in md and "a2c:m" in md
+    for name in ("accuracy_vs_energy.png", "pareto.png", "learning_curves.png"):
+        assert (out / name).stat().st_size > 1000, name
+    assert hffm(["evaluate", "--seeds", "1", "--policies", "nonsense", "--out", str(out)]) == 2
