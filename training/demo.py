@@ -16,6 +16,10 @@ DEMO_ENV = "hffm_env/Aggregation-v0"
 DEMO_PRESET = "tiny"
 DEMO_STEPS = 4096
 DEMO_OVERRIDES: dict = {}
+# PPO settings found for this budget (README, Training and evaluation): short rollouts,
+# a higher learning rate, no entropy bonus and a short horizon learn the cost side fast.
+DEMO_PPO = ["--n-steps", "64", "--batch-size", "64", "--learning-rate", "1e-3", "--ent-coef", "0.0",
+            "--gamma", "0.9"]
 
 
 def main(steps: int | None = None, seeds: int = 5, out: str = "runs/demo") -> int:
@@ -27,7 +31,7 @@ def main(steps: int | None = None, seeds: int = 5, out: str = "runs/demo") -> in
     out_dir = Path(out)
     t0 = time.time()
     argv = ["--algo", "ppo", "--env", DEMO_ENV, "--preset", DEMO_PRESET, "--steps", str(steps), "--seed", "0",
-            "--out", str(out_dir / "ppo")]
+            "--out", str(out_dir / "ppo"), *DEMO_PPO]
     for k, v in DEMO_OVERRIDES.items():
         argv += ["--set", f"{k}={v}"]
     model = train(build_parser().parse_args(argv))
