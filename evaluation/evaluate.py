@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--seeds must be an integer >= 1, got {args.seeds}")
         policies = ([p for p in BASELINES if applies(p, args.env)] if args.policies is None
                     else [p.strip() for p in args.policies.split(",") if p.strip()])
-        rows = evaluate(args.env, args.preset, args.seeds, policies, Path(args.out),
+        evaluate(args.env, args.preset, args.seeds, policies, Path(args.out),
                         dict(parse_override(o) for o in args.overrides))
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"hffm evaluate: error: {e}", file=sys.stderr)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hffm_env.data import task_spec
 from hffm_env.data.registry import MODALITIES
 from hffm_env.envs.config import DECISIONS
 from hffm_env.federation.core import Federation, RoundResult, module_kinds

@@ -303,29 +303,13 @@ class Federation:
         kinds every active device with a task; an encoder the devices with an active
         task of its modality; a head the devices with that task active."""
         self.kind_index(kind)
-        out = np.zeros(self.n_devices, dtype=bool)
-        for d in range(self.n_devices):
-            tasks = self.members.active_tasks(d)
-            if kind in SHARED_KINDS:
-                out[d] = bool(tasks)
-            elif kind.startswith("heads."):
-                out[d] = kind[6:] in tasks
-            else:
-                out[d] = any(ENCODER_OF[m] == kind for t in tasks for m in task_spec(t).modalities)
-        return out
+        return np.array([bool(self._tasks_for(d, kind)) for d in range(self.n_devices)], dtype=bool)
 
     def sample_counts(self, kind: str) -> np.ndarray:
         """Training samples behind each device's copy of ``kind`` (0 where not held)."""
-        held = self.holds(kind)
-        out = np.zeros(self.n_devices)
-        for d in np.nonzero(held)[0]:
-            tasks = self.members.active_tasks(d)
-            if kind.startswith("heads."):
-                tasks = [kind[6:]]
-            elif kind not in SHARED_KINDS:
-                tasks = [t for t in tasks if any(ENCODER_OF[m] == kind for m in task_spec(t).modalities)]
-            out[d] = sum(len(self.members.train[d][t]) for t in tasks)
-        return out
+        self.kind_index(kind)
+        return np.array([sum(len(self.members.train[d][t]) for t in self._tasks_for(d, kind))
+                         for d in range(self.n_devices)], dtype=np.float64)
 
     def view(self, only: dict[int, list[str]] | None = None) -> FederatedData:
         """The federated data as it stands (active devices' active tasks; ``only``
@@ -408,15 +392,10 @@ class Federation:
         return losses
 
     def _kinds_held_by(self, d: int) -> list[str]:
-        tasks = self.members.active_tasks(d)
-        if not tasks:
-            return []
-        mods = {m for t in tasks for m in task_spec(t).modalities}
-        return ([k for k in self.kinds if k in SHARED_KINDS] + [ENCODER_OF[m] for m in MODALITIES if m in mods
-                                                                 and ENCODER_OF[m] in self.kinds]
-                + [f"heads.{t}" for t in tasks])
+        return [k for k in self.kinds if self._tasks_for(d, k)]
 
     def _tasks_for(self, d: int, kind: str) -> list[str]:
+        """The active tasks of device ``d`` whose training feeds module ``kind``."""
         tasks = self.members.active_tasks(d)
         if kind.startswith("heads."):
             return [kind[6:]] if kind[6:] in tasks else []
@@ -821,7 +800,7 @@ class Federation:
         return float(sum(size[m] for m in task_spec(task).modalities))
 
     def _charge_inference(self, targets: tuple[str, ...], holder: np.ndarray) -> np.ndarray:
-        r, topo, net, led = self.requests, self.topology, self.net, self.ledger
+        r, net, led = self.requests, self.net, self.ledger
         inf = self.config.inference
         latency = np.zeros(len(r))
         inp = np.array([self.input_bytes(t) for t in r.task])

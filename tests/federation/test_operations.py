@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hffm_env import ConfigError, make_scenario
-from hffm_env.federation import Aggregate, Federation, Offload, Relay, Specialize
+from hffm_env.federation import Aggregate, Federation, Offload, Specialize
 from hffm_env.federation.aggregation import robust_combine
 from hffm_env.federation.schedules import run_schedules, schedule_ops
 from hffm_env.network.schedules import table1_schedules
