@@ -376,7 +376,9 @@ class EnvCore:
         for scope, kinds, clusters, via in ops:
             merged.setdefault((scope, clusters, via), []).extend(kinds)
         return [Aggregate(tuple(kinds), "cloud", "star", clusters) if scope == "star"
-                else _AggregateVia(kinds, scope, clusters, via) for (scope, clusters, via), kinds in merged.items()]
+                else Aggregate(tuple(kinds), scope, "gather" if scope == "d2d" else "direct", clusters,
+                               d2d_clusters=via or None)
+                for (scope, clusters, via), kinds in merged.items()]
 
     def _default_aggregation(self) -> list:
         key = self.config.default_schedule
@@ -388,7 +390,7 @@ class EnvCore:
     def step(self, action) -> tuple[float, bool, bool, dict]:
         parts = self.split(action)
         ops = self.ops(parts)
-        res = self._run(ops)
+        res = self.fed.run_round(ops)
         self.last_result = res
         self.round += 1
         self.accuracy = res.accuracy
@@ -422,40 +424,6 @@ class EnvCore:
             "invalid_actions": list(self.invalid),
         }
         return reward, bool(terminated), bool(truncated), info
-
-    def _run(self, ops: list) -> RoundResult:
-        fed = self.fed
-        plain = [op for op in ops if not isinstance(op, _AggregateVia)]
-        via = [op for op in ops if isinstance(op, _AggregateVia)]
-        if not via:
-            return fed.run_round(plain)
-        # run_round's phases, with per-cluster paths for the aggregations
-        fed.begin_round()
-        for op in plain:
-            if isinstance(op, Specialize):
-                fed.specialize(op.node, op.kind, op.revoke)
-        for op in plain:
-            if isinstance(op, Relay):
-                fed.relay(op.kind, op.source, op.target, op.path)
-        fed.train()
-        for op in plain:
-            if isinstance(op, Aggregate):
-                fed.aggregate(op.kinds, op.scope, path=op.path, clusters=op.clusters, rule=op.rule)
-        for op in via:
-            fed.aggregate(op.kinds, op.scope, path="gather" if op.scope == "d2d" else "direct",
-                          clusters=op.clusters, d2d_clusters=op.via or None)
-        off = [op for op in plain if isinstance(op, Offload)]
-        if len(fed.requests):
-            fed.serve(off[0].targets if off else None)
-        return fed.end_round()
-
-
-class _AggregateVia(Aggregate):
-    """An aggregation whose clusters may take different paths to their edge server."""
-
-    def __init__(self, kinds, scope, clusters, via):
-        super().__init__(tuple(kinds), scope, None, tuple(clusters))
-        object.__setattr__(self, "via", tuple(via))
 
 
 def _log_rate(rate_bps) -> np.ndarray:

@@ -58,6 +58,7 @@ import numpy as np
 from gymnasium import spaces
 
 from hffm_env.envs.core import EnvCore
+from hffm_env.envs.render import CoreRenderer
 from hffm_env.scenario import make_scenario
 
 EVENT_DEFAULTS = {"federation__events__task_arrival": 0.1, "federation__events__modality_on": 0.05,
@@ -97,7 +98,7 @@ class HFFMEnv(gym.Env):
         self.observation_space = spaces.Dict({
             name: spaces.Box(low=-np.inf if name == "globals" else 0.0, high=np.inf, shape=shape, dtype=np.float32)
             for name, shape in self.core.obs_shapes().items()})
-        self._figure = None
+        self._renderer = CoreRenderer()
 
     @property
     def federation(self):
@@ -127,19 +128,10 @@ class HFFMEnv(gym.Env):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
             return None
-        from hffm_env.envs.render import draw
-
-        if self.core.fed is None:
-            raise RuntimeError("render() called before reset()")
-        image, self._figure = draw(self.core, self._figure, human=self.render_mode == "human")
-        return image if self.render_mode == "rgb_array" else None
+        return self._renderer.render(self.core, self.render_mode)
 
     def close(self):
-        if self._figure is not None:
-            import matplotlib.pyplot as plt
-
-            plt.close(self._figure)
-            self._figure = None
+        self._renderer.close()
 
 
 class AggregationEnv(HFFMEnv):

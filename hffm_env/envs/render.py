@@ -65,3 +65,24 @@ def draw(core, figure=None, human: bool = False):
     if human:
         plt.pause(0.001)
     return image, figure
+
+
+class CoreRenderer:
+    """The figure an env draws into, shared by the Gymnasium and PettingZoo fronts."""
+
+    def __init__(self) -> None:
+        self.figure = None
+
+    def render(self, core, mode: str):
+        """An rgb array (``mode="rgb_array"``) or None after showing the figure (``"human"``)."""
+        if core.fed is None:
+            raise RuntimeError("render() called before reset()")
+        image, self.figure = draw(core, self.figure, human=mode == "human")
+        return image if mode == "rgb_array" else None
+
+    def close(self) -> None:
+        if self.figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self.figure)
+            self.figure = None

@@ -875,7 +875,7 @@ class Federation:
         for op in ops:
             if isinstance(op, Aggregate):
                 self.aggregate(op.kinds, op.scope, path=op.path, clusters=op.clusters, rule=op.rule,
-                               gossip_rounds=op.gossip_rounds)
+                               gossip_rounds=op.gossip_rounds, d2d_clusters=op.d2d_clusters)
         offloads = [op for op in ops if isinstance(op, Offload)]
         if len(offloads) > 1:
             raise ValueError("ops may hold at most one Offload")

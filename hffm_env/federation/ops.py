@@ -28,7 +28,9 @@ class Aggregate:
     ``gossip`` (``gossip_rounds`` of neighbour averaging); for ``edge``/``cloud``,
     ``direct`` (each device uploads) or ``d2d`` (the cluster head gathers and
     uploads one aggregate); ``cloud`` also takes ``star`` (every device straight to
-    the top tier, edge copies untouched). ``rule`` None uses the config's.
+    the top tier, edge copies untouched). ``rule`` None uses the config's. With
+    ``path="direct"`` at edge or cloud scope, the clusters in ``d2d_clusters`` reach
+    their edge server through the cluster head instead.
     """
 
     kinds: tuple[str, ...]
@@ -37,6 +39,7 @@ class Aggregate:
     clusters: tuple[int, ...] | None = None
     rule: str | None = None
     gossip_rounds: int | None = None
+    d2d_clusters: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from hffm_env.envs.core import AGG_OPTIONS, EnvCore
+from hffm_env.envs.render import CoreRenderer
 from hffm_env.federation.ops import OFFLOAD_TARGETS
 from hffm_env.scenario import make_scenario
 
@@ -63,7 +64,7 @@ class HFFMParallelEnv(ParallelEnv):
             self._act_spaces[a] = spaces.MultiDiscrete(
                 [len(AGG_OPTIONS)] * G if a.startswith("edge_")
                 else [2] * S + [len(OFFLOAD_TARGETS)] * REQUESTS_PER_DEVICE_AGENT)
-        self._figure = None
+        self._renderer = CoreRenderer()
         self._rng = np.random.default_rng()
 
     def observation_space(self, agent: str) -> spaces.Box:
@@ -104,17 +105,10 @@ class HFFMParallelEnv(ParallelEnv):
     def render(self):
         if self.render_mode is None:
             return None
-        from hffm_env.envs.render import draw
-
-        image, self._figure = draw(self.core, self._figure, human=self.render_mode == "human")
-        return image if self.render_mode == "rgb_array" else None
+        return self._renderer.render(self.core, self.render_mode)
 
     def close(self):
-        if self._figure is not None:
-            import matplotlib.pyplot as plt
-
-            plt.close(self._figure)
-            self._figure = None
+        self._renderer.close()
 
     # ------------------------------------------------------------------ helpers
     def _observe(self) -> dict[str, np.ndarray]:
