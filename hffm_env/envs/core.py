@@ -421,7 +421,7 @@ class EnvCore:
                          for k, v in res.cost.per_link.items()},
             "energy_spent_j": self.energy_spent, "events": [dict(e) for e in res.events],
             "cold_starts": len(res.cold_starts), "operations": [op.get("op") for op in res.operations],
-            "invalid_actions": list(self.invalid),
+            "invalid_actions": list(self.invalid), "faults": [dict(f) for f in res.faults],
         }
         return reward, bool(terminated), bool(truncated), info
 

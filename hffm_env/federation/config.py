@@ -21,6 +21,7 @@ from hffm_env._validation import (
 RULES = ("mean", "trimmed_mean", "median", "krum")
 ATTACKS = ("sign_flip", "scaling", "noise", "label_flip")
 GOSSIP_WEIGHTS = ("metropolis", "laplacian")
+OUTAGE_FALLBACKS = ("d2d", "cloud", "skip")
 
 
 def _check_rate(field_name: str, value) -> None:
@@ -91,6 +92,51 @@ class AdversaryConfig:
 
 
 @dataclass(frozen=True)
+class FaultConfig:
+    """Node faults during a round, drawn when it begins (link faults live in
+    ``network.faults``). The agent decides before they strike; ``info["faults"]``
+    reports each one afterwards.
+
+    ``dropout_before_upload``: a participant trains (and pays for it) and then drops
+    out before uploading: it misses the round's aggregations and keeps its own copy.
+    ``dropout_after_upload``: its upload counts, but it drops before the result
+    comes back: it keeps its own copy and no download is charged to it.
+    ``straggler_fraction`` of the devices run ``straggler_slowdown`` times slower this
+    round (a shared CPU); with ``round_deadline_s`` a participant whose training takes
+    longer misses the round's aggregations (the round waits up to the deadline).
+    ``edge_outage``: an edge server that is up goes down for the round with this
+    probability; a down one comes back with probability ``edge_repair`` per round.
+    While down, its cluster's edge- and cloud-level aggregations take
+    ``outage_fallback``: ``"d2d"`` (consensus at the cluster head), ``"cloud"`` (the
+    devices reach the cloud over ``network.direct_uplink``) or ``"skip"``; relays and
+    inference requests that need the server fail.
+    """
+
+    dropout_before_upload: float = 0.0
+    dropout_after_upload: float = 0.0
+    straggler_fraction: float = 0.0
+    straggler_slowdown: float = 4.0
+    round_deadline_s: float | None = None
+    edge_outage: float = 0.0
+    edge_repair: float = 1.0
+    outage_fallback: str = "d2d"
+
+    def __post_init__(self) -> None:
+        for name in ("dropout_before_upload", "dropout_after_upload", "straggler_fraction", "edge_outage"):
+            _check_rate(f"faults.{name}", getattr(self, name))
+        check_real("faults.straggler_slowdown", self.straggler_slowdown, low=1.0)
+        if self.round_deadline_s is not None:
+            check_positive("faults.round_deadline_s", self.round_deadline_s)
+        check_real("faults.edge_repair", self.edge_repair, low=0.0, high=1.0, low_inclusive=False)
+        check_choice("faults.outage_fallback", self.outage_fallback, OUTAGE_FALLBACKS)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.dropout_before_upload or self.dropout_after_upload or self.straggler_fraction
+                    or self.round_deadline_s is not None or self.edge_outage)
+
+
+@dataclass(frozen=True)
 class InferenceConfig:
     """Collaborative inference (paper Sec. V-D).
 
@@ -156,6 +202,7 @@ class FederationConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     adversaries: AdversaryConfig = field(default_factory=AdversaryConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
         check_int("federation.local_steps", self.local_steps, low=0)
@@ -178,6 +225,6 @@ class FederationConfig:
         if self.keep_ledger_rounds is not None:
             check_int("federation.keep_ledger_rounds", self.keep_ledger_rounds, low=1)
         for name, cls in (("events", EventConfig), ("privacy", PrivacyConfig), ("adversaries", AdversaryConfig),
-                          ("inference", InferenceConfig)):
+                          ("inference", InferenceConfig), ("faults", FaultConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"federation.{name} must be a {cls.__name__}, got {getattr(self, name)!r}")

@@ -22,7 +22,7 @@ or ``fed.run_round([Relay(...), Aggregate(...), Offload(...)])``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -54,6 +54,7 @@ from hffm_env.model.config import ModelConfig
 from hffm_env.model.train import AdamState, evaluate, local_train, task_inputs, used_names
 from hffm_env.model import m3t
 from hffm_env.network.fog import FogNetwork
+from hffm_env.network.config import LinkFaultConfig
 from hffm_env.network.ledger import Ledger, RoundCost
 from hffm_env.network.schedules import charge_aggregation_parts
 from hffm_env.scenario import Scenario
@@ -108,6 +109,7 @@ class InferenceResult:
     targets: tuple[str, ...]
     correct: np.ndarray
     latency_s: np.ndarray
+    failed: np.ndarray | None = None     # requests a fault left unserved (counted wrong)
 
     @property
     def accuracy(self) -> float:
@@ -126,6 +128,7 @@ class RoundResult:
     events: tuple[dict, ...] = ()
     inference: InferenceResult | None = None
     cold_starts: tuple[ColdStart, ...] = ()
+    faults: tuple[dict, ...] = ()
 
     @property
     def mean_accuracy(self) -> float:
@@ -193,12 +196,13 @@ class Federation:
         seed = scenario.seed if seed is None else check_int("seed", seed, low=0)
         self.seed = seed
         root = np.random.SeedSequence(seed)
-        net_ss, train_ss, event_ss, role_ss, torch_ss = root.spawn(5)
+        net_ss, train_ss, event_ss, role_ss, torch_ss, fault_ss = root.spawn(6)
         self._net_seed = net_ss
         self.net = FogNetwork(scenario.network, np.random.default_rng(net_ss))
         self.topology = self.net.topology
         self.rng = np.random.default_rng(train_ss)
         self.event_rng = np.random.default_rng(event_ss)
+        self.fault_rng = np.random.default_rng(fault_ss)
         self.torch_gen = torch.Generator().manual_seed(int(torch_ss.generate_state(1)[0]))
         self.n_devices = self.topology.n_devices
         self.n_nodes = self.topology.n_nodes
@@ -257,14 +261,20 @@ class Federation:
         self._inference: InferenceResult | None = None
         self._losses = np.zeros(0)
         self._participants = np.zeros(0, dtype=np.int64)
+        faults = self.config.faults
+        if faults.outage_fallback == "cloud" and faults.edge_outage > 0 and scenario.network.direct_uplink is None:
+            raise ConfigError("federation.faults.outage_fallback='cloud' needs network.direct_uplink (a device-to-"
+                              "cloud link); choose 'd2d' or 'skip', or give the network a direct uplink")
+        self.edge_down = np.zeros(self.topology.n_clusters, dtype=bool)
+        self._clear_faults()
 
     def reference_round_cost(self) -> tuple[float, float]:
         """Latency (s) and energy (J) of one cloud aggregation of every module by every
         device (devices upload to their edge servers) on this run's network in its
         first round: the yardstick the envs normalise costs by. Priced on a scratch
-        copy of the network; the run itself is not touched."""
+        copy of the network without link faults; the run itself is not touched."""
         if not hasattr(self, "_reference"):
-            scratch = FogNetwork(self.scenario.network, np.random.default_rng(
+            scratch = FogNetwork(replace(self.scenario.network, faults=LinkFaultConfig()), np.random.default_rng(
                 np.random.SeedSequence(self._net_seed.entropy, spawn_key=self._net_seed.spawn_key)))
             scratch.new_round()
             ledger = Ledger()
@@ -353,6 +363,45 @@ class Federation:
         self._open, self._trained = True, False
         self._ops, self._inference = [], None
         self._losses = np.zeros(0)
+        self._draw_faults()
+
+    # ------------------------------------------------------------------ faults
+    def _clear_faults(self) -> None:
+        n = self.n_devices
+        self._faults: list[dict] = []
+        self._dropped_before = np.zeros(n, dtype=bool)
+        self._dropped_after = np.zeros(n, dtype=bool)
+        self._late = np.zeros(n, dtype=bool)
+        self._slowdown = np.ones(n)
+
+    def _draw_faults(self) -> None:
+        """This round's node faults (``federation.faults``) and the link failures the
+        network drew; every one goes into the round's fault report."""
+        self._clear_faults()
+        f, topo = self.config.faults, self.topology
+        if f.any:
+            u = self.fault_rng.random((3, self.n_devices))
+            self._dropped_before = u[0] < f.dropout_before_upload
+            self._dropped_after = (u[1] < f.dropout_after_upload) & ~self._dropped_before
+            slow = u[2] < f.straggler_fraction
+            self._slowdown[slow] = f.straggler_slowdown
+            v = self.fault_rng.random(topo.n_clusters)
+            self.edge_down = np.where(self.edge_down, v >= f.edge_repair, v < f.edge_outage)
+            self._faults += [{"fault": "straggler", "device": int(d), "slowdown": f.straggler_slowdown}
+                             for d in np.nonzero(slow)[0]]
+            self._faults += [{"fault": "edge_outage", "cluster": int(c), "server": int(topo.tier_offsets[1] + c),
+                              "fallback": f.outage_fallback} for c in np.nonzero(self.edge_down)[0]]
+        self._faults += [{"fault": "d2d_link_down", "link": [int(a), int(b)]}
+                         for a, b in topo.d2d.edges[~self.net.d2d_up]]
+
+    def _server_down(self, node: int) -> bool:
+        """Whether ``node`` is an edge server that is out this round."""
+        off = self.topology.tier_offsets[1]
+        return self.topology.tier[node] == 1 and bool(self.edge_down[node - off])
+
+    def faults(self) -> list[dict]:
+        """The faults of the open (or last) round so far."""
+        return list(self._faults)
 
     def train(self) -> np.ndarray:
         """Local training of the round's participants, then the specialists' extra
@@ -380,8 +429,20 @@ class Federation:
             losses = local_train(self.backbone, self.bank, self.adam, view, participants, participants,
                                  cfg.local_steps, cfg.batch_size, self.rng, self.model_config,
                                  expert_mask=self.expert_mask, flip_labels=flip)
-            self.net.charge_compute(self.ledger, "train", "train", participants,
-                                    cfg.local_steps * cfg.batch_size)
+            seconds = self.net.charge_compute(self.ledger, "train", "train", participants,
+                                              cfg.local_steps * cfg.batch_size, slowdown=self._slowdown[participants],
+                                              deadline_s=cfg.faults.round_deadline_s)
+            if cfg.faults.round_deadline_s is not None:
+                late = participants[seconds > cfg.faults.round_deadline_s]
+                self._late[late] = True
+                self._faults += [{"fault": "deadline_miss", "device": int(d), "compute_s": float(t),
+                                  "deadline_s": cfg.faults.round_deadline_s}
+                                 for d, t in zip(participants, seconds) if self._late[d]]
+            for d in participants:
+                for name, hit in (("dropout_before_upload", self._dropped_before),
+                                  ("dropout_after_upload", self._dropped_after)):
+                    if hit[d]:
+                        self._faults.append({"fault": name, "device": int(d)})
             for d in participants:
                 for k in self._kinds_held_by(int(d)):
                     self.last_train[d, self.kind_index(k)] = self.round_index
@@ -417,7 +478,8 @@ class Federation:
             local_train(self.backbone, self.bank, self.adam, view, devs, devs, steps, self.config.batch_size,
                         self.rng, self.model_config, expert_mask=self.expert_mask, flip_labels=flip,
                         only_kinds=(kind,))
-            self.net.charge_compute(self.ledger, "train", f"specialist:{kind}", devs, steps * self.config.batch_size)
+            self.net.charge_compute(self.ledger, "train", f"specialist:{kind}", devs, steps * self.config.batch_size,
+                                    slowdown=self._slowdown[devs])
             self.last_train[devs, self.kind_index(kind)] = self.round_index
             self.trained_ever[devs, self.kind_index(kind)] = True
 
@@ -458,6 +520,12 @@ class Federation:
         cloud scope, the clusters in ``d2d_clusters`` reach their edge server through
         the cluster head instead (D2D gather and broadcast). Returns a record of what
         changed.
+
+        Faults (``federation.faults``, ``network.faults``): participants that dropped
+        out before uploading or missed the deadline are left out; those that dropped
+        after uploading count but keep their own copy; devices a D2D route needs but
+        cannot reach their head are left out; clusters whose edge server is down take
+        the configured fallback (listed in the record's ``"outage"``).
         """
         self._require_open("aggregate()")
         kinds = self.expand_kinds(kinds)
@@ -468,15 +536,51 @@ class Federation:
         check_choice("rule", rule, RULES)
         topo = self.topology
         if clusters is None:
-            in_scope = np.ones(self.n_devices, dtype=bool)
+            clusters = np.arange(topo.n_clusters)
         else:
-            clusters = np.asarray(clusters, dtype=np.int64).ravel()
+            clusters = np.unique(np.asarray(clusters, dtype=np.int64).ravel())
             bad = clusters[(clusters < 0) | (clusters >= topo.n_clusters)]
             if bad.size:
                 raise ValueError(f"clusters must be in [0, {topo.n_clusters - 1}], got {bad.tolist()}")
-            in_scope = np.isin(topo.cluster, clusters)
+        if d2d_clusters is not None and len(d2d_clusters) and (scope == "d2d" or path != "direct"):
+            raise ValueError("d2d_clusters applies to scope 'edge' or 'cloud' with path 'direct' only")
+        # an edge server that is down blocks every path through it (star climbs through it
+        # only without a direct uplink)
+        gated = scope != "d2d" and not (path == "star" and self.scenario.network.direct_uplink is not None)
+        out = clusters[self.edge_down[clusters]] if gated else clusters[:0]
+        fallback = self.config.faults.outage_fallback
+        up = np.setdiff1d(clusters, out)
+        to_cloud = out if fallback == "cloud" else out[:0]
+        record = self._aggregate(kinds, scope, path, np.concatenate([up, to_cloud]), rule, gossip_rounds,
+                                 d2d_clusters, to_cloud)
+        if out.size:
+            record["outage"] = {"clusters": out.tolist(), "fallback": fallback}
+            if fallback == "d2d":
+                self._aggregate(kinds, "d2d", "gather", out, rule, None, None, out[:0], fallback_for=len(self._ops) - 1)
+        return record
+
+    def _aggregate(self, kinds: tuple[str, ...], scope: str, path: str, clusters: np.ndarray, rule: str,
+                   gossip_rounds: int | None, d2d_clusters, to_cloud: np.ndarray, fallback_for: int | None = None) -> dict:
+        topo = self.topology
+        in_scope = np.isin(topo.cluster, clusters)
+        via_head = np.zeros(self.n_devices, dtype=bool)
+        if d2d_clusters is not None and len(d2d_clusters):
+            via_head = np.isin(topo.cluster, np.asarray(d2d_clusters, dtype=np.int64))
+        gossip = scope == "d2d" and path == "gossip"
         took_part = np.zeros(self.n_devices, dtype=bool)
         took_part[self._participants] = True
+        took_part &= ~(self._dropped_before | self._late)
+        # D2D-routed devices cut off from their head by failed links cannot take part
+        routed = in_scope & ((scope == "d2d" and not gossip) | (path == "d2d") | via_head)
+        cut_off = routed & took_part & ~self.net.reaches_head()
+        took_part &= ~cut_off
+        record = {"op": "aggregate", "scope": scope, "path": path, "rule": rule, "kinds": list(kinds),
+                  "participants": {}}
+        if fallback_for is not None:
+            record["fallback_for"] = fallback_for
+        if cut_off.any():
+            self._faults.append({"fault": "d2d_unreachable", "devices": np.nonzero(cut_off)[0].tolist(),
+                                 "op": len(self._ops)})
         # kinds with the same participants and weights move (and mix) together
         groups: dict[tuple, list[str]] = {}
         for k in kinds:
@@ -487,40 +591,60 @@ class Federation:
                 devs = np.nonzero(part)[0]
                 key = (tuple(devs), tuple(self.sample_counts(k)[devs]))
                 groups.setdefault(key, []).append(k)
-        record = {"op": "aggregate", "scope": scope, "path": path, "rule": rule, "kinds": list(kinds),
-                  "participants": {}}
         parts = []
+        off = topo.tier_offsets[1]
         for (devs, counts), ks in groups.items():
             devs = np.array(devs, dtype=np.int64)
+            # specialists, devices that dropped after uploading and servers that are down keep their rows
             keep = {k: np.array([d for d in np.nonzero(self.holds(k))[0] if self.is_specialist(d, k)], dtype=np.int64)
                     for k in ks}
+            frozen = np.concatenate([devs[self._dropped_after[devs]], off + to_cloud]).astype(np.int64)
+            restore = self._snapshot(ks, frozen)
             saved = {n: self.bank[n][torch.as_tensor(keep[k])].clone() for k in ks for n in self.names_of([k])}
             self._aggregate_values(ks, devs, np.maximum(np.array(counts, dtype=np.float64), 1.0), scope, path, rule,
                                    gossip_rounds)
             for k in ks:   # specialists keep their own copies
                 for n in self.names_of([k]):
                     self.bank[n][torch.as_tensor(keep[k])] = saved[n]
+            restore()
             payload = {k: self.wire_bytes[k] for k in ks}
-            if scope == "d2d" and path == "gossip":
+            if gossip:
                 self._charge_gossip(payload, devs, gossip_rounds or self.config.gossip_rounds)
-            parts.append((payload, devs))
+            parts.append((payload, devs, devs[~self._dropped_after[devs]]))
             for k in ks:
                 record["participants"][k] = devs.tolist()
-        if parts and not (scope == "d2d" and path == "gossip"):
+        if parts and not gossip:
             level = self.scenario.network.n_tiers - 1 if scope == "cloud" else 1
-            via_head = np.zeros(self.n_devices, dtype=bool)
-            if d2d_clusters is not None and len(d2d_clusters):
-                if scope == "d2d" or path != "direct":
-                    raise ValueError("d2d_clusters applies to scope 'edge' or 'cloud' with path 'direct' only")
-                via_head = np.isin(topo.cluster, np.asarray(d2d_clusters, dtype=np.int64))
+            if via_head.any():
                 record["d2d_clusters"] = sorted(int(c) for c in d2d_clusters)
+            direct = np.isin(topo.cluster, to_cloud)
             # clusters are disjoint, so each set of clusters is charged on its own path
-            for head_path in (False, True):
-                sub = [(p, d[via_head[d] == head_path]) for p, d in parts]
-                charge_aggregation_parts(self.net, self.ledger, sub, level,
-                                         d2d=(scope == "d2d" or path == "d2d" or head_path), star=(path == "star"))
+            for sel, d2d, star in ((~via_head & ~direct, scope == "d2d" or path == "d2d", path == "star"),
+                                   (via_head & ~direct, True, False), (direct, False, True)):
+                sub = [(p, d[sel[d]], r[sel[r]]) for p, d, r in parts]
+                charge_aggregation_parts(self.net, self.ledger, sub, level, d2d=d2d, star=star)
         self._ops.append(record)
         return record
+
+    def _snapshot(self, kinds, rows: np.ndarray):
+        """Save ``rows``' copies of ``kinds`` (bank, reference copy, sync round); the
+        returned function puts them back."""
+        if rows.size == 0:
+            return lambda: None
+        idx = torch.as_tensor(rows)
+        names = self.names_of(kinds)
+        bank = {n: self.bank[n][idx].clone() for n in names}
+        synced = {n: self.synced[n][idx].clone() for n in names}
+        cols = [self.kind_index(k) for k in kinds]
+        sync = self.last_sync[np.ix_(rows, cols)].copy()
+
+        def restore() -> None:
+            for n in names:
+                self.bank[n][idx] = bank[n]
+                self.synced[n][idx] = synced[n]
+            self.last_sync[np.ix_(rows, cols)] = sync
+
+        return restore
 
     def _aggregate_values(self, kinds: list[str], devs: np.ndarray, w: np.ndarray, scope: str, path: str,
                           rule: str, gossip_rounds: int | None) -> None:
@@ -595,18 +719,19 @@ class Federation:
             self.bank[n][idx] = mixed.reshape(x.shape).to(x.dtype)
 
     def gossip_weights(self, devs: np.ndarray, kind: str | None = None) -> np.ndarray:
-        """Gossip matrix over ``devs``: the D2D links among them (clusters are separate blocks)."""
+        """Gossip matrix over ``devs``: this round's working D2D links among them (clusters
+        are separate blocks)."""
         devs = np.asarray(devs, dtype=np.int64)
         pos = -np.ones(self.n_devices, dtype=np.int64)
         pos[devs] = np.arange(devs.size)
-        e = self.topology.d2d.edges
+        e = self.topology.d2d.edges[self.net.d2d_up]       # links that are down carry nothing this round
         keep = (pos[e[:, 0]] >= 0) & (pos[e[:, 1]] >= 0)
         return gossip_matrix(devs.size, pos[e[keep]], kind or self.config.gossip_weights)
 
     def _charge_gossip(self, payload: dict, devs: np.ndarray, rounds: int) -> None:
         pos = -np.ones(self.n_devices, dtype=np.int64)
         pos[devs] = np.arange(devs.size)
-        e = self.topology.d2d.edges
+        e = self.topology.d2d.edges[self.net.d2d_up]
         e = e[(pos[e[:, 0]] >= 0) & (pos[e[:, 1]] >= 0)]
         senders = np.concatenate([e[:, 0], e[:, 1]])
         receivers = np.concatenate([e[:, 1], e[:, 0]])
@@ -616,7 +741,11 @@ class Federation:
 
     # ------------------------------------------------------------------ relaying
     def relay(self, kind: str, source: int, target: int, path: str) -> dict:
-        """Copy ``source``'s ``kind`` to device ``target`` over ``path``, charging every hop."""
+        """Copy ``source``'s ``kind`` to device ``target`` over ``path``, charging every hop.
+
+        A relay that a fault blocks (its D2D route cut by failed links, or an edge
+        server on its way down) fails: nothing is copied or charged, the cold start
+        stays, and the record and the round's fault report say why."""
         self._require_open("relay()")
         ki = self.kind_index(kind)
         check_choice("path", path, RELAY_PATHS)
@@ -631,13 +760,19 @@ class Federation:
         names = self.names_of([kind])
         payload = {kind: self.wire_bytes[kind]}
         group = len(self._ops)
+        record = {"op": "relay", "kind": kind, "source": source, "target": target, "path": path}
         if path == "d2d":
             if source >= self.n_devices:
                 raise ValueError(f"a D2D relay needs a device source, got node {source} (tier "
                                  f"{self.scenario.network.tiers[topo.tier[source]].name})")
+            comp = self.net.d2d_components()
+            if topo.cluster[source] == topo.cluster[target] and comp[source] != comp[target]:
+                return self._relay_failed(record, "d2d_link_down")
             hops = self.net.d2d_path(source, target, payload[kind])
             self.net.charge_d2d_path(self.ledger, "relay", payload, hops, group=group)
         else:
+            if any(self._server_down(n) for n in self._tree_route(source, target, path == "cloud")):
+                return self._relay_failed(record, "edge_outage")
             self._charge_tree_relay(payload, source, target, via_top=(path == "cloud"), group=group)
         sent = self._sent(names, np.array([source]), privacy=False) if source < self.n_devices else \
             {n: self.bank[n][source:source + 1] for n in names}
@@ -649,9 +784,21 @@ class Federation:
         self._write([kind], np.array([target]))
         self.trained_ever[target, ki] = True
         self.cold_starts = [c for c in self.cold_starts if not (c.node == target and c.kind == kind)]
-        record = {"op": "relay", "kind": kind, "source": source, "target": target, "path": path}
         self._ops.append(record)
         return record
+
+    def _relay_failed(self, record: dict, reason: str) -> dict:
+        record["failed"] = reason
+        self._faults.append({"fault": "relay_failed", "reason": reason,
+                             **{k: record[k] for k in ("kind", "source", "target", "path")}})
+        self._ops.append(record)
+        return record
+
+    def _tree_route(self, source: int, target: int, via_top: bool) -> list[int]:
+        """The nodes a relay through the servers passes (both ends included)."""
+        up, down = self._ancestors(source), self._ancestors(target)
+        turn = self.topology.top if via_top else [n for n in up if n in down and n >= self.n_devices][0]
+        return up[:up.index(turn) + 1] + down[:down.index(turn)]
 
     def _ancestors(self, node: int) -> list[int]:
         out = [node]
@@ -661,11 +808,7 @@ class Federation:
 
     def _charge_tree_relay(self, payload: dict, source: int, target: int, via_top: bool, group: int) -> None:
         up, down = self._ancestors(source), self._ancestors(target)
-        if via_top:
-            turn = self.topology.top
-        else:
-            common = [n for n in up if n in down and n >= self.n_devices]
-            turn = common[0]
+        turn = self.topology.top if via_top else [n for n in up if n in down and n >= self.n_devices][0]
         hops_up = up[:up.index(turn)]
         hops_down = down[:down.index(turn)][::-1]
         for i, n in enumerate(hops_up):
@@ -773,11 +916,31 @@ class Federation:
                                  f"(allowed: {[o for o, ok in zip(OFFLOAD_TARGETS, mask[i]) if ok]})")
             holder[i] = {"local": d, "peer": self.peer_for(int(d), t) if tgt == "peer" else -1,
                          "edge": topo.parent[d], "cloud": topo.top}[tgt]
-        correct = self._infer(holder)
-        latency = self._charge_inference(targets, holder)
-        self._inference = InferenceResult(targets, correct, latency)
+        failed = self._blocked_requests(targets, holder)
+        correct = self._infer(holder) & ~failed
+        latency = self._charge_inference(targets, holder, failed)
+        self._inference = InferenceResult(targets, correct, latency, failed)
         self._ops.append({"op": "offload", "targets": {t: targets.count(t) for t in OFFLOAD_TARGETS}})
         return self._inference
+
+    def _blocked_requests(self, targets: tuple[str, ...], holder: np.ndarray) -> np.ndarray:
+        """Requests a fault stops: a peer cut off by failed D2D links, or an edge or
+        cloud target behind an edge server that is down (reported, served wrong)."""
+        r, topo = self.requests, self.topology
+        failed = np.zeros(len(r), dtype=bool)
+        if not len(r) or (self.net.d2d_up.all() and not self.edge_down.any()):
+            return failed
+        comp = self.net.d2d_components()
+        for i, (d, tgt, h) in enumerate(zip(r.device, targets, holder)):
+            if tgt == "peer" and comp[d] != comp[h]:
+                reason = "d2d_link_down"
+            elif tgt in ("edge", "cloud") and self._server_down(int(topo.parent[d])):
+                reason = "edge_outage"
+            else:
+                continue
+            failed[i] = True
+            self._faults.append({"fault": "request_failed", "device": int(d), "target": tgt, "reason": reason})
+        return failed
 
     @torch.no_grad()
     def _infer(self, holder: np.ndarray) -> np.ndarray:
@@ -799,13 +962,15 @@ class Federation:
         size = {"image": 3 * cfg.image_size ** 2, "text": 2 * cfg.max_question_tokens, "sensor": 4 * cfg.sensor_length}
         return float(sum(size[m] for m in task_spec(task).modalities))
 
-    def _charge_inference(self, targets: tuple[str, ...], holder: np.ndarray) -> np.ndarray:
+    def _charge_inference(self, targets: tuple[str, ...], holder: np.ndarray, failed: np.ndarray) -> np.ndarray:
         r, net, led = self.requests, self.net, self.ledger
         inf = self.config.inference
         latency = np.zeros(len(r))
         inp = np.array([self.input_bytes(t) for t in r.task])
         one = {"inference": 1.0}
         for i, (d, tgt, h) in enumerate(zip(r.device, targets, holder)):
+            if failed[i]:
+                continue
             g, d = 1_000_000 + i, int(d)
             t = 0.0
             if tgt == "peer":
@@ -838,13 +1003,16 @@ class Federation:
             self.serve()
         self.accuracy = self.evaluate()
         cost = self.ledger.end_round()
+        if self.net.retransmitted_packets:
+            self._faults.append({"fault": "packet_loss", "retransmitted_packets": self.net.retransmitted_packets,
+                                 "retransmitted_bytes": self.net.retransmitted_bytes})
         self._open = False
         self.cold_starts = []
         events = self._draw_events()
         self.requests = self._draw_requests()
         loss = float(np.nanmean(self._losses)) if np.isfinite(self._losses).any() else float("nan")
         return RoundResult(self.round_index, self.accuracy, cost, loss, tuple(self._ops), tuple(events),
-                           self._inference, tuple(self.cold_starts))
+                           self._inference, tuple(self.cold_starts), tuple(self._faults))
 
     def evaluate(self) -> dict[int, dict[str, float]]:
         """Accuracy of every active device's copy on each of its active tasks' held-out shard."""

@@ -4,6 +4,7 @@ from hffm_env.network.config import (
     ChannelConfig,
     ComputeConfig,
     LinkConfig,
+    LinkFaultConfig,
     MobilityConfig,
     NetworkConfig,
     TierConfig,
@@ -14,6 +15,6 @@ from hffm_env.network.routing import RouteTree, shortest_path_tree
 from hffm_env.network.topology import Topology
 
 __all__ = [
-    "ChannelConfig", "ComputeConfig", "CostTotals", "FogNetwork", "Ledger", "LinkConfig", "MobilityConfig",
+    "ChannelConfig", "ComputeConfig", "CostTotals", "FogNetwork", "Ledger", "LinkConfig", "LinkFaultConfig", "MobilityConfig",
     "NetworkConfig", "RoundCost", "RouteTree", "TierConfig", "Topology", "shortest_path_tree",
 ]

@@ -48,9 +48,10 @@ class LinkConfig:
         check_choice("kind", self.kind, LINK_KINDS)
         check_non_negative("fixed_latency_s", self.fixed_latency_s)
         check_real("antenna_gain_db", self.antenna_gain_db, low=-100.0, high=100.0)
+        # checked for wired links too, though unused there: a typo must not pass silently
+        check_positive("bandwidth_hz", self.bandwidth_hz)
         if self.kind == "wireless":
             check_positive("tx_power_w", self.tx_power_w)
-            check_positive("bandwidth_hz", self.bandwidth_hz)
             if self.rate_bps is not None:
                 raise ConfigError("rate_bps must be None for a wireless link (its rate comes from the channel), "
                                   f"got {self.rate_bps!r}")
@@ -152,6 +153,28 @@ class MobilityConfig:
 
 
 @dataclass(frozen=True)
+class LinkFaultConfig:
+    """Link faults, drawn per round from the network's generator (only when nonzero).
+
+    ``d2d_failure``: each D2D link is down for the round with this probability (both
+    directions; routes avoid it, and devices it cuts off from their head cannot take
+    part in D2D operations). ``packet_loss``: every wireless transfer is sent as
+    packets of ``packet_bytes``, each lost independently with this probability and
+    retransmitted until it arrives (ARQ); the retransmissions cost airtime, energy
+    and bytes on the ledger.
+    """
+
+    d2d_failure: float = 0.0
+    packet_loss: float = 0.0
+    packet_bytes: float = 1500.0
+
+    def __post_init__(self) -> None:
+        check_real("faults.d2d_failure", self.d2d_failure, low=0.0, high=1.0)
+        check_real("faults.packet_loss", self.packet_loss, low=0.0, high=1.0, high_inclusive=False)
+        check_positive("faults.packet_bytes", self.packet_bytes)
+
+
+@dataclass(frozen=True)
 class TierConfig:
     """One tier of the hierarchy: its name, how many nodes, and its links to the tier above.
 
@@ -221,6 +244,7 @@ class NetworkConfig:
     star traffic goes up the hierarchy. ``charge_downlink`` says whether sending an
     aggregate back down from a higher tier (server downlinks, and the D2D relay of a
     higher tier's aggregate) is charged; D2D consensus inside a cluster always is.
+    ``faults`` draws link failures and packet loss (:class:`LinkFaultConfig`; none by default).
     """
 
     tiers: tuple[TierConfig, ...] = field(default_factory=_default_tiers)
@@ -236,6 +260,7 @@ class NetworkConfig:
     mobility: MobilityConfig = field(default_factory=MobilityConfig)
     cluster_head: str = "random"
     charge_downlink: bool = True
+    faults: LinkFaultConfig = field(default_factory=LinkFaultConfig)
 
     def __post_init__(self) -> None:
         tiers = tuple(self.tiers) if isinstance(self.tiers, (list, tuple)) else None
@@ -257,9 +282,9 @@ class NetworkConfig:
         check_non_negative("cluster_center_offset_m", self.cluster_center_offset_m)
         check_positive("cluster_radius_m", self.cluster_radius_m)
         check_non_negative("d2d_radius_m", self.d2d_radius_m)
-        for name in ("d2d", "channel", "compute", "mobility"):
+        for name in ("d2d", "channel", "compute", "mobility", "faults"):
             expected = {"d2d": LinkConfig, "channel": ChannelConfig, "compute": ComputeConfig,
-                        "mobility": MobilityConfig}[name]
+                        "mobility": MobilityConfig, "faults": LinkFaultConfig}[name]
             if not isinstance(getattr(self, name), expected):
                 raise ConfigError(f"{name} must be a {expected.__name__}, got {getattr(self, name)!r}")
         if self.d2d.kind != "wireless":
@@ -273,11 +298,13 @@ class NetworkConfig:
         # Rejection sampling must be able to place the tier-1 nodes at their separation.
         for t in tiers[1:]:
             if t.count > 1 and t.min_separation_m > 0:
-                packable = (self.area_side_m / t.min_separation_m + 1) ** 2
+                per_side = self.area_side_m / t.min_separation_m + 1
+                packable = per_side * per_side      # float product: inf, not OverflowError, for huge areas
                 if t.count > packable:
                     raise ConfigError(
                         f"tiers[{t.name}].min_separation_m={t.min_separation_m:g} is too large to place "
-                        f"{t.count} nodes in a {self.area_side_m:g} m square (at most ~{int(packable)} fit)")
+                        f"{t.count} nodes in a square of area_side_m={self.area_side_m:g} (at most ~{int(packable)} "
+                        "fit): lower it or raise area_side_m")
 
     @property
     def n_devices(self) -> int:

@@ -65,6 +65,9 @@ class FogNetwork:
         self.uplink_rate_bps = np.zeros(0)
         self.direct_rate_bps = np.zeros(0)
         self.d2d_rate_bps = np.zeros(0)
+        self.d2d_up = np.zeros(0, dtype=bool)
+        self.retransmitted_packets = 0
+        self.retransmitted_bytes = 0.0
 
     # ------------------------------------------------------------------ round state
     def new_round(self) -> None:
@@ -94,7 +97,50 @@ class FogNetwork:
                                                  link_gain(ch, d, topo.direct_shadowing_db, direct_fading))
         self.d2d_rate_bps = link_rate_bps(cfg.d2d, ch, link_gain(ch, g.distance_m[:, None], g.shadowing_db[:, None],
                                                                  d2d_fading))
+        # A failed link carries nothing this round (rate 0: infinite hop time, so routes avoid it).
+        self.d2d_up = np.ones(g.n_edges, dtype=bool)
+        if cfg.faults.d2d_failure > 0:
+            self.d2d_up = self.rng.random(g.n_edges) >= cfg.faults.d2d_failure
+            self.d2d_rate_bps[~self.d2d_up] = 0.0
+        self.retransmitted_packets = 0
+        self.retransmitted_bytes = 0.0
         self._routes = {}
+        self._components = None
+
+    def d2d_components(self) -> np.ndarray:
+        """Connected component of every device over this round's working D2D links."""
+        self._require_round()
+        if self._components is None:
+            from scipy.sparse import coo_matrix
+            from scipy.sparse.csgraph import connected_components
+
+            n = self.topology.n_devices
+            e = self.topology.d2d.edges[self.d2d_up] if len(self.topology.d2d.edges) else np.zeros((0, 2), int)
+            g = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+            self._components = connected_components(g, directed=False)[1]
+        return self._components
+
+    def reaches_head(self) -> np.ndarray:
+        """Which devices have a D2D path to (and from) their cluster head this round."""
+        return self.routes(1.0).reached
+
+    def _arq(self, link: LinkConfig, nbytes, shape=None) -> np.ndarray:
+        """Transmissions per packet sent (>= 1) of each transfer of ``nbytes`` under
+        packet loss with retransmission until delivery: ``n`` packets need
+        ``n + NegBin(n, 1 - p)`` sends. All ones on wired links or without loss."""
+        p = self.config.faults.packet_loss
+        nbytes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), np.shape(nbytes) if shape is None else shape)
+        if p == 0 or link.kind != "wireless":
+            return np.ones(nbytes.shape)
+        packets = np.maximum(np.ceil(nbytes / self.config.faults.packet_bytes), 1.0)
+        extra = self.rng.negative_binomial(packets.astype(np.int64), 1.0 - p)
+        return (packets + extra) / packets
+
+    def _count_retransmissions(self, nbytes, factor) -> None:
+        nbytes, factor = np.asarray(nbytes, dtype=np.float64), np.asarray(factor, dtype=np.float64)
+        extra_bytes = np.broadcast_to(nbytes * (factor - 1.0), np.broadcast_shapes(nbytes.shape, factor.shape))
+        self.retransmitted_bytes += float(extra_bytes.sum())
+        self.retransmitted_packets += int(np.round(extra_bytes / self.config.faults.packet_bytes).sum())
 
     def _require_round(self) -> None:
         if self.round_index < 0:
@@ -128,12 +174,17 @@ class FogNetwork:
                           group=0 if group is None else group, step=step,
                           nbytes=size * copies, seconds=seconds * share, joules=joules * share)
 
-    @staticmethod
-    def _price(link: LinkConfig, payload: Payload, rate_bps: np.ndarray, copies=None):
-        """Seconds and joules of sending the whole payload (times ``copies``) at ``rate_bps``."""
+    def _price(self, link: LinkConfig, payload: Payload, rate_bps: np.ndarray, copies=None):
+        """Seconds and joules of sending the whole payload (times ``copies``) at
+        ``rate_bps``, retransmissions included, and the bytes-on-air multiplier per transfer."""
         _, sizes = _check_payload(payload)
         mult = 1.0 if copies is None else np.asarray(copies, dtype=np.float64)
-        return transfer_cost(link, 8.0 * sizes.sum() * mult, rate_bps)
+        nbytes = np.broadcast_to(sizes.sum() * mult, np.broadcast_shapes(np.shape(mult), np.shape(rate_bps)))
+        factor = self._arq(link, nbytes)
+        if self.config.faults.packet_loss > 0:
+            self._count_retransmissions(nbytes, factor)
+        seconds, joules = transfer_cost(link, 8.0 * nbytes * factor, rate_bps)
+        return seconds, joules, mult * factor
 
     def _tier_of(self, nodes: np.ndarray) -> int:
         tiers = np.unique(self.topology.tier[nodes])
@@ -158,9 +209,9 @@ class FogNetwork:
         k = self._tier_of(nodes)
         if k == self.config.n_tiers - 1:
             raise ValueError(f"tier {self.config.tiers[k].name!r} is the top tier: it has no uplink")
-        seconds, joules = self._price(self.config.tiers[k].uplink, payload, self.uplink_rate_bps[nodes], copies)
+        seconds, joules, sent = self._price(self.config.tiers[k].uplink, payload, self.uplink_rate_bps[nodes], copies)
         self._split(ledger, stage, self._link_name(k, k + 1), payload, nodes, self.topology.parent[nodes],
-                    seconds, joules, copies=copies, group=group, step=step)
+                    seconds, joules, copies=sent, group=group, step=step)
         return seconds
 
     def charge_download(self, ledger: Ledger, stage: str, payload: Payload, nodes, *, group=None,
@@ -174,10 +225,11 @@ class FogNetwork:
         k = self._tier_of(nodes)
         # The downlink sees the uplink's channel gain (reciprocity) with its own power and bandwidth.
         down: LinkConfig = self.config.tiers[k].downlink_link
-        seconds, joules = self._price(down, payload, link_rate_bps(down, self.config.channel, self.uplink_gain[nodes]))
+        seconds, joules, sent = self._price(down, payload,
+                                            link_rate_bps(down, self.config.channel, self.uplink_gain[nodes]))
         parents = self.topology.parent[nodes]
         self._split(ledger, stage, self._link_name(k + 1, k), payload, parents, nodes, seconds, joules, lane=nodes,
-                    group=group, step=step)
+                    copies=sent, group=group, step=step)
         return seconds
 
     def charge_direct_upload(self, ledger: Ledger, stage: str, payload: Payload, devices, *, group=None,
@@ -188,10 +240,10 @@ class FogNetwork:
             raise ValueError("direct_uplink is None in this NetworkConfig: star traffic must go up the hierarchy "
                              "(charge_upload tier by tier with copies)")
         devices = np.asarray(devices, dtype=np.int64)
-        seconds, joules = self._price(self.config.direct_uplink, payload, self.direct_rate_bps[devices])
+        seconds, joules, sent = self._price(self.config.direct_uplink, payload, self.direct_rate_bps[devices])
         link = f"{self.config.tiers[0].name}->{self.config.tiers[-1].name}"
         self._split(ledger, stage, link, payload, devices, np.full(devices.size, self.topology.top), seconds, joules,
-                    group=group, step=step)
+                    copies=sent, group=group, step=step)
         return seconds
 
     def charge_direct_download(self, ledger: Ledger, stage: str, payload: Payload, devices, *, group=None,
@@ -203,10 +255,10 @@ class FogNetwork:
             return np.zeros(devices.size)
         if self.config.direct_uplink is None:
             raise ValueError("direct_uplink is None in this NetworkConfig")
-        seconds, joules = self._price(self.config.direct_uplink, payload, self.direct_rate_bps[devices])
+        seconds, joules, sent = self._price(self.config.direct_uplink, payload, self.direct_rate_bps[devices])
         link = f"{self.config.tiers[-1].name}->{self.config.tiers[0].name}"
         self._split(ledger, stage, link, payload, np.full(devices.size, self.topology.top), devices, seconds,
-                    joules, lane=devices, group=group, step=step)
+                    joules, lane=devices, copies=sent, group=group, step=step)
         return seconds
 
     def _d2d_members(self, clusters, devices=None) -> np.ndarray:
@@ -226,22 +278,35 @@ class FogNetwork:
         forward without aggregating).
 
         One row per member: its path time, and the energy of every hop of its path.
-        Members with no path to the head send nothing. Returns per-member seconds.
+        Members with no path to the head send nothing. Under packet loss each hop of
+        the tree draws one retransmission factor for the call (the payloads crossing
+        it share the link's luck). Returns per-member seconds.
         """
         _, sizes = _check_payload(payload)
         nbytes = float(sizes.sum())
         tree = self.routes(nbytes)
         members = self._d2d_members(clusters, devices)
         senders = members[tree.reached[members] & (tree.next_hop[members] >= 0)]
-        _, hop_j = transfer_cost(self.config.d2d, 8.0 * nbytes, self.d2d_rate_bps)
-        has = tree.hop_edge >= 0
-        own_hop_j = np.zeros(self.topology.n_devices)
-        v = np.nonzero(has)[0]
-        own_hop_j[v] = hop_j[tree.hop_edge[v], hop_direction(self.topology.d2d.edges, v, tree.next_hop[v])]
+        hop_s, hop_j = transfer_cost(self.config.d2d, 8.0 * nbytes, self.d2d_rate_bps)
+        n = self.topology.n_devices
+        v = np.nonzero(tree.hop_edge >= 0)[0]
+        col = (tree.hop_edge[v], hop_direction(self.topology.d2d.edges, v, tree.next_hop[v]))
+        fac = np.ones(n)
+        fac[v] = self._arq(self.config.d2d, nbytes, (v.size,))
+        own_hop_j = np.zeros(n)
+        own_hop_j[v] = hop_j[col] * fac[v]
         path_j = sum_to_root(tree.next_hop, own_hop_j)
-        self._split(ledger, stage, "d2d", payload, senders, tree.root[senders], tree.path_s[senders],
-                    path_j[senders], group=self.topology.cluster[senders], step=step)
-        return tree.path_s[senders]
+        path_s, sent = tree.path_s, np.ones(n)
+        if self.config.faults.packet_loss > 0:
+            own_hop_s = np.zeros(n)
+            own_hop_s[v] = hop_s[col] * fac[v]
+            path_s = sum_to_root(tree.next_hop, own_hop_s)
+            extra_hops = sum_to_root(tree.next_hop, np.where(tree.hop_edge >= 0, fac - 1.0, 0.0))
+            sent = 1.0 + extra_hops / np.maximum(tree.hops, 1)       # mean sends per hop of the path
+            self._count_retransmissions(nbytes, sent[senders])
+        self._split(ledger, stage, "d2d", payload, senders, tree.root[senders], path_s[senders],
+                    path_j[senders], copies=sent[senders], group=self.topology.cluster[senders], step=step)
+        return path_s[senders]
 
     def charge_d2d_broadcast(self, ledger: Ledger, stage: str, payload: Payload, clusters=None, *,
                              devices=None, step: str = "") -> np.ndarray:
@@ -263,12 +328,20 @@ class FogNetwork:
             frontier = np.unique(up[(up >= 0) & (tree.next_hop[np.maximum(up, 0)] >= 0)])
             frontier = frontier[~on_tree[frontier]]
         hops = np.nonzero(on_tree)[0]
-        _, hop_j = transfer_cost(self.config.d2d, 8.0 * nbytes, self.d2d_rate_bps)
+        hop_s, hop_j = transfer_cost(self.config.d2d, 8.0 * nbytes, self.d2d_rate_bps)
         senders = tree.next_hop[hops]
-        recv_j = hop_j[tree.hop_edge[hops], hop_direction(self.topology.d2d.edges, senders, hops)]
-        self._split(ledger, stage, "d2d", payload, senders, hops, tree.path_s[hops], recv_j,
-                    lane=hops, group=self.topology.cluster[hops], step=step)
-        return tree.path_s[receivers]
+        col = (tree.hop_edge[hops], hop_direction(self.topology.d2d.edges, senders, hops))
+        fac = self._arq(self.config.d2d, nbytes, (hops.size,))
+        recv_j = hop_j[col] * fac
+        path_s = tree.path_s
+        if self.config.faults.packet_loss > 0:
+            own_hop_s = np.zeros(self.topology.n_devices)
+            own_hop_s[hops] = hop_s[col] * fac
+            path_s = sum_to_root(tree.next_hop, own_hop_s)
+            self._count_retransmissions(nbytes, fac)
+        self._split(ledger, stage, "d2d", payload, senders, hops, path_s[hops], recv_j,
+                    lane=hops, copies=fac, group=self.topology.cluster[hops], step=step)
+        return path_s[receivers]
 
     def d2d_path(self, src: int, dst: int, payload_bytes: float) -> np.ndarray:
         """The fastest multi-hop D2D path ``src → dst`` for a payload this round (device
@@ -281,8 +354,9 @@ class FogNetwork:
         hop_s, _ = transfer_cost(self.config.d2d, 8.0 * float(payload_bytes), self.d2d_rate_bps)
         tree = shortest_path_tree(n, self.topology.d2d.edges, hop_s, np.array([int(dst)]), toward_heads=True)
         if not tree.reached[int(src)]:
+            down = "" if self.d2d_up.all() else f"; {int((~self.d2d_up).sum())} D2D links are down this round"
             raise ValueError(f"devices {src} and {dst} have no D2D path (clusters "
-                             f"{self.topology.cluster[int(src)]} and {self.topology.cluster[int(dst)]})")
+                             f"{self.topology.cluster[int(src)]} and {self.topology.cluster[int(dst)]}{down})")
         path = [int(src)]
         while path[-1] != int(dst):
             path.append(int(tree.next_hop[path[-1]]))
@@ -315,28 +389,36 @@ class FogNetwork:
         if len(edges) == 0 or not np.array_equal(np.sort(edges[e], axis=1), np.sort(np.stack([a, b], axis=1), axis=1)):
             raise ValueError("every sender -> receiver pair must be a D2D link of this round's graph")
         rate = self.d2d_rate_bps[e, hop_direction(edges, a, b)]
-        seconds, joules = self._price(self.config.d2d, payload, rate)
-        self._split(ledger, stage, "d2d", payload, a, b, seconds, joules, lane=lane, group=group, step=step)
+        if not self.d2d_up[e].all():
+            down = e[~self.d2d_up[e]][0]
+            raise ValueError(f"D2D link {tuple(edges[down].tolist())} is down this round")
+        seconds, joules, sent = self._price(self.config.d2d, payload, rate)
+        self._split(ledger, stage, "d2d", payload, a, b, seconds, joules, lane=lane, copies=sent, group=group,
+                    step=step)
         return seconds
 
     def charge_compute(self, ledger: Ledger, stage: str, module: str, devices, n_samples, epochs: float = 1.0, *,
-                       group=None, step: str = ""):
+                       slowdown=None, deadline_s: float | None = None, group=None, step: str = ""):
         """Local training of ``devices`` on ``n_samples`` each for ``epochs`` passes:
-        ``c·n·E`` CPU cycles each (``c`` = ``ComputeConfig.cycles_per_sample``), in parallel."""
+        ``c·n·E`` CPU cycles each (``c`` = ``ComputeConfig.cycles_per_sample``), in parallel
+        (``slowdown``, ``deadline_s``: see :meth:`charge_cycles`)."""
         n = np.asarray(n_samples, dtype=np.float64)
         if np.any(n < 0) or not np.isfinite(epochs) or epochs < 0:
             raise ValueError("n_samples and epochs must be >= 0")
         return self.charge_cycles(ledger, stage, module, devices, self.config.compute.cycles_per_sample * n * epochs,
-                                  group=group, step=step)
+                                  slowdown=slowdown, deadline_s=deadline_s, group=group, step=step)
 
-    def charge_cycles(self, ledger: Ledger, stage: str, module: str, nodes, cycles, *, group=None,
-                      step: str = "") -> np.ndarray:
+    def charge_cycles(self, ledger: Ledger, stage: str, module: str, nodes, cycles, *, slowdown=None,
+                      deadline_s: float | None = None, group=None, step: str = "") -> np.ndarray:
         """Run ``cycles`` CPU cycles on each of ``nodes`` (any tiers), in parallel.
 
         A device takes ``cycles/f`` seconds and ``κ·cycles·f²`` joules (its own CPU
         frequency ``f``, ``ComputeConfig.kappa``); a server of tier ``k`` takes
         ``cycles/cpu_freq_hz`` seconds at ``compute_power_w`` of its ``TierConfig``.
-        Returns the per-node seconds.
+        ``slowdown`` (per node, >= 1) stretches the time of a straggler whose CPU is
+        shared with other work (same cycles, same energy). With ``deadline_s`` the
+        round stops waiting at the deadline: a late node's row carries the deadline as
+        its time (its energy in full). Returns the per-node seconds the work really took.
         """
         self._require_round()
         nodes = np.asarray(nodes, dtype=np.int64)
@@ -354,6 +436,12 @@ class FogNetwork:
             power[sel] = tier.compute_power_w
         seconds = cycles / freq
         joules = np.where(dev, comp.kappa * cycles * freq ** 2, power * seconds)
+        if slowdown is not None:
+            slowdown = np.broadcast_to(np.asarray(slowdown, dtype=np.float64), nodes.shape)
+            if np.any(~np.isfinite(slowdown)) or np.any(slowdown < 1):
+                raise ValueError(f"slowdown must be finite and >= 1, got {slowdown!r}")
+            seconds = seconds * slowdown
+        waited = seconds if deadline_s is None else np.minimum(seconds, deadline_s)
         ledger.charge(stage=stage, module=module, link="compute", src=nodes, dst=nodes, nbytes=0.0,
-                      seconds=seconds, joules=joules, group=0 if group is None else group, step=step)
+                      seconds=waited, joules=joules, group=0 if group is None else group, step=step)
         return seconds

@@ -83,12 +83,13 @@ def _carriers(net: FogNetwork, senders: np.ndarray, level: int) -> list[np.ndarr
     return out
 
 
-def _charge_star(net: FogNetwork, ledger: Ledger, payload: Payload, devices: np.ndarray) -> None:
+def _charge_star(net: FogNetwork, ledger: Ledger, payload: Payload, devices: np.ndarray,
+                 receivers: np.ndarray) -> None:
     topo = net.topology
     if net.config.direct_uplink is not None:
         net.charge_direct_upload(ledger, "upload:star", payload, devices)
         if net.config.charge_downlink:
-            net.charge_direct_download(ledger, "download:star", payload, devices)
+            net.charge_direct_download(ledger, "download:star", payload, receivers)
         return
     # No direct link: every model climbs the hierarchy un-aggregated.
     under = np.zeros(topo.n_nodes)
@@ -103,7 +104,7 @@ def _charge_star(net: FogNetwork, ledger: Ledger, payload: Payload, devices: np.
     if net.config.charge_downlink:
         for k in range(net.config.n_tiers - 2, 0, -1):
             net.charge_download(ledger, f"download:tier{k + 1}", payload, carriers[k - 1])
-        net.charge_download(ledger, "download:tier1", payload, devices)
+        net.charge_download(ledger, "download:tier1", payload, receivers)
 
 
 def charge_aggregation(net: FogNetwork, ledger: Ledger, payload: Payload, level: int, *, d2d: bool = False,
@@ -130,42 +131,47 @@ def charge_aggregation_parts(net: FogNetwork, ledger: Ledger, parts, level: int,
                              star: bool = False) -> None:
     """:func:`charge_aggregation` of several module groups at once, each
     ``(payload, devices)`` with its own participants (e.g. a task head and the devices
-    holding that task). Devices send and receive each group they take part in; a
-    server sends what all the groups below it hold as one transfer."""
+    holding that task), or ``(payload, devices, receivers)`` when only some of the
+    senders get the result back (the others dropped out after uploading). Devices send
+    and receive each group they take part in; a server sends what all the groups
+    below it hold as one transfer."""
     topo = net.topology
-    parts = [(p, np.arange(topo.n_devices) if d is None else np.unique(np.asarray(d, dtype=np.int64)))
-             for p, d in parts]
-    parts = [(p, d) for p, d in parts if d.size]
+
+    def ids(d):
+        return np.arange(topo.n_devices) if d is None else np.unique(np.asarray(d, dtype=np.int64))
+
+    parts = [(p[0], ids(p[1]), ids(p[2] if len(p) > 2 else p[1])) for p in parts]
+    parts = [p for p in parts if p[1].size]
     if not parts:
         return
     if star:
-        for payload, devices in parts:
-            _charge_star(net, ledger, payload, devices)
+        for payload, devices, receivers in parts:
+            _charge_star(net, ledger, payload, devices, receivers)
         return
     n_levels = net.config.n_tiers - 1
     check_int("level", level, low=1, high=n_levels)
     down = net.config.charge_downlink
     stage = "aggregate"
     senders_of = []
-    for payload, devices in parts:
+    for payload, devices, receivers in parts:
         if d2d:
             # D2D consensus replaces tier-1 aggregation; the heads carry it further up.
             heads = topo.heads[np.unique(topo.cluster[devices])]
             senders_of.append(heads[heads >= 0])
             net.charge_d2d_gather(ledger, stage, payload, devices=devices, step="d2d:gather")
-            if level == 1:
-                net.charge_d2d_broadcast(ledger, stage, payload, devices=devices, step="d2d:broadcast")
+            if level == 1 and receivers.size:
+                net.charge_d2d_broadcast(ledger, stage, payload, devices=receivers, step="d2d:broadcast")
         else:
             senders_of.append(devices)
     if d2d and level == 1:
         return
-    for (payload, _), senders in zip(parts, senders_of):
+    for (payload, _, _), senders in zip(parts, senders_of):
         net.charge_upload(ledger, stage, payload, senders, group=topo.cluster[senders], step="upload:tier1")
     # above tier 1 a server forwards one aggregate of everything its subtree holds
     merged: dict[str, float] = {}
-    for payload, _ in parts:
+    for payload, _, _ in parts:
         merged.update(payload)
-    carriers = _carriers(net, np.concatenate([d for _, d in parts]), level)
+    carriers = _carriers(net, np.concatenate([d for _, d, _ in parts]), level)
     edges = carriers[0]                                 # tier-1 nodes with a participant
     edge_group = edges - topo.tier_offsets[1]           # cluster index of each tier-1 node
     if level >= 2:
@@ -179,10 +185,12 @@ def charge_aggregation_parts(net: FogNetwork, ledger: Ledger, parts, level: int,
     if level >= 2:
         stage = "distribute"
         net.charge_download(ledger, stage, merged, edges, group=edge_group, step="download:tier2")
-    for (payload, devices), senders in zip(parts, senders_of):
+    for (payload, _, receivers), senders in zip(parts, senders_of):
+        if not d2d:
+            senders = receivers
         net.charge_download(ledger, stage, payload, senders, group=topo.cluster[senders], step="download:tier1")
-        if d2d:
-            net.charge_d2d_broadcast(ledger, stage, payload, devices=devices, step="d2d:broadcast")
+        if d2d and receivers.size:
+            net.charge_d2d_broadcast(ledger, stage, payload, devices=receivers, step="d2d:broadcast")
 
 
 def charge_round(net: FogNetwork, ledger: Ledger, schedule: AggregationSchedule, round_number: int,

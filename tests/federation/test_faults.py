@@ -1,0 +1,292 @@
+"""Faults: dropouts before/after upload, stragglers with a deadline, D2D link failures,
+packet loss with retransmission, edge-server outages with each fallback."""
+
+import gymnasium as gym
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+import hffm_env  # noqa: F401  (registers the ids)
+from hffm_env import ConfigError, make_scenario
+from hffm_env.federation import Aggregate, Federation
+from hffm_env.network import LinkConfig
+
+KIND = ("adapters",)
+
+
+def _fed(seed=0, preset="tiny", **ov):
+    return Federation(make_scenario(preset, federation__local_steps=1, **ov), seed=seed)
+
+
+def _rows(fed, kinds=KIND, rows=None):
+    rows = np.arange(fed.n_nodes) if rows is None else np.asarray(rows)
+    return torch.cat([fed.bank[n][torch.as_tensor(rows)].reshape(len(rows), -1) for n in fed.names_of(kinds)], 1)
+
+
+def _trained(fed):
+    fed.begin_round()
+    fed.train()
+    return _rows(fed).clone()
+
+
+def _hit(fed, name):
+    return sorted({f["device"] for f in fed.faults() if f["fault"] == name})
+
+
+def _agg_rows(fed, round_index, link):
+    rec = fed.ledger.records(round_index)
+    sel = (rec["link"] == link) & (rec["stage"] != "train")
+    return rec["src"][sel], rec["dst"][sel], rec
+
+
+# ---------------------------------------------------------------------- dropouts
+def test_dropout_before_upload_keeps_own_copy_and_is_not_charged():
+    fed = _fed(federation__faults__dropout_before_upload=0.5)
+    trained = _trained(fed)
+    dropped = _hit(fed, "dropout_before_upload")
+    assert dropped and len(dropped) < fed.n_devices
+    rec = fed.aggregate(KIND, "edge")
+    after = _rows(fed)
+    for d in range(fed.n_devices):
+        if d in dropped:
+            assert torch.equal(after[d], trained[d])                       # not overwritten, not half-written
+        else:
+            assert torch.equal(after[d], after[fed.topology.parent[d]])    # got its edge's aggregate
+    assert not set(rec["participants"]["adapters"]) & set(dropped)
+    res = fed.end_round()
+    src, _, _ = _agg_rows(fed, res.round, "device->edge")
+    _, dst, _ = _agg_rows(fed, res.round, "edge->device")
+    assert not set(src.tolist()) & set(dropped) and not set(dst.tolist()) & set(dropped)
+    assert {f["device"] for f in res.faults if f["fault"] == "dropout_before_upload"} == set(dropped)
+    assert all(torch.isfinite(t).all() for t in fed.bank.values())
+
+
+def test_dropout_after_upload_counts_in_the_aggregate_but_gets_nothing_back():
+    fed, clean = _fed(federation__faults__dropout_after_upload=0.5), _fed()
+    trained, _ = _trained(fed), _trained(clean)
+    dropped = _hit(fed, "dropout_after_upload")
+    assert dropped and len(dropped) < fed.n_devices
+    fed.aggregate(KIND, "edge")
+    clean.aggregate(KIND, "edge")
+    edges = np.arange(fed.n_devices, fed.n_nodes - 1)
+    # its upload arrived: the edge aggregates equal the fault-free run's
+    assert torch.equal(_rows(fed, rows=edges), _rows(clean, rows=edges))
+    after = _rows(fed)
+    for d in dropped:
+        assert torch.equal(after[d], trained[d])
+    res = fed.end_round()
+    src, _, _ = _agg_rows(fed, res.round, "device->edge")
+    _, dst, _ = _agg_rows(fed, res.round, "edge->device")
+    assert set(dropped) <= set(src.tolist())
+    assert not set(dst.tolist()) & set(dropped)
+
+
+# ---------------------------------------------------------------------- stragglers
+def test_stragglers_past_the_deadline_miss_the_aggregation_and_the_round_stops_waiting():
+    sc = make_scenario("tiny", federation__local_steps=1)
+    cycles = sc.network.compute.cycles_per_sample * sc.federation.batch_size
+    deadline = 3.0 * cycles / sc.network.compute.cpu_freq_hz_range[0]   # every device on time unless slowed 10x
+    ov = dict(federation__faults__straggler_fraction=0.5, federation__faults__straggler_slowdown=10.0,
+              federation__faults__round_deadline_s=deadline)
+    fed, clean = _fed(**ov), _fed()
+    trained, _ = _trained(fed), _trained(clean)
+    slow = _hit(fed, "straggler")
+    late = _hit(fed, "deadline_miss")
+    assert slow and late == slow
+    rec = fed.aggregate(KIND, "edge")
+    clean.aggregate(KIND, "edge")
+    assert not set(rec["participants"]["adapters"]) & set(late)
+    after = _rows(fed)
+    for d in late:
+        assert torch.equal(after[d], trained[d])
+    res, ref = fed.end_round(), clean.end_round()
+    assert res.cost.stage_latency_s["train"] == pytest.approx(deadline)
+    assert ref.cost.stage_latency_s["train"] < deadline
+    # a straggler computes the same cycles: the same energy
+    assert res.cost.stage_energy_j["train"] == pytest.approx(ref.cost.stage_energy_j["train"])
+
+
+# ---------------------------------------------------------------------- links
+def _working_graph(fed):
+    g = nx.Graph()
+    g.add_nodes_from(range(fed.n_devices))
+    g.add_edges_from(map(tuple, fed.topology.d2d.edges[fed.net.d2d_up]))
+    return g
+
+
+def test_d2d_link_failures_cut_devices_off_and_routes_avoid_down_links():
+    for seed in range(20):
+        fed = _fed(seed=seed, network__faults__d2d_failure=0.5)
+        trained = _trained(fed)
+        g = _working_graph(fed)
+        heads = fed.topology.heads
+        cut = [d for d in range(fed.n_devices) if not nx.has_path(g, d, int(heads[fed.topology.cluster[d]]))]
+        if cut:
+            break
+    assert cut, "no seed cut a device off its head"
+    down = [f["link"] for f in fed.faults() if f["fault"] == "d2d_link_down"]
+    assert sorted(map(tuple, down)) == sorted(map(tuple, fed.topology.d2d.edges[~fed.net.d2d_up].tolist()))
+    rec = fed.aggregate(KIND, "d2d", path="gather")
+    unreachable = [f for f in fed.faults() if f["fault"] == "d2d_unreachable"]
+    assert unreachable and sorted(unreachable[0]["devices"]) == sorted(cut)
+    assert not set(rec["participants"]["adapters"]) & set(cut)
+    after = _rows(fed)
+    for d in cut:
+        assert torch.equal(after[d], trained[d])
+    # gossip moves hop by hop: no row may use a down link
+    fed.aggregate(KIND, "d2d", path="gossip", gossip_rounds=2)
+    res = fed.end_round()
+    rec = fed.ledger.records(res.round)
+    hop = np.char.startswith(rec["step"].astype(str), "gossip")
+    used = {tuple(sorted(p)) for p in zip(rec["src"][hop].tolist(), rec["dst"][hop].tolist())}
+    assert used and not used & {tuple(e) for e in down}
+
+
+def test_relay_over_a_cut_d2d_route_fails_and_copies_nothing():
+    for seed in range(40):
+        fed = _fed(seed=seed, network__faults__d2d_failure=0.6)
+        fed.begin_round()
+        comp = fed.net.d2d_components()
+        pairs = [(a, b) for a in range(fed.n_devices) for b in range(fed.n_devices)
+                 if a != b and fed.topology.cluster[a] == fed.topology.cluster[b] and comp[a] != comp[b]]
+        if pairs:
+            break
+    assert pairs
+    a, b = pairs[0]
+    before = _rows(fed).clone()
+    rec = fed.relay("adapters", a, b, "d2d")
+    assert rec["failed"] == "d2d_link_down"
+    assert torch.equal(_rows(fed), before)
+    assert any(f["fault"] == "relay_failed" and f["target"] == b for f in fed.faults())
+    res = fed.end_round()
+    assert "d2d" not in res.cost.per_link
+
+
+@pytest.mark.parametrize("scope", ["edge", "d2d"])
+def test_packet_loss_retransmissions_are_charged_and_reported(scope):
+    lossy, clean = _fed(network__faults__packet_loss=0.3), _fed()
+    out = []
+    for fed in (lossy, clean):
+        fed.begin_round()
+        fed.train()
+        fed.aggregate(KIND, scope)
+        out.append(fed.end_round())
+    res, ref = out
+    moved = sum(v.bytes for v in res.cost.per_module.values())
+    base = sum(v.bytes for v in ref.cost.per_module.values())
+    loss = [f for f in res.faults if f["fault"] == "packet_loss"]
+    assert len(loss) == 1 and loss[0]["retransmitted_packets"] > 0
+    assert moved - base == pytest.approx(loss[0]["retransmitted_bytes"], rel=1e-9)
+    assert 1.2 < moved / base < 1.8                     # about 1/(1 - 0.3) sends per packet
+    assert res.latency_s > ref.latency_s and res.energy_j > ref.energy_j
+    # the modules themselves arrive intact: the same values as the lossless round
+    assert torch.equal(_rows(lossy), _rows(clean))
+
+
+# ---------------------------------------------------------------------- edge outages
+def test_edge_outage_skip_leaves_the_cluster_alone():
+    fed = _fed(federation__faults__edge_outage=1.0, federation__faults__outage_fallback="skip")
+    trained = _trained(fed)
+    assert {f["cluster"] for f in fed.faults() if f["fault"] == "edge_outage"} == set(range(fed.topology.n_clusters))
+    rec = fed.aggregate(KIND, "edge")
+    assert rec["outage"] == {"clusters": list(range(fed.topology.n_clusters)), "fallback": "skip"}
+    assert torch.equal(_rows(fed), trained)
+    res = fed.end_round()
+    assert "device->edge" not in res.cost.per_link
+
+
+def test_edge_outage_falls_back_to_d2d_consensus():
+    fed = _fed(federation__faults__edge_outage=1.0, federation__faults__outage_fallback="d2d")
+    twin = _fed()
+    _trained(fed), _trained(twin)
+    rec = fed.aggregate(KIND, "edge")
+    twin.aggregate(KIND, "d2d", path="gather")
+    devs = np.arange(fed.n_devices)
+    assert torch.equal(_rows(fed, rows=devs), _rows(twin, rows=devs))
+    assert rec["outage"]["fallback"] == "d2d"
+    assert fed.end_round().operations[-1]["fallback_for"] == 0
+
+
+def test_edge_outage_falls_back_to_the_cloud_over_the_direct_uplink():
+    direct = LinkConfig("wireless", bandwidth_hz=2e6, tx_power_w=0.2)
+    fed = _fed(network__direct_uplink=direct, federation__faults__edge_outage=1.0,
+               federation__faults__outage_fallback="cloud")
+    twin = _fed(network__direct_uplink=direct)
+    trained, _ = _trained(fed), _trained(twin)
+    fed.aggregate(KIND, "edge")
+    twin.aggregate(KIND, "edge")
+    devs, edges = np.arange(fed.n_devices), np.arange(fed.n_devices, fed.n_nodes - 1)
+    assert torch.equal(_rows(fed, rows=devs), _rows(twin, rows=devs))   # the cloud did the edges' work
+    assert torch.equal(_rows(fed, rows=edges), trained[edges])          # servers that are down keep their copy
+    res = fed.end_round()
+    assert "device->cloud" in res.cost.per_link and "device->edge" not in res.cost.per_link
+
+
+def test_cloud_fallback_without_a_direct_uplink_is_a_config_error():
+    with pytest.raises(ConfigError, match="outage_fallback.*direct_uplink"):
+        _fed(federation__faults__edge_outage=0.1, federation__faults__outage_fallback="cloud")
+
+
+def test_edge_outage_fails_relays_and_requests_through_the_server():
+    fed = _fed(federation__faults__edge_outage=1.0, federation__inference__requests_per_device=1.0,
+               federation__inference__device_memory_bytes_range=(1.0, 2.0))   # nobody hosts: all go to the edge
+    fed.run_round([Aggregate(("adapters",), "d2d")])          # round 0: the edges are down
+    fed.begin_round()                                         # round 1: repaired (edge_repair = 1)
+    fed.end_round()
+    fed.begin_round()                                         # round 2: down again
+    assert fed.edge_down.all()
+    a, b = [int(x) for x in fed.topology.members(0)[:2]]
+    before = _rows(fed).clone()
+    assert fed.relay("adapters", a, b, "edge")["failed"] == "edge_outage"
+    assert torch.equal(_rows(fed), before)
+    n = len(fed.requests)
+    assert n > 0
+    served = fed.serve(["edge"] * n)
+    assert served.failed.all() and not served.correct.any() and (served.latency_s == 0).all()
+    res = fed.end_round()
+    assert sum(f["fault"] == "request_failed" for f in res.faults) == n
+    assert "inference" not in res.cost.per_module
+
+
+# ---------------------------------------------------------------------- the env with every fault on
+_TINY = make_scenario("tiny")
+_SLOWEST_S = (_TINY.network.compute.cycles_per_sample * _TINY.federation.local_steps * _TINY.federation.batch_size
+              / _TINY.network.compute.cpu_freq_hz_range[0])
+FAULTS = dict(federation__faults__dropout_before_upload=0.2, federation__faults__dropout_after_upload=0.2,
+              federation__faults__straggler_fraction=0.3, federation__faults__round_deadline_s=2.0 * _SLOWEST_S,
+              federation__faults__edge_outage=0.3, network__faults__d2d_failure=0.2,
+              network__faults__packet_loss=0.1)
+
+
+def test_env_keeps_stepping_under_every_fault_and_reports_them():
+    env = gym.make("hffm_env/HFFM-v0", preset="tiny", **FAULTS)
+    twin = gym.make("hffm_env/HFFM-v0", preset="tiny", **FAULTS)
+    obs, _ = env.reset(seed=3)
+    twin.reset(seed=3)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(8):
+        mask = env.unwrapped.action_masks()
+        nvec = env.action_space.nvec
+        starts = np.concatenate([[0], np.cumsum(nvec)[:-1]])
+        action = np.array([rng.choice(np.nonzero(mask[s:s + n])[0]) for s, n in zip(starts, nvec)])
+        obs, r, term, trunc, info = env.step(action)
+        obs2, r2, *_, info2 = twin.step(action)
+        assert np.isfinite(r) and all(np.isfinite(v).all() for v in obs.values())
+        assert r == r2 and info["faults"] == info2["faults"]
+        seen |= {f["fault"] for f in info["faults"]}
+    fed = env.unwrapped.core.fed
+    assert all(torch.isfinite(t).all() for t in fed.bank.values())
+    assert {"dropout_before_upload", "dropout_after_upload", "straggler", "deadline_miss", "edge_outage",
+            "d2d_link_down", "packet_loss"} <= seen
+
+
+@pytest.mark.parametrize("field,value", [
+    ("federation__faults__edge_outage", 1.5), ("federation__faults__straggler_slowdown", 0.5),
+    ("federation__faults__round_deadline_s", 0.0), ("federation__faults__outage_fallback", "retry"),
+    ("network__faults__packet_loss", 1.0), ("network__faults__d2d_failure", -0.1),
+])
+def test_bad_fault_configs_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=field.split("__", 1)[1].replace("__", ".")):
+        make_scenario("tiny", **{field: value})
