@@ -124,6 +124,29 @@ class HFFMEnv(gym.Env):
             raise RuntimeError("action_masks() called before reset()")
         return self.core.action_masks()
 
+    def save_checkpoint(self, path) -> None:
+        """Save the running federation's learned state to the safetensors file ``path``
+        (see :mod:`hffm_env.federation.checkpoint`)."""
+        from hffm_env.federation.checkpoint import save_checkpoint
+
+        if self.core.fed is None:
+            raise RuntimeError("save_checkpoint() called before reset()")
+        save_checkpoint(self.core.fed, path)
+
+    def load_checkpoint(self, path) -> None:
+        """Load a checkpoint of this scenario and seed (``reset`` with the seed it was
+        saved under) into the running federation; the episode's round count, spent
+        energy and random streams go on from this env's own. The next reward's
+        Δaccuracy starts from the checkpoint's accuracy."""
+        from hffm_env.federation.checkpoint import load_checkpoint
+
+        if self.core.fed is None:
+            raise RuntimeError("load_checkpoint() called before reset()")
+        load_checkpoint(self.core.fed, path)
+        accuracy = self.core.fed.accuracy
+        vals = [a for per in accuracy.values() for a in per.values()]
+        self.core.accuracy, self.core.mean_accuracy = accuracy, float(np.mean(vals)) if vals else 0.0
+
     def render(self):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
