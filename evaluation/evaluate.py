@@ -39,8 +39,56 @@ class Episode:
     ret: float = 0.0
 
 
+# What SB3 pickles into a model's ``data`` entry, and what we put there instead, so a
+# model file never runs code when it is loaded (its weights load with weights_only=True).
+_PICKLED_ENTRIES = ("policy_class", "observation_space", "action_space", "lr_schedule", "clip_range",
+                    "rollout_buffer_class", "_last_obs", "_last_episode_starts", "_last_original_obs",
+                    "ep_info_buffer", "ep_success_buffer")
+
+
+def _zero(_progress: float) -> float:
+    return 0.0
+
+
+def load_sb3_model(cls, path, env):
+    """Load a saved SB3 model of class ``cls`` for ``env`` without unpickling anything.
+
+    SB3 stores the policy class, the spaces and the schedules of a model with
+    cloudpickle; unpickling a file can run arbitrary code. Every such entry is
+    replaced by the value this package knows it must have (``MultiInputPolicy`` or
+    ``MlpPolicy`` from the data's ``policy_class`` name, the env's spaces, constant
+    schedules, which inference does not use; A2C's default RMSprop settings); a model
+    file with any other pickled entry is refused with an error naming it.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        data = json.loads(z.read("data"))
+    pickled = [k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v]
+    known = set(_PICKLED_ENTRIES)
+    custom: dict = {}
+    if cls.__name__ == "A2C":
+        # A2C pickles its default RMSprop settings (hffm train sets no other policy_kwargs)
+        import torch
+
+        known.add("policy_kwargs")
+        custom["policy_kwargs"] = {"optimizer_class": torch.optim.RMSprop,
+                                   "optimizer_kwargs": {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0}}
+    unknown = sorted(set(pickled) - known)
+    if unknown:
+        raise ValueError(f"{path}: refusing to unpickle the entries {unknown} of this model file (only "
+                         f"{', '.join(_PICKLED_ENTRIES)} are replaced on load)")
+    doc = str(data.get("policy_class", {}).get("__doc__", ""))
+    alias = "MultiInputPolicy" if "MultiInput" in doc else "MlpPolicy"
+    custom.update({k: None for k in _PICKLED_ENTRIES})
+    custom.update(policy_class=cls.policy_aliases[alias], observation_space=env.observation_space,
+                  action_space=env.action_space, lr_schedule=_zero, clip_range=_zero)
+    return cls.load(str(path), device="cpu", custom_objects=custom)
+
+
 class LearnedPolicy:
-    """A saved SB3 model behind the same ``predict`` as the fixed policies."""
+    """A saved SB3 model behind the same ``predict`` as the fixed policies (loaded
+    with :func:`load_sb3_model`: nothing in the file is unpickled)."""
 
     def __init__(self, spec: str, env):
         from stable_baselines3 import A2C, PPO
@@ -57,7 +105,7 @@ class LearnedPolicy:
             from sb3_contrib import MaskablePPO
 
             classes["maskable_ppo"] = MaskablePPO
-        self.model = classes[algo].load(str(p), device="cpu")
+        self.model = load_sb3_model(classes[algo], p, env)
         self.masked = algo == "maskable_ppo"
         self.env = env
         self.name = f"{algo}:{p.parent.name if p.name == 'model.zip' else p.stem}"

@@ -59,7 +59,15 @@ def test_train_maskable_ppo_with_two_subprocess_envs(tmp_path):
     out = tmp_path / "mppo"
     assert hffm(["train", "--algo", "maskable_ppo", "--steps", "64", "--n-steps", "16", "--batch-size", "32",
                  "--n-epochs", "1", "--n-envs", "2", "--out", str(out), "--no-progress"]) == 0
-    assert (out / "model.zip").is_file()
+    from sb3_contrib import MaskablePPO
+
+    from evaluation.evaluate import load_sb3_model
+
+    env = gym.make("hffm_env/Aggregation-v0", preset="tiny")
+    obs, _ = env.reset(seed=1)
+    model = load_sb3_model(MaskablePPO, out / "model.zip", env)
+    action, _ = model.predict(obs, action_masks=env.unwrapped.action_masks())
+    assert env.action_space.contains(action)
 
 
 def test_train_rejects_dqn_and_eval_seeds(capsys):
@@ -94,3 +102,52 @@ def test_evaluate_writes_table_with_every_row(tmp_path, capsys):
     for name in ("accuracy_vs_energy.png", "pareto.png", "learning_curves.png"):
         assert (out / name).stat().st_size > 1000, name
     assert hffm(["evaluate", "--seeds", "1", "--policies", "nonsense", "--out", str(out)]) == 2
+
+
+class _Touch:
+    """A pickle that creates a file when unpickled (stands in for a malicious payload)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_saved_models_load_without_unpickling(tmp_path):
+    import base64
+    import pickle
+    import zipfile
+
+    from stable_baselines3 import PPO
+
+    from evaluation.evaluate import load_sb3_model
+
+    out = tmp_path / "ppo"
+    assert hffm(["train", "--algo", "ppo", "--steps", "16", "--n-steps", "16", "--batch-size", "16",
+                 "--n-epochs", "1", "--out", str(out), "--no-progress", "--set", "env__max_rounds=4"]) == 0
+    marker = tmp_path / "pwned"
+    evil = base64.b64encode(pickle.dumps(_Touch(marker))).decode()
+
+    def rewrite(name, edit):
+        src, dst = out / "model.zip", tmp_path / name
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+            for item in zin.namelist():
+                blob = zin.read(item)
+                if item == "data":
+                    data = json.loads(blob)
+                    edit(data)
+                    blob = json.dumps(data).encode()
+                zout.writestr(item, blob)
+        return dst
+
+    tampered = rewrite("tampered.zip", lambda d: d["lr_schedule"].update({":serialized:": evil}))
+    env = gym.make("hffm_env/Aggregation-v0", preset="tiny")
+    model = load_sb3_model(PPO, tampered, env)
+    assert not marker.exists()                           # the payload never ran
+    obs, _ = env.reset(seed=1)
+    assert env.action_space.contains(model.predict(obs)[0])
+    extra = rewrite("extra.zip", lambda d: d.update({"surprise": {":type:": "x", ":serialized:": evil}}))
+    with pytest.raises(ValueError, match="surprise"):
+        load_sb3_model(PPO, extra, env)
+    assert not marker.exists()
