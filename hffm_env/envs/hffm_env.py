@@ -44,6 +44,13 @@ options (sb3-contrib ``MaskablePPO``). A masked or out-of-space action raises
 w_energy·energy/ref`` (``EnvConfig``). Truncation after ``env.max_rounds`` rounds;
 termination when the energy spent exceeds ``env.energy_budget_j``.
 
+## Faults, checkpoints
+
+``federation__faults__*`` (dropouts, stragglers and a round deadline, edge-server
+outages) and ``network__faults__*`` (D2D link failures, packet loss) strike during
+the round, after the action; ``info["faults"]`` lists each one. ``save_checkpoint`` /
+``load_checkpoint`` store the learned state as safetensors.
+
 ## Version history
 
 * v0: first release.
