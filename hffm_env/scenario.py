@@ -48,6 +48,8 @@ class Scenario:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
         if not isinstance(self.network, NetworkConfig):
             raise ConfigError(f"network must be a NetworkConfig, got {self.network!r}")
         if not isinstance(self.data, DataConfig):
@@ -65,9 +67,15 @@ class Scenario:
         if self.data.max_question_tokens != self.model.max_text_tokens:
             raise ConfigError(f"data.max_question_tokens={self.data.max_question_tokens} must equal "
                               f"model.max_text_tokens={self.model.max_text_tokens}")
+        k_e = self.federation.experts_per_device
+        if k_e is not None and k_e > self.model.n_experts:
+            raise ConfigError(f"federation.experts_per_device must be an integer in [1, {self.model.n_experts}] "
+                              f"(model.n_experts), got {k_e}")
         if not isinstance(self.payload_bytes, dict) or not self.payload_bytes:
             raise ConfigError(f"payload_bytes must be a non-empty dict module -> bytes, got {self.payload_bytes!r}")
         for module, size in self.payload_bytes.items():
+            if not isinstance(module, str) or not module:
+                raise ConfigError(f"payload_bytes keys must be module names (non-empty strings), got {module!r}")
             check_positive(f"payload_bytes[{module!r}]", size)
         check_int("seed", self.seed, low=0)
 

@@ -19,7 +19,10 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    return d.images.astype(np.float64) / 16.0, d.target.astype(np.int64)
+    images, target = d.images.astype(np.float64) / 16.0, d.target.astype(np.int64)
+    for arr in (images, target):    # cached and shared by every pool: read-only
+        arr.flags.writeable = False
+    return images, target
 
 
 @register_task("digits_qa", modalities=("image", "text"), answers=DIGIT_ANSWERS,

@@ -155,9 +155,12 @@ class EnvCore:
                       _log_rate(up[edges])], axis=1),
             cl_acc, stale[edges], self._server_divergence(edges)], axis=1).astype(np.float32)
         R = self.config.max_rounds
-        glob = np.array([self.round / R, self.energy_spent / self.energy_scale / R,
-                         self.latency_spent / self.latency_scale / R, self.mean_accuracy, self.last["delta_accuracy"],
-                         self.last["latency"], self.last["energy"], len(fed.cold_starts) / self.config.max_cold_starts,
+        # costs in reference rounds as log(1 + x): about x for a normal round, finite in
+        # float32 however costly a scenario is
+        costs = np.log1p([self.energy_spent / self.energy_scale / R, self.latency_spent / self.latency_scale / R,
+                          self.last["latency"], self.last["energy"]])
+        glob = np.array([self.round / R, costs[0], costs[1], self.mean_accuracy, self.last["delta_accuracy"],
+                         costs[2], costs[3], len(fed.cold_starts) / self.config.max_cold_starts,
                          len(fed.requests) / self.config.max_requests], dtype=np.float32)
         return {"devices": dev, "clusters": clus, "globals": glob, "requests": self._request_rows(),
                 "cold_starts": self._cold_rows()}
@@ -295,6 +298,8 @@ class EnvCore:
     def split(self, action) -> dict[str, np.ndarray]:
         nvec = self.nvec()
         a = np.asarray(action)
+        if a.dtype == np.bool_:          # MultiDiscrete.contains accepts bools (0/1)
+            a = a.astype(np.int64)
         if a.shape != nvec.shape or not np.issubdtype(a.dtype, np.integer):
             raise InvalidAction(f"action must be an integer array of shape {tuple(nvec.shape)}, got "
                                 f"{a.dtype} {a.shape}")

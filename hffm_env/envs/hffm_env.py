@@ -27,7 +27,8 @@ inference requests (1 per device and round) unless overridden.
   per task, per kind the edge copy's staleness and distance to the holders' mean.
 * ``globals [9]``: round / max_rounds, energy and latency spent (in reference rounds,
   per round of the episode), mean accuracy, last Δaccuracy, last latency and energy
-  (in reference rounds), pending cold starts and requests (per slot).
+  (in reference rounds), pending cold starts and requests (per slot); the four costs
+  as ``log(1 + x)``.
 * ``requests [R, 3 + T + 4 + 1]``: present, device, cluster, task one-hot, valid
   targets, input kB. ``cold_starts [M, 2 + K + 5]``: present, device, kind one-hot,
   valid relay sources.

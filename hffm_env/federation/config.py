@@ -79,6 +79,7 @@ class AdversaryConfig:
     update, ``noise`` its update plus Gaussian noise of std ``strength``;
     ``label_flip`` trains on flipped labels (answer ``a`` → ``A−1−a``). Attacks act on
     everything the device sends: uploads for aggregation and the modules it relays.
+    ``strength`` is at most 1000 (beyond it float32 modules overflow).
     """
 
     fraction: float = 0.0
@@ -88,7 +89,7 @@ class AdversaryConfig:
     def __post_init__(self) -> None:
         _check_rate("adversaries.fraction", self.fraction)
         check_choice("adversaries.attack", self.attack, ATTACKS)
-        check_non_negative("adversaries.strength", self.strength)
+        check_real("adversaries.strength", self.strength, low=0.0, high=1000.0)
 
 
 @dataclass(frozen=True)

@@ -254,6 +254,8 @@ class Federation:
         self.cold_starts: list[ColdStart] = []
         self.requests = self._draw_requests()
         self._view_cache: tuple[int, FederatedData] | None = None
+        self._tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._tables_version = -1
         self._open = False
         self._trained = False
         self._ops: list[dict] = []
@@ -312,14 +314,23 @@ class Federation:
         """Which devices need module ``kind`` now (bool ``[n_devices]``): the shared
         kinds every active device with a task; an encoder the devices with an active
         task of its modality; a head the devices with that task active."""
-        self.kind_index(kind)
-        return np.array([bool(self._tasks_for(d, kind)) for d in range(self.n_devices)], dtype=bool)
+        return self._membership_table(kind)[0].copy()
 
     def sample_counts(self, kind: str) -> np.ndarray:
         """Training samples behind each device's copy of ``kind`` (0 where not held)."""
+        return self._membership_table(kind)[1].copy()
+
+    def _membership_table(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """``holds`` and ``sample_counts`` of ``kind``, cached until the membership changes."""
         self.kind_index(kind)
-        return np.array([sum(len(self.members.train[d][t]) for t in self._tasks_for(d, kind))
-                         for d in range(self.n_devices)], dtype=np.float64)
+        if self._tables_version != self.members.version:
+            self._tables, self._tables_version = {}, self.members.version
+        if kind not in self._tables:
+            tasks = [self._tasks_for(d, kind) for d in range(self.n_devices)]
+            self._tables[kind] = (np.array([bool(t) for t in tasks], dtype=bool),
+                                  np.array([sum(len(self.members.train[d][x]) for x in t) for d, t in enumerate(tasks)],
+                                           dtype=np.float64))
+        return self._tables[kind]
 
     def view(self, only: dict[int, list[str]] | None = None) -> FederatedData:
         """The federated data as it stands (active devices' active tasks; ``only``

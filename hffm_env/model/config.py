@@ -29,7 +29,8 @@ class ModelConfig:
     each embedded by the trainable sensor encoder. ``n_prompts`` learnable prompt
     tokens join every input. A mixture-of-experts layer of ``n_experts`` bottleneck
     experts with a gate that routes every token to its ``experts_top_k`` best experts
-    sits after the last layer; a device may train only some experts.
+    sits after the last layer; a device may train only some experts. The modules train
+    by AdamW with ``learning_rate`` in (0, 1] and ``learning_rate·weight_decay <= 1``.
     """
 
     backbone: str = "default"
@@ -82,10 +83,17 @@ class ModelConfig:
         check_int("n_prompts", self.n_prompts, low=0)
         check_int("n_experts", self.n_experts, low=1)
         check_int("expert_bottleneck", self.expert_bottleneck, low=1)
-        check_int("experts_top_k", self.experts_top_k, low=1, high=self.n_experts)
+        check_int(f"experts_top_k (at most n_experts={self.n_experts})", self.experts_top_k, low=1,
+                  high=self.n_experts)
         check_int("init_seed", self.init_seed, low=0)
-        check_real("learning_rate", self.learning_rate, low=0.0, low_inclusive=False)
+        # AdamW moves a weight by about the learning rate per step: above 1 the modules
+        # blow up to inf/NaN within a few rounds
+        check_real("learning_rate", self.learning_rate, low=0.0, high=1.0, low_inclusive=False)
         check_real("weight_decay", self.weight_decay, low=0.0)
+        if self.learning_rate * self.weight_decay > 1.0:
+            raise ConfigError(f"weight_decay must be at most 1/learning_rate={1.0 / self.learning_rate:g} "
+                              "(AdamW scales weights by 1 - learning_rate·weight_decay each step), "
+                              f"got {self.weight_decay!r}")
 
     @property
     def n_patches(self) -> int:

@@ -45,13 +45,18 @@ class AdamState:
 
 
 def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dict[str, torch.Tensor],
-                 lr: float, weight_decay: float, expert_mask: torch.Tensor | None = None) -> None:
+                 lr: float, weight_decay: float, expert_mask: torch.Tensor | None = None) -> torch.Tensor:
     """AdamW (decoupled weight decay, bias-corrected) on rows ``holders`` of each named bank.
 
     ``expert_mask [D, E]`` (bool) limits the expert parameters' update to the experts
-    each holder trains; the others keep their values and optimiser state.
+    each holder trains; the others keep their values and optimiser state. A holder
+    whose gradient or updated modules are not finite (float overflow, e.g. after an
+    attacker's scaled update) skips the step entirely: its modules and optimiser state
+    stay as they were. Returns the bool mask of the holders that skipped.
     """
     b1, b2 = BETAS
+    updates = {}
+    finite = torch.ones(len(holders), dtype=torch.bool)
     for name, g in grads.items():
         p, m, v = bank[name][holders], state.m[name][holders], state.v[name][holders]
         step = state.step[name][holders]
@@ -70,10 +75,17 @@ def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dic
         p_new = p_new - (lr / (1.0 - b1 ** t)) * m_new / denom
         if keep is not None:
             p_new, m_new, v_new = torch.where(keep, p_new, p), torch.where(keep, m_new, m), torch.where(keep, v_new, v)
-        bank[name][holders] = p_new
-        state.m[name][holders] = m_new
-        state.v[name][holders] = v_new
-        state.step[name][holders] = step
+        finite &= torch.isfinite(torch.cat([p_new.reshape(len(holders), -1), v_new.reshape(len(holders), -1)],
+                                           1)).all(1)
+        updates[name] = (p_new, m_new, v_new, step)
+    for name, (p_new, m_new, v_new, step) in updates.items():
+        ok = finite.view(-1, *([1] * (p_new.dim() - 1)))
+        bank[name][holders] = torch.where(ok, p_new, bank[name][holders])
+        state.m[name][holders] = torch.where(ok, m_new, state.m[name][holders])
+        state.v[name][holders] = torch.where(ok, v_new, state.v[name][holders])
+        state.step[name][holders] = torch.where(finite.view(-1, *([1] * (step.dim() - 1))), step,
+                                                state.step[name][holders])
+    return ~finite
 
 
 def plan_batches(data: FederatedData, devices: np.ndarray, steps: int, batch_size: int,

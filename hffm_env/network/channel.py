@@ -48,7 +48,7 @@ def shannon_rate_bps(bandwidth_hz: float, tx_power_w: np.ndarray | float, gain: 
                      noise_w: float) -> np.ndarray:
     """``B·log2(1 + P·g/N)`` in bit/s."""
     snr = np.asarray(tx_power_w, dtype=np.float64) * gain / noise_w
-    return bandwidth_hz * np.log2(1.0 + snr)
+    return bandwidth_hz * np.log1p(snr) / np.log(2.0)     # log1p: no underflow to 0 at tiny SNR
 
 
 def link_gain(channel: ChannelConfig, distance_m: np.ndarray, shadowing_db: np.ndarray | float,
