@@ -102,16 +102,24 @@ def main(steps: int = 10_000, env_id: str = "hffm_env/HFFM-v0", preset: str = "t
     return 0
 
 
-def cli(argv: list[str] | None = None) -> int:
-    """``main`` from command-line flags (``--steps``, ``--env-id``, ``--preset``, ``--every``, ``--seed``)."""
-    p = argparse.ArgumentParser(prog="bench_soak", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of :func:`main` (``--steps``, ``--env-id``, ``--preset``, ``--every``, ``--seed``)."""
     p.add_argument("--steps", type=int, default=10_000, help="env steps in all (default 10000)")
     p.add_argument("--env-id", default="hffm_env/HFFM-v0", help="Gymnasium id (default hffm_env/HFFM-v0)")
     p.add_argument("--preset", default="tiny", help="scenario preset (default tiny)")
     p.add_argument("--every", type=int, default=500, help="steps between RSS readings (default 500)")
     p.add_argument("--seed", type=int, default=0, help="seed of the env and of the actions (default 0)")
-    a = p.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> int:
     return main(steps=a.steps, env_id=a.env_id, preset=a.preset, every=a.every, seed=a.seed)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` from command-line flags (see :func:`add_arguments`)."""
+    p = argparse.ArgumentParser(prog="bench_soak", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

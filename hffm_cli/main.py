@@ -72,7 +72,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from benchmarks.bench_env import main as bench
 
         return bench(presets=tuple(args.presets))
-    raise AssertionError(args.target)
+    from benchmarks import bench_robustness, bench_soak
+
+    return {"soak": bench_soak, "robustness": bench_robustness}[args.target].run(args)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -119,13 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_schedules)
 
     b = sub.add_parser("bench", help="run a benchmark")
-    b.add_argument("target", choices=["network", "training", "env"])
-    b.add_argument("--presets", nargs="+", default=["tiny", "paper"], help="env: presets to time")
-    b.add_argument("--sizes", type=int, nargs="+", default=[40, 1000, 10000], help="network: device counts")
-    b.add_argument("--rounds", type=int, default=20, help="network: timed rounds per size")
-    b.add_argument("--devices", type=int, default=40, help="training: devices in the round")
-    b.add_argument("--steps", type=int, default=4, help="training: local steps")
-    b.add_argument("--batch", type=int, default=8, help="training: samples per step")
+    targets = b.add_subparsers(dest="target", required=True)
+    t = targets.add_parser("network", help="time per round of rates + routing + ledger")
+    t.add_argument("--sizes", type=int, nargs="+", default=[40, 1000, 10000], help="device counts")
+    t.add_argument("--rounds", type=int, default=20, help="timed rounds per size")
+    t = targets.add_parser("training", help="one round of batched local training vs per-device loops")
+    t.add_argument("--devices", type=int, default=40, help="devices in the round")
+    t.add_argument("--steps", type=int, default=4, help="local steps")
+    t.add_argument("--batch", type=int, default=8, help="samples per step")
+    t = targets.add_parser("env", help="steps/s of every env id and where the time goes")
+    t.add_argument("--presets", nargs="+", default=["tiny", "paper"], help="presets to time")
+    from benchmarks import bench_robustness, bench_soak
+
+    bench_soak.add_arguments(targets.add_parser("soak", help="RSS over a long run with many resets"))
+    bench_robustness.add_arguments(targets.add_parser(
+        "robustness", help="accuracy under attacks with FedAvg and robust rules, and under DP noise"))
     b.set_defaults(func=_cmd_bench)
 
     from evaluation.evaluate import build_parser as evaluate_parser
