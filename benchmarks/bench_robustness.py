@@ -78,7 +78,7 @@ import numpy as np
 import torch
 
 ATTACKS = (("sign_flip", 1.0), ("scaling", 10.0), ("label_flip", 1.0))
-ROBUST_RULES = ("trimmed_mean", "median", "krum")
+ROBUST_RULES = ("trimmed_mean", "median", "krum", "multi_krum")
 RULES = ("mean",) + ROBUST_RULES
 TOLERANCE_PTS = 2.0
 

@@ -103,8 +103,9 @@ def robust_combine(values: dict[str, torch.Tensor], rule: str, weights: torch.Te
     each end of every coordinate; ``median`` is the coordinate-wise median (mean of
     the two middle values for even ``m``); ``krum`` keeps the one contribution whose
     summed squared distance to its ``m − f − 2`` nearest others is smallest (all
-    parameters together as one vector). The robust rules ignore the weights, as the
-    usual implementations do.
+    parameters together as one vector); ``multi_krum`` averages, by ``weights``, the
+    ``m − f`` contributions with the smallest such scores (Blanchard et al., 2017).
+    The other robust rules ignore the weights, as the usual implementations do.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(map(repr, RULES))}, got {rule!r}")
@@ -112,15 +113,19 @@ def robust_combine(values: dict[str, torch.Tensor], rule: str, weights: torch.Te
     if rule == "mean":
         w = weights / weights.sum()
         return {n: torch.tensordot(w.to(v.dtype), v, dims=1) for n, v in values.items()}
-    if rule == "krum":
+    if rule in ("krum", "multi_krum"):
+        if m == 1:
+            return {n: v[0] for n, v in values.items()}
         flat = torch.cat([v.reshape(m, -1) for v in values.values()], dim=1)
         d = torch.cdist(flat, flat).pow(2)
         k = max(m - krum_f - 2, 1)
-        if m == 1:
-            return {n: v[0] for n, v in values.items()}
-        nearest = torch.sort(d, dim=1).values[:, 1:k + 1]
-        best = int(torch.argmin(nearest.sum(dim=1)))
-        return {n: v[best] for n, v in values.items()}
+        score = torch.sort(d, dim=1).values[:, 1:k + 1].sum(dim=1)
+        if rule == "krum":
+            best = int(torch.argmin(score))
+            return {n: v[best] for n, v in values.items()}
+        keep = torch.argsort(score)[:max(m - krum_f, 1)]
+        w = weights[keep] / weights[keep].sum()
+        return {n: torch.tensordot(w.to(v.dtype), v[keep], dims=1) for n, v in values.items()}
     out = {}
     for n, v in values.items():
         s = torch.sort(v, dim=0).values

@@ -18,7 +18,7 @@ from hffm_env._validation import (
     check_real,
 )
 
-RULES = ("mean", "trimmed_mean", "median", "krum")
+RULES = ("mean", "trimmed_mean", "median", "krum", "multi_krum")
 ATTACKS = ("sign_flip", "scaling", "noise", "label_flip")
 GOSSIP_WEIGHTS = ("metropolis", "laplacian")
 OUTAGE_FALLBACKS = ("d2d", "cloud", "skip")

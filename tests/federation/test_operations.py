@@ -128,7 +128,7 @@ def _attacked_distance(rule, attack="sign_flip", strength=200.0):
 
 def test_robust_rules_resist_a_sign_flipping_attacker():
     mean = _attacked_distance("mean")
-    for rule in ("median", "trimmed_mean", "krum"):
+    for rule in ("median", "trimmed_mean", "krum", "multi_krum"):
         assert _attacked_distance(rule) < 0.5 * mean, rule
 
 
@@ -146,6 +146,9 @@ def test_robust_combine_rules():
     assert robust_combine(v, "median", w)["x"].item() == pytest.approx(1.5)
     assert robust_combine(v, "trimmed_mean", w, trim_fraction=0.25)["x"].item() == pytest.approx(1.5)
     assert robust_combine(v, "krum", w, krum_f=1)["x"].item() in (0.0, 1.0, 2.0)
+    # multi-Krum averages the m - f = 3 most central values by weight: the outlier is gone
+    assert robust_combine(v, "multi_krum", torch.tensor([1.0, 1.0, 2.0, 1.0]), krum_f=1)["x"].item() == \
+        pytest.approx((0.0 + 1.0 + 4.0) / 4)
     assert robust_combine(v, "mean", w)["x"].item() == pytest.approx(25.75)
 
 
