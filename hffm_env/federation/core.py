@@ -384,6 +384,7 @@ class Federation:
         self._dropped_after = np.zeros(n, dtype=bool)
         self._late = np.zeros(n, dtype=bool)
         self._slowdown = np.ones(n)
+        self._train_s = np.zeros(n)          # each device's training seconds this round so far
 
     def _draw_faults(self) -> None:
         """This round's node faults (``federation.faults``) and the link failures the
@@ -398,8 +399,6 @@ class Federation:
             self._slowdown[slow] = f.straggler_slowdown
             v = self.fault_rng.random(topo.n_clusters)
             self.edge_down = np.where(self.edge_down, v >= f.edge_repair, v < f.edge_outage)
-            self._faults += [{"fault": "straggler", "device": int(d), "slowdown": f.straggler_slowdown}
-                             for d in np.nonzero(slow)[0]]
             self._faults += [{"fault": "edge_outage", "cluster": int(c), "server": int(topo.tier_offsets[1] + c),
                               "fallback": f.outage_fallback} for c in np.nonzero(self.edge_down)[0]]
         self._faults += [{"fault": "d2d_link_down", "link": [int(a), int(b)]}
@@ -443,6 +442,9 @@ class Federation:
             seconds = self.net.charge_compute(self.ledger, "train", "train", participants,
                                               cfg.local_steps * cfg.batch_size, slowdown=self._slowdown[participants],
                                               deadline_s=cfg.faults.round_deadline_s)
+            self._train_s[participants] = seconds
+            self._faults += [{"fault": "straggler", "device": int(d), "slowdown": float(self._slowdown[d])}
+                             for d in participants if self._slowdown[d] > 1]
             if cfg.faults.round_deadline_s is not None:
                 late = participants[seconds > cfg.faults.round_deadline_s]
                 self._late[late] = True
@@ -489,8 +491,18 @@ class Federation:
             local_train(self.backbone, self.bank, self.adam, view, devs, devs, steps, self.config.batch_size,
                         self.rng, self.model_config, expert_mask=self.expert_mask, flip_labels=flip,
                         only_kinds=(kind,))
-            self.net.charge_compute(self.ledger, "train", f"specialist:{kind}", devs, steps * self.config.batch_size,
-                                    slowdown=self._slowdown[devs])
+            deadline = self.config.faults.round_deadline_s
+            # the extra steps follow the device's own training: the deadline counts both
+            left = None if deadline is None else np.maximum(deadline - self._train_s[devs], 0.0)
+            seconds = self.net.charge_compute(self.ledger, "train", f"specialist:{kind}", devs,
+                                              steps * self.config.batch_size, slowdown=self._slowdown[devs],
+                                              deadline_s=left)
+            self._train_s[devs] += seconds
+            if deadline is not None:
+                for d in devs[(self._train_s[devs] > deadline) & ~self._late[devs]]:
+                    self._late[d] = True
+                    self._faults.append({"fault": "deadline_miss", "device": int(d),
+                                         "compute_s": float(self._train_s[d]), "deadline_s": deadline})
             self.last_train[devs, self.kind_index(kind)] = self.round_index
             self.trained_ever[devs, self.kind_index(kind)] = True
 
@@ -582,7 +594,8 @@ class Federation:
         took_part[self._participants] = True
         took_part &= ~(self._dropped_before | self._late)
         # D2D-routed devices cut off from their head by failed links cannot take part
-        routed = in_scope & ((scope == "d2d" and not gossip) | (path == "d2d") | via_head)
+        routed = in_scope & ((scope == "d2d" and not gossip) | (path == "d2d") | via_head) \
+            & ~np.isin(topo.cluster, to_cloud)                 # those reach the cloud directly
         cut_off = routed & took_part & ~self.net.reaches_head()
         took_part &= ~cut_off
         record = {"op": "aggregate", "scope": scope, "path": path, "rule": rule, "kinds": list(kinds),
@@ -1014,7 +1027,7 @@ class Federation:
             self.serve()
         self.accuracy = self.evaluate()
         cost = self.ledger.end_round()
-        if self.net.retransmitted_packets:
+        if self.net.retransmitted_packets or self.net.retransmitted_bytes:
             self._faults.append({"fault": "packet_loss", "retransmitted_packets": self.net.retransmitted_packets,
                                  "retransmitted_bytes": self.net.retransmitted_bytes})
         self._open = False

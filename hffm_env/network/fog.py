@@ -58,6 +58,10 @@ class FogNetwork:
             raise TypeError(f"config must be a NetworkConfig, got {type(config).__name__}")
         self.config = config
         self.rng = rng
+        # retransmissions draw from their own stream (only when there is loss): how many
+        # transfers a policy makes must not change the channel later rounds see
+        self.loss_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0]) \
+            if config.faults.packet_loss > 0 else None
         self.topology = Topology(config, rng)
         self.round_index = -1
         self._routes: dict[tuple[float, bool], RouteTree] = {}
@@ -132,15 +136,17 @@ class FogNetwork:
         nbytes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), np.shape(nbytes) if shape is None else shape)
         if p == 0 or link.kind != "wireless":
             return np.ones(nbytes.shape)
-        packets = np.maximum(np.ceil(nbytes / self.config.faults.packet_bytes), 1.0)
-        extra = self.rng.negative_binomial(packets.astype(np.int64), 1.0 - p)
+        packets = self._packets(nbytes)
+        extra = self.loss_rng.negative_binomial(packets.astype(np.int64), 1.0 - p)
         return (packets + extra) / packets
 
-    def _count_retransmissions(self, nbytes, factor) -> None:
-        nbytes, factor = np.asarray(nbytes, dtype=np.float64), np.asarray(factor, dtype=np.float64)
-        extra_bytes = np.broadcast_to(nbytes * (factor - 1.0), np.broadcast_shapes(nbytes.shape, factor.shape))
-        self.retransmitted_bytes += float(extra_bytes.sum())
-        self.retransmitted_packets += int(np.round(extra_bytes / self.config.faults.packet_bytes).sum())
+    def _packets(self, nbytes) -> np.ndarray:
+        return np.maximum(np.ceil(np.asarray(nbytes, dtype=np.float64) / self.config.faults.packet_bytes), 1.0)
+
+    def _count_retransmissions(self, extra_bytes, extra_packets) -> None:
+        """Add resent bytes (as the ledger counts them) and resent packets (as drawn)."""
+        self.retransmitted_bytes += float(np.sum(extra_bytes))
+        self.retransmitted_packets += int(np.round(np.sum(extra_packets)))
 
     def _require_round(self) -> None:
         if self.round_index < 0:
@@ -182,7 +188,7 @@ class FogNetwork:
         nbytes = np.broadcast_to(sizes.sum() * mult, np.broadcast_shapes(np.shape(mult), np.shape(rate_bps)))
         factor = self._arq(link, nbytes)
         if self.config.faults.packet_loss > 0:
-            self._count_retransmissions(nbytes, factor)
+            self._count_retransmissions(nbytes * (factor - 1.0), self._packets(nbytes) * (factor - 1.0))
         seconds, joules = transfer_cost(link, 8.0 * nbytes * factor, rate_bps)
         return seconds, joules, mult * factor
 
@@ -303,7 +309,8 @@ class FogNetwork:
             path_s = sum_to_root(tree.next_hop, own_hop_s)
             extra_hops = sum_to_root(tree.next_hop, np.where(tree.hop_edge >= 0, fac - 1.0, 0.0))
             sent = 1.0 + extra_hops / np.maximum(tree.hops, 1)       # mean sends per hop of the path
-            self._count_retransmissions(nbytes, sent[senders])
+            # the ledger's row carries the payload once per sender; the packets resent are every hop's
+            self._count_retransmissions(nbytes * (sent[senders] - 1.0), self._packets(nbytes) * extra_hops[senders])
         self._split(ledger, stage, "d2d", payload, senders, tree.root[senders], path_s[senders],
                     path_j[senders], copies=sent[senders], group=self.topology.cluster[senders], step=step)
         return path_s[senders]
@@ -338,7 +345,7 @@ class FogNetwork:
             own_hop_s = np.zeros(self.topology.n_devices)
             own_hop_s[hops] = hop_s[col] * fac
             path_s = sum_to_root(tree.next_hop, own_hop_s)
-            self._count_retransmissions(nbytes, fac)
+            self._count_retransmissions(nbytes * (fac - 1.0), self._packets(nbytes) * (fac - 1.0))
         self._split(ledger, stage, "d2d", payload, senders, hops, path_s[hops], recv_j,
                     lane=hops, copies=fac, group=self.topology.cluster[hops], step=step)
         return path_s[receivers]
@@ -398,7 +405,7 @@ class FogNetwork:
         return seconds
 
     def charge_compute(self, ledger: Ledger, stage: str, module: str, devices, n_samples, epochs: float = 1.0, *,
-                       slowdown=None, deadline_s: float | None = None, group=None, step: str = ""):
+                       slowdown=None, deadline_s=None, group=None, step: str = ""):
         """Local training of ``devices`` on ``n_samples`` each for ``epochs`` passes:
         ``c·n·E`` CPU cycles each (``c`` = ``ComputeConfig.cycles_per_sample``), in parallel
         (``slowdown``, ``deadline_s``: see :meth:`charge_cycles`)."""
@@ -409,14 +416,14 @@ class FogNetwork:
                                   slowdown=slowdown, deadline_s=deadline_s, group=group, step=step)
 
     def charge_cycles(self, ledger: Ledger, stage: str, module: str, nodes, cycles, *, slowdown=None,
-                      deadline_s: float | None = None, group=None, step: str = "") -> np.ndarray:
+                      deadline_s=None, group=None, step: str = "") -> np.ndarray:
         """Run ``cycles`` CPU cycles on each of ``nodes`` (any tiers), in parallel.
 
         A device takes ``cycles/f`` seconds and ``κ·cycles·f²`` joules (its own CPU
         frequency ``f``, ``ComputeConfig.kappa``); a server of tier ``k`` takes
         ``cycles/cpu_freq_hz`` seconds at ``compute_power_w`` of its ``TierConfig``.
         ``slowdown`` (per node, >= 1) stretches the time of a straggler whose CPU is
-        shared with other work (same cycles, same energy). With ``deadline_s`` the
+        shared with other work (same cycles, same energy). With ``deadline_s`` (per node or one) the
         round stops waiting at the deadline: a late node's row carries the deadline as
         its time (its energy in full). Returns the per-node seconds the work really took.
         """

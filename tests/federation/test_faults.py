@@ -290,3 +290,49 @@ def test_env_keeps_stepping_under_every_fault_and_reports_them():
 def test_bad_fault_configs_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field.split("__", 1)[1].replace("__", ".")):
         make_scenario("tiny", **{field: value})
+
+
+# ---------------------------------------------------------------------- review fixes
+def test_retransmissions_are_reported_even_below_one_packet_and_do_not_move_the_channel():
+    fed = _fed(network__faults__packet_loss=0.5, network__faults__packet_bytes=1e7)   # one packet per transfer
+    fed.begin_round()
+    fed.train()
+    fed.aggregate(KIND, "edge")
+    res = fed.end_round()
+    loss = [f for f in res.faults if f["fault"] == "packet_loss"]
+    assert loss and loss[0]["retransmitted_bytes"] > 0 and loss[0]["retransmitted_packets"] >= 1
+    # how many transfers a policy makes must not change what the channel does next
+    rates = []
+    for ops in ([Aggregate(KIND, "edge")], []):
+        f = _fed(network__faults__packet_loss=0.1)
+        f.run_round(ops)
+        f.begin_round()
+        rates.append(f.net.uplink_rate_bps.copy())
+    assert np.array_equal(rates[0], rates[1], equal_nan=True)   # the top tier has no uplink: NaN
+
+
+def test_specialists_extra_steps_count_against_the_deadline():
+    fed = _fed(federation__specialist_steps=4, federation__faults__round_deadline_s=1e-9)
+    fed.begin_round()
+    fed.specialize(0, "adapters")
+    fed.train()
+    assert 0 in _hit(fed, "deadline_miss")
+    rec = fed.aggregate(KIND, "edge")
+    assert 0 not in rec["participants"].get("adapters", [])
+    assert fed.end_round().cost.stage_latency_s["train"] == pytest.approx(1e-9)
+
+
+def test_cloud_fallback_clusters_are_not_held_to_d2d_reachability():
+    direct = LinkConfig("wireless", bandwidth_hz=2e6, tx_power_w=0.2)
+    for seed in range(30):
+        fed = _fed(seed=seed, network__direct_uplink=direct, network__faults__d2d_failure=0.7,
+                   federation__faults__edge_outage=1.0, federation__faults__outage_fallback="cloud")
+        fed.begin_round()
+        fed.train()
+        cut = np.nonzero(~fed.net.reaches_head())[0]
+        if cut.size:
+            break
+    assert cut.size
+    rec = fed.aggregate(KIND, "cloud", d2d_clusters=list(range(fed.topology.n_clusters)))
+    assert set(cut.tolist()) <= set(rec["participants"]["adapters"])
+    assert not any(f["fault"] == "d2d_unreachable" for f in fed.faults())
