@@ -27,9 +27,9 @@ def test_rows_cover_every_condition_with_finite_accuracies():
     rows, runs, settings = robustness_rows("tiny", rounds=2, seeds=1, last=1, noise_multipliers=(0.0, 1.0))
     assert settings.krum_f == 2 and settings.trim_fraction == 0.25        # 20 % of 8 devices
     got = [(r["label"], r["rule"]) for r in rows]
-    expected = [("clean", rule) for rule in ("mean", "trimmed_mean", "median", "krum")] + [("honest only", "mean")]
+    expected = [("clean", rule) for rule in ("mean", "trimmed_mean", "median", "krum", "multi_krum")] + [("honest only", "mean")]
     expected += [(a, rule) for a in ("sign_flip x1", "scaling x10", "label_flip")
-                 for rule in ("mean", "trimmed_mean", "median", "krum")]
+                 for rule in ("mean", "trimmed_mean", "median", "krum", "multi_krum")]
     expected += [("DP z=0", "mean"), ("DP z=1", "mean")]
     assert got == expected
     for r in rows:
