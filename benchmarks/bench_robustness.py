@@ -73,9 +73,12 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 ATTACKS = (("sign_flip", 1.0), ("scaling", 10.0), ("label_flip", 1.0))
 ROBUST_RULES = ("trimmed_mean", "median", "krum", "multi_krum")
@@ -331,6 +334,8 @@ def format_table(rows: list[dict], runs: list[Run], settings: Settings, seconds:
 def main(preset: str = "small", rounds: int = 30, seeds: int = 2, fraction: float = 0.2,
          noise_multipliers=(0.0, 0.5, 1.0, 2.0), clip_norm: float = 0.2, last: int = 5,
          clean_robust: bool = True, json_out: bool = False) -> int:
+    import torch   # here, not at import: `hffm -h` builds this parser without torch
+
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     progress = None if json_out else (lambda run: print(f"  seed {run.seed} {run.condition.label:<15} "
