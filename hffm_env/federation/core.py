@@ -436,9 +436,12 @@ class Federation:
             flip[d] = attack == "label_flip"
         losses = np.zeros(0)
         if participants.size and cfg.local_steps:
+            skipped: set[int] = set()
             losses = local_train(self.backbone, self.bank, self.adam, view, participants, participants,
                                  cfg.local_steps, cfg.batch_size, self.rng, self.model_config,
-                                 expert_mask=self.expert_mask, flip_labels=flip)
+                                 expert_mask=self.expert_mask, flip_labels=flip, skipped=skipped)
+            self._faults += [{"fault": "update_skipped", "device": d, "reason": "non-finite AdamW step"}
+                             for d in sorted(skipped)]
             seconds = self.net.charge_compute(self.ledger, "train", "train", participants,
                                               cfg.local_steps * cfg.batch_size, slowdown=self._slowdown[participants],
                                               deadline_s=cfg.faults.round_deadline_s)

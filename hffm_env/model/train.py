@@ -154,13 +154,14 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
                 devices: np.ndarray, holders: np.ndarray, steps: int, batch_size: int,
                 rng: np.random.Generator, config: ModelConfig,
                 expert_mask: np.ndarray | None = None, flip_labels: np.ndarray | None = None,
-                only_kinds: tuple[str, ...] | None = None) -> np.ndarray:
+                only_kinds: tuple[str, ...] | None = None, skipped: set[int] | None = None) -> np.ndarray:
     """``steps`` local AdamW steps of every device in ``devices`` on its own shards,
     updating bank rows ``holders`` (same order). ``expert_mask [n_holders, E]`` says
     which experts each holder trains (all by default); ``flip_labels [n_holders]``
     (bool) marks holders that train on flipped labels (answer ``a`` → ``A−1−a``, a
     label-flipping attacker); ``only_kinds`` limits training to those module kinds
-    (names as :func:`~hffm_env.model.banks.kind_of` gives them). Returns each
+    (names as :func:`~hffm_env.model.banks.kind_of` gives them). Devices whose AdamW
+    step was skipped as non-finite are added to ``skipped`` when given. Returns each
     device's mean loss."""
     row_of = dict(zip(map(int, devices), map(int, holders)))
     plan = plan_batches(data, devices, steps, batch_size, rng)
@@ -184,8 +185,10 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
             grads = torch.autograd.grad(loss, [leaves[n] for n in names])
             mask = None if expert_mask is None else torch.as_tensor(expert_mask)[rows]
             with torch.no_grad():
-                adamw_update(bank, adam, rows, dict(zip(names, grads)), config.learning_rate,
-                             config.weight_decay, mask)
+                bad = adamw_update(bank, adam, rows, dict(zip(names, grads)), config.learning_rate,
+                                   config.weight_decay, mask)
+            if skipped is not None and bad.any():
+                skipped.update(int(group[i][0]) for i in torch.nonzero(bad).flatten().tolist())
             for (d, _), value in zip(group, per_holder.tolist()):
                 losses[d].append(value)
     return np.array([np.mean(losses[int(d)]) if losses[int(d)] else np.nan for d in devices])

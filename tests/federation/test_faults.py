@@ -336,3 +336,16 @@ def test_cloud_fallback_clusters_are_not_held_to_d2d_reachability():
     rec = fed.aggregate(KIND, "cloud", d2d_clusters=list(range(fed.topology.n_clusters)))
     assert set(cut.tolist()) <= set(rec["participants"]["adapters"])
     assert not any(f["fault"] == "d2d_unreachable" for f in fed.faults())
+
+
+def test_an_overflowing_update_is_skipped_whole_and_reported():
+    fed = _fed()
+    fed.begin_round()
+    for n in fed.names_of(("adapters",)):
+        fed.bank[n][3] = 1e38        # float32 overflow in the backward pass of device 3
+    before = {n: t[3].clone() for n, t in fed.bank.items()}
+    fed.train()
+    assert {f["device"] for f in fed.faults() if f["fault"] == "update_skipped"} == {3}
+    assert all(torch.equal(fed.bank[n][3], before[n]) for n in fed.bank)     # kept whole, not half-written
+    others = [n for n in fed.bank if torch.isfinite(fed.bank[n][:3]).all()]
+    assert others == list(fed.bank)
