@@ -71,6 +71,10 @@ class Scenario:
         if k_e is not None and k_e > self.model.n_experts:
             raise ConfigError(f"federation.experts_per_device must be an integer in [1, {self.model.n_experts}] "
                               f"(model.n_experts), got {k_e}")
+        faults = self.federation.faults
+        if faults.outage_fallback == "cloud" and faults.edge_outage > 0 and self.network.direct_uplink is None:
+            raise ConfigError("federation.faults.outage_fallback='cloud' needs network.direct_uplink (a device-to-"
+                              "cloud link); choose 'd2d' or 'skip', or give the network a direct uplink")
         if not isinstance(self.payload_bytes, dict) or not self.payload_bytes:
             raise ConfigError(f"payload_bytes must be a non-empty dict module -> bytes, got {self.payload_bytes!r}")
         for module, size in self.payload_bytes.items():

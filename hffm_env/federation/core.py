@@ -263,10 +263,6 @@ class Federation:
         self._inference: InferenceResult | None = None
         self._losses = np.zeros(0)
         self._participants = np.zeros(0, dtype=np.int64)
-        faults = self.config.faults
-        if faults.outage_fallback == "cloud" and faults.edge_outage > 0 and scenario.network.direct_uplink is None:
-            raise ConfigError("federation.faults.outage_fallback='cloud' needs network.direct_uplink (a device-to-"
-                              "cloud link); choose 'd2d' or 'skip', or give the network a direct uplink")
         self.edge_down = np.zeros(self.topology.n_clusters, dtype=bool)
         self._clear_faults()
 

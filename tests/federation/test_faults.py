@@ -225,7 +225,7 @@ def test_edge_outage_falls_back_to_the_cloud_over_the_direct_uplink():
 
 def test_cloud_fallback_without_a_direct_uplink_is_a_config_error():
     with pytest.raises(ConfigError, match="outage_fallback.*direct_uplink"):
-        _fed(federation__faults__edge_outage=0.1, federation__faults__outage_fallback="cloud")
+        make_scenario("tiny", federation__faults__edge_outage=0.1, federation__faults__outage_fallback="cloud")
 
 
 def test_edge_outage_fails_relays_and_requests_through_the_server():
