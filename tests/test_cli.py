@@ -64,3 +64,12 @@ def test_env_benchmark_measures_and_splits():
     r = bench("hffm_env/Aggregation-v0", "tiny", steps=3)
     assert r["steps_per_s"] > 0 and r["split"]["training"] > 0 and r["split"]["evaluation"] > 0
     assert sum(r["split"].values()) == pytest.approx(1.0)
+
+
+def test_bench_soak_and_robustness_are_wired(capsys):
+    assert main(["bench", "soak", "--steps", "4", "--every", "2"]) == 0
+    assert "RSS growth" in capsys.readouterr().out
+    assert main(["bench", "robustness", "--preset", "tiny", "--rounds", "1", "--seeds", "1", "--noise", "0",
+                 "--last", "1", "--no-clean-robust", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert {r["rule"] for r in rows} >= {"mean", "trimmed_mean", "median", "krum", "multi_krum"}
