@@ -195,6 +195,13 @@ class OffloadHeuristic(BasePolicy):
         return out
 
 
+def sample_valid_action(mask, nvec, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random valid option for every dimension of a ``MultiDiscrete``
+    action: ``mask`` is the flat ``action_masks()``, ``nvec`` the space's sizes."""
+    rows = np.split(np.asarray(mask), np.cumsum(nvec)[:-1])
+    return np.array([rng.choice(np.flatnonzero(r)) for r in rows], dtype=np.int64)
+
+
 class RandomPolicy(BasePolicy):
     """Uniform over the valid options of every dimension (its own seeded generator)."""
 
@@ -205,11 +212,7 @@ class RandomPolicy(BasePolicy):
         self.rng = np.random.default_rng(seed)
 
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
-        mask, out, off = self.core.action_masks(), [], 0
-        for n in self.core.nvec():
-            out.append(int(self.rng.choice(np.nonzero(mask[off:off + n])[0])))
-            off += n
-        return np.array(out, dtype=np.int64), state
+        return sample_valid_action(self.core.action_masks(), self.core.nvec(), self.rng), state
 
 
 class CombinedPolicy(BasePolicy):

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from agents import sample_valid_action
+
 TARGETS = {"tiny": 20.0, "paper": 2.0}
 
 
@@ -72,12 +74,8 @@ def bench(env_id: str, preset: str, steps: int, seed: int = 0) -> dict:
     return {"id": env_id, "preset": preset, "steps_per_s": steps / wall, "split": split}
 
 
-def _valid(env, rng) -> np.ndarray:
-    mask, out, off = env.unwrapped.action_masks(), [], 0
-    for n in env.action_space.nvec:
-        out.append(int(rng.choice(np.nonzero(mask[off:off + n])[0])))
-        off += n
-    return np.array(out, dtype=np.int64)
+def _valid(env, rng: np.random.Generator) -> np.ndarray:
+    return sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng)
 
 
 def main(presets=("tiny", "paper"), steps: dict | None = None) -> int:

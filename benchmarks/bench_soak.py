@@ -35,19 +35,12 @@ def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def _valid(env, rng: np.random.Generator) -> np.ndarray:
-    mask, out, off = env.unwrapped.action_masks(), [], 0
-    for n in env.action_space.nvec:
-        out.append(int(rng.choice(np.nonzero(mask[off:off + n])[0])))
-        off += n
-    return np.array(out, dtype=np.int64)
-
-
 def soak(steps: int, env_id: str, preset: str, every: int, seed: int):
     """Yield (step, rss_bytes, steps/s since the last reading, episodes so far) every ``every`` steps."""
     import gymnasium as gym
 
     import hffm_env  # noqa: F401  (registers the ids)
+    from agents import sample_valid_action   # here: `hffm -h` builds this module's parser without torch
 
     env = gym.make(env_id, preset=preset)
     rng = np.random.default_rng(seed)
@@ -56,7 +49,8 @@ def soak(steps: int, env_id: str, preset: str, every: int, seed: int):
     t, last = time.perf_counter(), 0
     yield 0, rss_bytes(), float("nan"), episodes
     for i in range(1, steps + 1):
-        _, _, terminated, truncated, _ = env.step(_valid(env, rng))
+        action = sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng)
+        _, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             env.reset()
             episodes += 1

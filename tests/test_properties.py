@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import hffm_env
+from agents import sample_valid_action
 from hffm_env import ConfigError, make_scenario
 from hffm_env.data.tokenizer import BUILTIN_WORDS, N_SPECIAL
 from hffm_env.envs.config import DEFAULT_SCHEDULES
@@ -470,7 +471,7 @@ def _mask_rows(env) -> list[np.ndarray]:
 
 
 def _valid_action(env, rng: np.random.Generator) -> np.ndarray:
-    return np.array([rng.choice(np.flatnonzero(row)) for row in _mask_rows(env)], dtype=np.int64)
+    return sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng)
 
 
 def _assert_finite(obs, reward, info, fed) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import hffm_env
+from agents import sample_valid_action
 from hffm_env.envs.core import InvalidAction
 
 IDS = list(hffm_env.ENV_IDS)
@@ -20,11 +21,7 @@ def _make(env_id, preset="tiny", **ov):
 
 def _valid_action(env, rng):
     """A random action among the valid options of every dimension."""
-    mask, out, off = env.unwrapped.action_masks(), [], 0
-    for n in env.action_space.nvec:
-        out.append(int(rng.choice(np.nonzero(mask[off:off + n])[0])))
-        off += n
-    return np.array(out, dtype=np.int64)
+    return sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng)
 
 
 @pytest.mark.parametrize("env_id", IDS)

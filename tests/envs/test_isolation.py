@@ -25,6 +25,7 @@ import pytest
 import torch
 
 import hffm_env  # noqa: F401  (registers the ids)
+from agents import sample_valid_action
 
 torch.set_num_threads(1)
 
@@ -33,9 +34,8 @@ KW = {"preset": "tiny", "env__max_rounds": 20}
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _valid(mask: np.ndarray, nvec: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    rows = np.split(mask, np.cumsum(nvec)[:-1])
-    return np.array([rng.choice(np.flatnonzero(r)) for r in rows], dtype=np.int64)
+def _valid(env, rng: np.random.Generator) -> np.ndarray:
+    return sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng)
 
 
 def _record(h: "hashlib._Hash", obs: dict, reward=None, info=None) -> None:
@@ -56,7 +56,7 @@ def trajectory_digest(seed: int = 3, steps: int = 4) -> str:
     h = hashlib.sha256()
     _record(h, obs)
     for _ in range(steps):
-        obs, reward, _, _, info = env.step(_valid(env.unwrapped.action_masks(), env.action_space.nvec, rng))
+        obs, reward, _, _, info = env.step(_valid(env, rng))
         _record(h, obs, reward, info)
     bank = env.unwrapped.federation.bank
     for n in sorted(bank):
@@ -85,7 +85,7 @@ def test_subproc_and_dummy_vec_envs_give_bit_identical_trajectories(monkeypatch)
                 assert obs_d[k].dtype == obs_s[k].dtype and obs_d[k].tobytes() == obs_s[k].tobytes(), k
             masks_d, masks_s = dummy.env_method("action_masks"), sub.env_method("action_masks")
             assert all(np.array_equal(a, b) for a, b in zip(masks_d, masks_s))
-            actions = np.stack([_valid(m, nvec, rng) for m in masks_d])
+            actions = np.stack([sample_valid_action(m, nvec, rng) for m in masks_d])
             obs_d, rew_d, done_d, info_d = dummy.step(actions)
             obs_s, rew_s, done_s, info_s = sub.step(actions)
             # DummyVecEnv keeps rewards in a float32 buffer, SubprocVecEnv stacks the float64 ones;
@@ -120,7 +120,7 @@ def _trajectory(env, seed: int, steps: int, other=None) -> list:
     for _ in range(steps):
         if other is not None:
             other()
-        obs, reward, _, _, info = env.step(_valid(env.unwrapped.action_masks(), env.action_space.nvec, rng))
+        obs, reward, _, _, info = env.step(_valid(env, rng))
         out.append(({k: v.copy() for k, v in obs.items()}, reward, json.dumps(info, sort_keys=True, default=repr)))
     out.append({n: t.clone() for n, t in env.unwrapped.federation.bank.items()})
     return out
@@ -151,7 +151,7 @@ def test_interleaved_steps_of_another_env_do_not_change_a_trajectory():
         calls.append(1)
         if len(calls) == 3:
             a.reset(seed=5)
-        a.step(_valid(a.unwrapped.action_masks(), a.action_space.nvec, rng_a))
+        a.step(_valid(a, rng_a))
 
     interleaved = _trajectory(gym.make(ENV_ID, **KW), seed=1, steps=4, other=step_a)
     assert len(calls) == 4
@@ -172,10 +172,10 @@ def test_module_banks_of_two_envs_never_share_storage():
     for _ in range(2):
         assert _storages(a.unwrapped.federation).isdisjoint(_storages(b.unwrapped.federation))
         for env in (a, b):
-            env.step(_valid(env.unwrapped.action_masks(), env.action_space.nvec, rng))
+            env.step(_valid(env, rng))
     fed_a = a.unwrapped.federation
     bank = {n: t.clone() for n, t in fed_a.bank.items()}
-    b.step(_valid(b.unwrapped.action_masks(), b.action_space.nvec, rng))
+    b.step(_valid(b, rng))
     assert all(torch.equal(bank[n], t) for n, t in fed_a.bank.items())
 
 
@@ -211,7 +211,7 @@ def test_frozen_backbone_is_shared_and_untouched_by_training():
     rng = np.random.default_rng(0)
     for _ in range(3):
         for env in (a, b):
-            info = env.step(_valid(env.unwrapped.action_masks(), env.action_space.nvec, rng))[-1]
+            info = env.step(_valid(env, rng))[-1]
             assert "train" in {k for k in info["per_link"]} | {k for k in info["per_module"]}   # it trained
     after = bb.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
@@ -224,7 +224,7 @@ def test_reset_releases_the_previous_federation():
     env = gym.make(ENV_ID, **KW)
     env.reset(seed=0)
     old = weakref.ref(env.unwrapped.federation)
-    env.step(_valid(env.unwrapped.action_masks(), env.action_space.nvec, np.random.default_rng(0)))
+    env.step(_valid(env, np.random.default_rng(0)))
     env.reset(seed=1)
     gc.collect()
     assert old() is None, "something still holds the previous episode's federation"

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import hffm_env  # noqa: F401  (registers the ids)
+from agents import sample_valid_action
 from hffm_env import ConfigError, make_scenario
 from hffm_env.federation import Aggregate, Federation
 from hffm_env.network import LinkConfig
@@ -267,10 +268,7 @@ def test_env_keeps_stepping_under_every_fault_and_reports_them():
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(8):
-        mask = env.unwrapped.action_masks()
-        nvec = env.action_space.nvec
-        starts = np.concatenate([[0], np.cumsum(nvec)[:-1]])
-        action = np.array([rng.choice(np.nonzero(mask[s:s + n])[0]) for s, n in zip(starts, nvec)])
+        action = sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng)
         obs, r, term, trunc, info = env.step(action)
         obs2, r2, *_, info2 = twin.step(action)
         assert np.isfinite(r) and all(np.isfinite(v).all() for v in obs.values())
