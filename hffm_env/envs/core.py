@@ -240,7 +240,7 @@ class EnvCore:
             score = acc.get(kind[6:], 0.0) if kind.startswith("heads.") else (np.mean(list(acc.values())) if acc else 0.0)
             return (spec, score, -int(d))
 
-        comp = self._d2d_component()
+        comp = fed.net.d2d_components(working=False)     # what is known before the round
         same = [d for d in cands if comp[d] == comp[target]]
         edge = int(topo.parent[target])
         out: list[tuple[int, str] | None] = [("none", "")]  # placeholder for option 0
@@ -249,15 +249,6 @@ class EnvCore:
         out.append((topo.top, "cloud") if fed.last_sync[topo.top, ki] >= 0 else None)
         out.append((int(max(cands, key=rank)), "edge") if len(cands) else None)
         return out
-
-    def _d2d_component(self) -> np.ndarray:
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
-        e = self.fed.topology.d2d.edges
-        n = self.n_devices
-        g = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)) if len(e) else coo_matrix((n, n))
-        return connected_components(g, directed=False)[1]
 
     # ------------------------------------------------------------------ masks
     def masks(self, decision: str) -> np.ndarray:

@@ -622,14 +622,11 @@ class Federation:
             keep = {k: np.array([d for d in np.nonzero(self.holds(k))[0] if self.is_specialist(d, k)], dtype=np.int64)
                     for k in ks}
             frozen = np.concatenate([devs[self._dropped_after[devs]], off + to_cloud]).astype(np.int64)
-            restore = self._snapshot(ks, frozen)
-            saved = {n: self.bank[n][torch.as_tensor(keep[k])].clone() for k in ks for n in self.names_of([k])}
+            restores = [self._snapshot([k], keep[k]) for k in ks] + [self._snapshot(ks, frozen)]
             self._aggregate_values(ks, devs, np.maximum(np.array(counts, dtype=np.float64), 1.0), scope, path, rule,
                                    gossip_rounds)
-            for k in ks:   # specialists keep their own copies
-                for n in self.names_of([k]):
-                    self.bank[n][torch.as_tensor(keep[k])] = saved[n]
-            restore()
+            for restore in restores:
+                restore()
             payload = {k: self.wire_bytes[k] for k in ks}
             if gossip:
                 self._charge_gossip(payload, devs, gossip_rounds or self.config.gossip_rounds)
@@ -788,15 +785,16 @@ class Federation:
             if source >= self.n_devices:
                 raise ValueError(f"a D2D relay needs a device source, got node {source} (tier "
                                  f"{self.scenario.network.tiers[topo.tier[source]].name})")
-            comp = self.net.d2d_components()
-            if topo.cluster[source] == topo.cluster[target] and comp[source] != comp[target]:
+            comp, full = self.net.d2d_components(), self.net.d2d_components(working=False)
+            if full[source] == full[target] and comp[source] != comp[target]:
                 return self._relay_failed(record, "d2d_link_down")
             hops = self.net.d2d_path(source, target, payload[kind])
             self.net.charge_d2d_path(self.ledger, "relay", payload, hops, group=group)
         else:
-            if any(self._server_down(n) for n in self._tree_route(source, target, path == "cloud")):
+            hops_up, turn, hops_down = self._tree_route(source, target, via_top=(path == "cloud"))
+            if any(self._server_down(n) for n in hops_up + [turn] + hops_down):
                 return self._relay_failed(record, "edge_outage")
-            self._charge_tree_relay(payload, source, target, via_top=(path == "cloud"), group=group)
+            self._charge_tree_relay(payload, hops_up, hops_down, group=group)
         sent = self._sent(names, np.array([source]), privacy=False) if source < self.n_devices else \
             {n: self.bank[n][source:source + 1] for n in names}
         for n in names:
@@ -817,11 +815,13 @@ class Federation:
         self._ops.append(record)
         return record
 
-    def _tree_route(self, source: int, target: int, via_top: bool) -> list[int]:
-        """The nodes a relay through the servers passes (both ends included)."""
+    def _tree_route(self, source: int, target: int, via_top: bool) -> tuple[list[int], int, list[int]]:
+        """A relay through the servers: the nodes that send up (``source`` first), the
+        server where it turns (the lowest common one, or the top), and the nodes that
+        receive on the way down (``target`` last)."""
         up, down = self._ancestors(source), self._ancestors(target)
         turn = self.topology.top if via_top else [n for n in up if n in down and n >= self.n_devices][0]
-        return up[:up.index(turn) + 1] + down[:down.index(turn)]
+        return up[:up.index(turn)], turn, down[:down.index(turn)][::-1]
 
     def _ancestors(self, node: int) -> list[int]:
         out = [node]
@@ -829,11 +829,7 @@ class Federation:
             out.append(int(self.topology.parent[out[-1]]))
         return out
 
-    def _charge_tree_relay(self, payload: dict, source: int, target: int, via_top: bool, group: int) -> None:
-        up, down = self._ancestors(source), self._ancestors(target)
-        turn = self.topology.top if via_top else [n for n in up if n in down and n >= self.n_devices][0]
-        hops_up = up[:up.index(turn)]
-        hops_down = down[:down.index(turn)][::-1]
+    def _charge_tree_relay(self, payload: dict, hops_up: list[int], hops_down: list[int], group: int) -> None:
         for i, n in enumerate(hops_up):
             self.net.charge_upload(self.ledger, "relay", payload, [n], group=group, step=f"up{i}")
         for i, n in enumerate(hops_down):

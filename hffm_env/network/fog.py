@@ -111,18 +111,24 @@ class FogNetwork:
         self._routes = {}
         self._components = None
 
-    def d2d_components(self) -> np.ndarray:
-        """Connected component of every device over this round's working D2D links."""
+    def d2d_components(self, working: bool = True) -> np.ndarray:
+        """Connected component of every device over this round's working D2D links, or
+        (``working=False``) over every link of the graph, down or not."""
+        if not working:
+            return self._components_of(self.topology.d2d.edges)
         self._require_round()
         if self._components is None:
-            from scipy.sparse import coo_matrix
-            from scipy.sparse.csgraph import connected_components
-
-            n = self.topology.n_devices
-            e = self.topology.d2d.edges[self.d2d_up] if len(self.topology.d2d.edges) else np.zeros((0, 2), int)
-            g = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
-            self._components = connected_components(g, directed=False)[1]
+            self._components = self._components_of(self.topology.d2d.edges[self.d2d_up])
         return self._components
+
+    def _components_of(self, edges: np.ndarray) -> np.ndarray:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        n = self.topology.n_devices
+        e = edges if len(edges) else np.zeros((0, 2), dtype=np.int64)
+        g = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+        return connected_components(g, directed=False)[1]
 
     def reaches_head(self) -> np.ndarray:
         """Which devices have a D2D path to (and from) their cluster head this round."""
@@ -294,20 +300,14 @@ class FogNetwork:
         members = self._d2d_members(clusters, devices)
         senders = members[tree.reached[members] & (tree.next_hop[members] >= 0)]
         hop_s, hop_j = transfer_cost(self.config.d2d, 8.0 * nbytes, self.d2d_rate_bps)
-        n = self.topology.n_devices
         v = np.nonzero(tree.hop_edge >= 0)[0]
         col = (tree.hop_edge[v], hop_direction(self.topology.d2d.edges, v, tree.next_hop[v]))
-        fac = np.ones(n)
-        fac[v] = self._arq(self.config.d2d, nbytes, (v.size,))
-        own_hop_j = np.zeros(n)
-        own_hop_j[v] = hop_j[col] * fac[v]
-        path_j = sum_to_root(tree.next_hop, own_hop_j)
-        path_s, sent = tree.path_s, np.ones(n)
+        fac = self._arq(self.config.d2d, nbytes, (v.size,))
+        path_j = self._along_paths(tree, v, hop_j[col] * fac)
+        path_s, sent = tree.path_s, np.ones(self.topology.n_devices)
         if self.config.faults.packet_loss > 0:
-            own_hop_s = np.zeros(n)
-            own_hop_s[v] = hop_s[col] * fac[v]
-            path_s = sum_to_root(tree.next_hop, own_hop_s)
-            extra_hops = sum_to_root(tree.next_hop, np.where(tree.hop_edge >= 0, fac - 1.0, 0.0))
+            path_s = self._along_paths(tree, v, hop_s[col] * fac)
+            extra_hops = self._along_paths(tree, v, fac - 1.0)
             sent = 1.0 + extra_hops / np.maximum(tree.hops, 1)       # mean sends per hop of the path
             # the ledger's row carries the payload once per sender; the packets resent are every hop's
             self._count_retransmissions(nbytes * (sent[senders] - 1.0), self._packets(nbytes) * extra_hops[senders])
@@ -342,13 +342,18 @@ class FogNetwork:
         recv_j = hop_j[col] * fac
         path_s = tree.path_s
         if self.config.faults.packet_loss > 0:
-            own_hop_s = np.zeros(self.topology.n_devices)
-            own_hop_s[hops] = hop_s[col] * fac
-            path_s = sum_to_root(tree.next_hop, own_hop_s)
+            path_s = self._along_paths(tree, hops, hop_s[col] * fac)
             self._count_retransmissions(nbytes * (fac - 1.0), self._packets(nbytes) * (fac - 1.0))
         self._split(ledger, stage, "d2d", payload, senders, hops, path_s[hops], recv_j,
                     lane=hops, copies=fac, group=self.topology.cluster[hops], step=step)
         return path_s[receivers]
+
+    def _along_paths(self, tree: RouteTree, nodes: np.ndarray, own_hop: np.ndarray) -> np.ndarray:
+        """Per device, the sum over the hops of its path in ``tree`` of ``own_hop`` (the
+        value of each of ``nodes``' own hop towards the head)."""
+        own = np.zeros(self.topology.n_devices)
+        own[nodes] = own_hop
+        return sum_to_root(tree.next_hop, own)
 
     def d2d_path(self, src: int, dst: int, payload_bytes: float) -> np.ndarray:
         """The fastest multi-hop D2D path ``src → dst`` for a payload this round (device
