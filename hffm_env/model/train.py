@@ -58,7 +58,7 @@ def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dic
     updates = {}
     finite = torch.ones(len(holders), dtype=torch.bool)
     for name, g in grads.items():
-        p, m, v = bank[name][holders], state.m[name][holders], state.v[name][holders]
+        p, m, v = bank[name][holders], state.m[name][holders], state.v[name][holders]   # gathered copies
         step = state.step[name][holders]
         keep = None
         if name in EXPERT_PARAMS and expert_mask is not None:
@@ -68,23 +68,26 @@ def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dic
             step = step + 1
         # an expert never trained has step 0; its row is kept below, the clamp only avoids 0/0
         t = step.clamp(min=1).to(g.dtype).view(*step.shape, *([1] * (g.dim() - step.dim())))
-        p_new = p * (1.0 - lr * weight_decay)
-        m_new = m + (1.0 - b1) * (g - m)
-        v_new = v * b2 + (1.0 - b2) * g * g
-        denom = v_new.sqrt() / (1.0 - b2 ** t).sqrt() + EPS
-        p_new = p_new - (lr / (1.0 - b1 ** t)) * m_new / denom
+        m_new = torch.lerp(m, g, 1.0 - b1)
+        v_new = torch.addcmul(v * b2, g, g, value=1.0 - b2)
+        denom = (v_new.sqrt() / (1.0 - torch.pow(b2, t)).sqrt()).add_(EPS)
+        p_new = p * (1.0 - lr * weight_decay) - (m_new / denom).mul_(lr / (1.0 - torch.pow(b1, t)))
         if keep is not None:
             p_new, m_new, v_new = torch.where(keep, p_new, p), torch.where(keep, m_new, m), torch.where(keep, v_new, v)
-        finite &= torch.isfinite(torch.cat([p_new.reshape(len(holders), -1), v_new.reshape(len(holders), -1)],
-                                           1)).all(1)
+        finite &= torch.isfinite(p_new).flatten(1).all(1) & torch.isfinite(v_new).flatten(1).all(1)
         updates[name] = (p_new, m_new, v_new, step)
+    skip_any = not bool(finite.all())
     for name, (p_new, m_new, v_new, step) in updates.items():
-        ok = finite.view(-1, *([1] * (p_new.dim() - 1)))
-        bank[name][holders] = torch.where(ok, p_new, bank[name][holders])
-        state.m[name][holders] = torch.where(ok, m_new, state.m[name][holders])
-        state.v[name][holders] = torch.where(ok, v_new, state.v[name][holders])
-        state.step[name][holders] = torch.where(finite.view(-1, *([1] * (step.dim() - 1))), step,
-                                                state.step[name][holders])
+        if skip_any:       # the skipped holders keep their rows: write back what they had
+            ok = finite.view(-1, *([1] * (p_new.dim() - 1)))
+            p_new = torch.where(ok, p_new, bank[name][holders])
+            m_new = torch.where(ok, m_new, state.m[name][holders])
+            v_new = torch.where(ok, v_new, state.v[name][holders])
+            step = torch.where(finite.view(-1, *([1] * (step.dim() - 1))), step, state.step[name][holders])
+        bank[name][holders] = p_new
+        state.m[name][holders] = m_new
+        state.v[name][holders] = v_new
+        state.step[name][holders] = step
     return ~finite
 
 
