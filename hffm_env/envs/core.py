@@ -185,11 +185,12 @@ class EnvCore:
             g = x.mean(0)
             self._global_mean[k] = g
             div_g[held, j] = ((x - g).norm(dim=1) / (g.norm() + 1e-8)).numpy()
-            cl = topo.cluster[held]
-            for c in np.unique(cl):
-                sel = cl == c
-                m = x[sel].mean(0)
-                div_c[held[sel], j] = ((x[sel] - m).norm(dim=1) / (m.norm() + 1e-8)).numpy()
+            # every cluster's mean copy at once: a [clusters, holders] averaging matrix
+            _, cl = np.unique(topo.cluster[held], return_inverse=True)
+            avg = torch.from_numpy(cl.ravel()[None, :] == np.arange(cl.max() + 1)[:, None]).double()
+            means = (avg / avg.sum(1, keepdim=True)) @ x
+            m = means[torch.from_numpy(cl.ravel())]
+            div_c[held, j] = ((x - m).norm(dim=1) / (m.norm(dim=1) + 1e-8)).numpy()
         return div_c, div_g
 
     def _server_divergence(self, edges: np.ndarray) -> np.ndarray:

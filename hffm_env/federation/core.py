@@ -982,35 +982,49 @@ class Federation:
         return float(sum(size[m] for m in task_spec(task).modalities))
 
     def _charge_inference(self, targets: tuple[str, ...], holder: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        """Charge the served requests (each its own ledger group) and return each one's
+        latency: the input's way to the holder, the holder's compute, the answer's way
+        back. Requests to the same kind of target are charged together, one call per hop."""
         r, net, led = self.requests, self.net, self.ledger
         inf = self.config.inference
         latency = np.zeros(len(r))
+        if not len(r):
+            return latency
         inp = np.array([self.input_bytes(t) for t in r.task])
-        one = {"inference": 1.0}
-        for i, (d, tgt, h) in enumerate(zip(r.device, targets, holder)):
-            if failed[i]:
-                continue
-            g, d = 1_000_000 + i, int(d)
-            t = 0.0
-            if tgt == "peer":
-                path = net.d2d_path(d, int(h), inp[i])
-                t += net.charge_d2d_path(led, "inference", {"inference": inp[i]}, path, group=g, step="input")
-            elif tgt in ("edge", "cloud"):
-                t += float(net.charge_upload(led, "inference", one, [d], copies=[inp[i]], group=g, step="input")[0])
-                if tgt == "cloud":
-                    for k, n in enumerate(self._ancestors(d)[1:-1]):
-                        t += float(net.charge_upload(led, "inference", one, [n], copies=[inp[i]], group=g,
-                                                     step=f"input{k}")[0])
-            t += float(net.charge_cycles(led, "inference", "inference", [int(h)], inf.cycles_per_inference,
-                                         group=g, step="compute")[0])
-            ans = {"inference": inf.answer_bytes}
-            if tgt == "peer" and inf.answer_bytes > 0:
-                t += net.charge_d2d_path(led, "inference", ans, path[::-1], group=g, step="answer")
-            elif tgt in ("edge", "cloud") and inf.answer_bytes > 0:
-                chain = self._ancestors(d)[:-1] if tgt == "cloud" else [d]
-                for k, n in enumerate(chain[::-1]):
-                    t += float(net.charge_download(led, "inference", ans, [n], group=g, step=f"answer{k}")[0])
-            latency[i] = t
+        dev = np.asarray(r.device, dtype=np.int64)
+        tgt = np.asarray(targets)
+        group = 1_000_000 + np.arange(len(r))
+        ok = ~np.asarray(failed, dtype=bool)
+        one, ans = {"inference": 1.0}, {"inference": inf.answer_bytes}
+        answer = inf.answer_bytes > 0
+        for i in np.nonzero(ok & (tgt == "peer"))[0]:
+            path = net.d2d_path(int(dev[i]), int(holder[i]), inp[i])
+            latency[i] += net.charge_d2d_path(led, "inference", {"inference": inp[i]}, path, group=int(group[i]),
+                                              step="input")
+            if answer:
+                latency[i] += net.charge_d2d_path(led, "inference", ans, path[::-1], group=int(group[i]),
+                                                  step="answer")
+        up = ok & np.isin(tgt, ("edge", "cloud"))
+        if up.any():
+            latency[up] += net.charge_upload(led, "inference", one, dev[up], copies=inp[up], group=group[up],
+                                             step="input")
+        cloud = ok & (tgt == "cloud")
+        # each cloud request's chain device → ... → top, one tier per column
+        chains = np.array([self._ancestors(int(d)) for d in dev[cloud]], dtype=np.int64).reshape(
+            cloud.sum(), self.scenario.network.n_tiers)
+        for k in range(1, chains.shape[1] - 1):            # on up through the servers below the top
+            latency[cloud] += net.charge_upload(led, "inference", one, chains[:, k], copies=inp[cloud],
+                                                group=group[cloud], step=f"input{k - 1}")
+        if ok.any():
+            latency[ok] += net.charge_cycles(led, "inference", "inference", holder[ok], inf.cycles_per_inference,
+                                             group=group[ok], step="compute")
+        edge = ok & (tgt == "edge")
+        if answer and edge.any():
+            latency[edge] += net.charge_download(led, "inference", ans, dev[edge], group=group[edge], step="answer0")
+        if answer and cloud.any():
+            for k, col in enumerate(range(chains.shape[1] - 2, -1, -1)):   # back down, tier by tier
+                latency[cloud] += net.charge_download(led, "inference", ans, chains[:, col], group=group[cloud],
+                                                      step=f"answer{k}")
         return latency
 
     # ------------------------------------------------------------------ closing

@@ -81,7 +81,7 @@ class Ledger:
             raise ValueError(f"keep_rounds must be None or an integer >= 1, got {keep_rounds!r}")
         self.keep_rounds = keep_rounds
         self._labels = {c: _Codes() for c in _LABELS}
-        self._open: list[dict[str, np.ndarray]] = []
+        self._open: list[tuple] = []   # (label codes, rows, then the array columns in _COLUMNS order)
         self._round: int | None = None
         self._rows: dict[int, dict[str, np.ndarray]] = {}
         self.summaries: dict[int, RoundCost] = {}
@@ -116,27 +116,26 @@ class Ledger:
         if src.size == 0:
             return
         for name, arr in (("nbytes", nbytes), ("seconds", seconds), ("joules", joules)):
-            if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+            # min >= 0 is False for NaN and -inf, max < inf for +inf
+            if not (arr.min() >= 0 and arr.max() < np.inf):
                 raise ValueError(f"Ledger.charge: {name} must be finite and >= 0 (stage={stage!r}, module={module!r})")
-        n = src.size
-        self._open.append({
-            "stage": np.full(n, self._labels["stage"].code(stage), dtype=np.int32),
-            "step": np.full(n, self._labels["step"].code(step), dtype=np.int32),
-            "group": group.ravel().copy(),
-            "module": np.full(n, self._labels["module"].code(module), dtype=np.int32),
-            "link": np.full(n, self._labels["link"].code(link), dtype=np.int32),
-            "src": src.ravel().copy(), "dst": dst.ravel().copy(), "lane": lane.ravel().copy(),
-            "bytes": nbytes.ravel().copy(), "seconds": seconds.ravel().copy(), "joules": joules.ravel().copy(),
-        })
+        codes = tuple(self._labels[c].code(v) for c, v in zip(_LABELS, (stage, step, module, link)))
+        # copies: the broadcast arrays are views of the caller's arrays
+        self._open.append((codes, src.size, group.ravel().copy(), src.ravel().copy(), dst.ravel().copy(),
+                           lane.ravel().copy(), nbytes.ravel().copy(), seconds.ravel().copy(), joules.ravel().copy()))
 
     def end_round(self) -> RoundCost:
         """Close the open round and return its summary."""
         if self._round is None:
             raise RuntimeError("Ledger.end_round called with no open round")
         r = self._round
-        rows = {c: (np.concatenate([chunk[c] for chunk in self._open]) if self._open
-                    else np.zeros(0, dtype=np.float64 if c in _FLOATS else np.int64))
-                for c in _COLUMNS}
+        if self._open:
+            codes, sizes, *arrays = zip(*self._open)
+            labels = np.repeat(np.array(codes, dtype=np.int32), sizes, axis=0).T.copy()   # [label, row]
+            rows = dict(zip(_LABELS, labels))
+            rows.update({c: np.concatenate(a) for c, a in zip(_COLUMNS[len(_LABELS):], arrays)})
+        else:
+            rows = {c: np.zeros(0, dtype=np.float64 if c in _FLOATS else np.int64) for c in _COLUMNS}
         self._open = []
         self._round = None
         summary = self._summarise(r, rows)
