@@ -281,6 +281,7 @@ FEDERATION = {
     "federation__rule": choice(RULES),
     "federation__trim_fraction": real(0.0, 0.5, hi_open=True),
     "federation__krum_f": integer(0),
+    "federation__bucket_size": integer(1),
     "federation__gossip_rounds": integer(1),
     "federation__gossip_weights": choice(GOSSIP_WEIGHTS),
     "federation__specialists_contribute": boolean(),
@@ -415,6 +416,7 @@ PLAUSIBLE = {
     "federation__rule": st.sampled_from(RULES),
     "federation__trim_fraction": _finite(0.0, 0.45),
     "federation__krum_f": st.integers(0, 3),
+    "federation__bucket_size": st.integers(1, 3),
     "federation__gossip_rounds": st.integers(1, 5),
     "federation__gossip_weights": st.sampled_from(GOSSIP_WEIGHTS),
     "federation__specialists_contribute": st.booleans(),
@@ -458,6 +460,8 @@ def plausible_overrides(draw) -> dict:
     out["model__n_experts"] = n_experts
     out["model__experts_top_k"] = draw(st.integers(1, n_experts))
     out["federation__experts_per_device"] = draw(st.none() | st.integers(1, n_experts))
+    if out.get("federation__faults__outage_fallback") == "cloud" and out.get("network__direct_uplink") is None:
+        out["network__direct_uplink"] = LinkConfig("wired", tx_power_w=1.0, rate_bps=1e7)   # make_scenario needs one
     if draw(st.booleans()):
         out["federation__privacy__clip_norm"] = draw(_finite(1e-3, 10.0))
         out["federation__privacy__noise_multiplier"] = draw(_finite(0.0, 2.0))

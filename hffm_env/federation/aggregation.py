@@ -4,7 +4,8 @@ A weighted average inside groups of holders is a *mixing matrix* ``M`` (rows: th
 holders that receive the result, columns: the contributors) applied to every
 parameter of the bank at once: ``bank[name] ← M · bank[name]``, with identity rows
 for the holders not involved. Robust rules (coordinate-wise trimmed mean and
-median, Krum) are not linear and run per group on the stacked contributions.
+median, Krum) are not linear and run per group on the stacked contributions,
+optionally on the means of random buckets of them (bucketing).
 Gossip weights (Metropolis–Hastings, Laplacian) are doubly stochastic matrices over
 a D2D graph; their powers mix towards the group average.
 """
@@ -54,8 +55,9 @@ def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray
     contributions ``sent[name] [n_sources, ...]`` of their group.
 
     The mean is the mixing matrix applied to the contributions; the robust rules run
-    per group. ``expert_mask [n_sources, E]`` restricts a mean of expert parameters
-    to the sources that train each expert. ``noise_std`` (one value, or one per
+    per group (``rule_args``: see :func:`robust_combine`). ``expert_mask [n_sources,
+    E]`` restricts a mean of expert parameters to the sources that train each expert,
+    the bucket means of a bucketed robust rule included. ``noise_std`` (one value, or one per
     group) adds one Gaussian draw per group, shared by the group's targets. Returns
     ``name → [n_groups, ...]``.
     """
@@ -82,7 +84,7 @@ def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray
                                      expert_mask=expert_mask)
             combined.update(experts)
     else:
-        combined = combine_groups(sent, groups, weights, rule, **rule_args)
+        combined = combine_groups(sent, groups, weights, rule, expert_mask=expert_mask, **rule_args)
     std = np.broadcast_to(np.asarray(noise_std, dtype=np.float64), (n_groups,))
     if np.any(std > 0):
         s = torch.tensor(std)
@@ -96,7 +98,9 @@ def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray
 
 
 def robust_combine(values: dict[str, torch.Tensor], rule: str, weights: torch.Tensor, *,
-                   trim_fraction: float = 0.2, krum_f: int = 1) -> dict[str, torch.Tensor]:
+                   trim_fraction: float = 0.2, krum_f: int = 1, bucket_size: int = 1,
+                   bucket_generator: torch.Generator | None = None,
+                   expert_mask: np.ndarray | torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Combine ``m`` contributions (``values[name] [m, ...]``) into one by ``rule``.
 
     ``mean`` is weighted; ``trimmed_mean`` drops ``floor(trim_fraction·m)`` values at
@@ -106,9 +110,18 @@ def robust_combine(values: dict[str, torch.Tensor], rule: str, weights: torch.Te
     parameters together as one vector); ``multi_krum`` averages, by ``weights``, the
     ``m − f`` contributions with the smallest such scores (Blanchard et al., 2017).
     The other robust rules ignore the weights, as the usual implementations do.
+
+    ``bucket_size`` s > 1 (robust rules only) first replaces the contributions by
+    the ``m' = ceil(m/s)`` :func:`bucket_means` of a random permutation drawn from
+    ``bucket_generator`` (required then), weighted by their members' total weight;
+    the rule runs on those, with ``m'`` in place of ``m`` (``krum_f`` counts
+    buckets). ``expert_mask [m, E]`` only matters there: a bucket's expert is the
+    mean of its members that train it, as in FedAvg.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(map(repr, RULES))}, got {rule!r}")
+    if bucket_size > 1 and rule != "mean":
+        values, weights = bucket_means(values, weights, bucket_size, bucket_generator, expert_mask)
     m = next(iter(values.values())).shape[0]
     if rule == "mean":
         w = weights / weights.sum()
@@ -138,6 +151,42 @@ def robust_combine(values: dict[str, torch.Tensor], rule: str, weights: torch.Te
     return out
 
 
+def bucket_means(values: dict[str, torch.Tensor], weights: torch.Tensor, bucket_size: int,
+                 generator: torch.Generator | None,
+                 expert_mask: np.ndarray | torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Bucketing (Karimireddy, He & Jaggi, ICLR 2022): permute the ``m`` contributions
+    with ``generator``, cut the permutation into ``ceil(m/bucket_size)`` consecutive
+    buckets (the last may be smaller) and return each bucket's ``weights``-weighted
+    mean ``[m', ...]`` with its members' total weight ``[m']``.
+
+    With ``expert_mask [m, E]`` a bucket's expert parameters average only the
+    members that train each expert (all members when none does), as the mean does.
+    The permutation comes only from ``generator``, never from the global stream.
+    """
+    if generator is None:
+        raise ValueError("bucketing needs a generator for its permutation (bucket_generator)")
+    m = weights.shape[0]
+    n_buckets = -(-m // bucket_size)
+    bucket = torch.empty(m, dtype=torch.int64)
+    bucket[torch.randperm(m, generator=generator)] = torch.arange(m) // bucket_size
+    w = weights.to(torch.float64)
+    member_w = torch.zeros(n_buckets, m, dtype=torch.float64)
+    member_w[bucket, torch.arange(m)] = w                          # [m', m]: a mixing matrix, unnormalised
+    bucket_w = member_w.sum(1)
+    mix = member_w / bucket_w[:, None]
+    out = {n: torch.tensordot(mix.to(v.dtype), v, dims=1) for n, v in values.items()}
+    experts = [n for n in values if n in EXPERT_PARAMS]
+    if expert_mask is not None and experts:
+        ew = member_w[:, :, None] * torch.as_tensor(np.asarray(expert_mask), dtype=torch.float64)[None]  # [m', m, E]
+        total = ew.sum(1, keepdim=True)
+        ew = torch.where(total > 0, ew / total.clamp(min=1e-300), mix[:, :, None].expand_as(ew))
+        for n in experts:
+            v = values[n]
+            flat = v.reshape(m, v.shape[1], -1)
+            out[n] = torch.einsum("bme,mex->bex", ew.to(v.dtype), flat).reshape(n_buckets, *v.shape[1:])
+    return out, bucket_w.to(weights.dtype)
+
+
 def combine_groups(sent: dict[str, torch.Tensor], groups: np.ndarray, weights: np.ndarray, rule: str,
                    expert_mask: np.ndarray | None = None, **rule_args) -> dict[str, torch.Tensor]:
     """Per group ``g``: the combination by ``rule`` of the contributions ``sent[name][groups == g]``.
@@ -145,7 +194,7 @@ def combine_groups(sent: dict[str, torch.Tensor], groups: np.ndarray, weights: n
     Returns ``name → [n_groups, ...]`` (a group without sources is all zeros). With
     ``expert_mask [n_sources, E]`` a mean of expert parameters averages only the
     sources that train each expert (an expert none of them trains gets their plain
-    weighted mean).
+    weighted mean); so does a bucket mean of a bucketed robust rule.
     """
     groups = np.asarray(groups, dtype=np.int64)
     n_groups = int(groups.max()) + 1
@@ -168,7 +217,8 @@ def combine_groups(sent: dict[str, torch.Tensor], groups: np.ndarray, weights: n
                 else:
                     combined[n] = torch.tensordot((w / w.sum()).to(v.dtype), v, dims=1)
         else:
-            combined = robust_combine(vals, rule, w, **rule_args)
+            mask = None if expert_mask is None else np.asarray(expert_mask)[sel.numpy()]
+            combined = robust_combine(vals, rule, w, expert_mask=mask, **rule_args)
         for n in names:
             out[n][int(g)] = combined[n]
     return out

@@ -196,7 +196,8 @@ class Federation:
         seed = scenario.seed if seed is None else check_int("seed", seed, low=0)
         self.seed = seed
         root = np.random.SeedSequence(seed)
-        net_ss, train_ss, event_ss, role_ss, torch_ss, fault_ss = root.spawn(6)
+        # a 7th child leaves the first six (and so every other stream's draws) as they were
+        net_ss, train_ss, event_ss, role_ss, torch_ss, fault_ss, bucket_ss = root.spawn(7)
         self._net_seed = net_ss
         self.net = FogNetwork(scenario.network, np.random.default_rng(net_ss))
         self.topology = self.net.topology
@@ -204,6 +205,7 @@ class Federation:
         self.event_rng = np.random.default_rng(event_ss)
         self.fault_rng = np.random.default_rng(fault_ss)
         self.torch_gen = torch.Generator().manual_seed(int(torch_ss.generate_state(1)[0]))
+        self.bucket_gen = torch.Generator().manual_seed(int(bucket_ss.generate_state(1)[0]))
         self.n_devices = self.topology.n_devices
         self.n_nodes = self.topology.n_nodes
         self.model_config = scenario.model
@@ -672,7 +674,8 @@ class Federation:
         names = self.names_of(kinds)
         receivers = devs[[not any(self.is_specialist(d, k) for k in kinds) for d in devs]]
         sent = self._sent(names, devs, privacy=True)
-        rule_args = {"trim_fraction": cfg.trim_fraction, "krum_f": cfg.krum_f}
+        rule_args = {"trim_fraction": cfg.trim_fraction, "krum_f": cfg.krum_f, "bucket_size": cfg.bucket_size,
+                     "bucket_generator": self.bucket_gen}
         mask = self.expert_mask[devs] if "experts" in kinds else None
         cluster = topo.cluster[devs]
         if scope == "d2d" and path == "gossip":

@@ -6,7 +6,7 @@ import torch
 
 from hffm_env import ConfigError, make_scenario
 from hffm_env.federation import Aggregate, Federation, Offload, Specialize
-from hffm_env.federation.aggregation import robust_combine
+from hffm_env.federation.aggregation import bucket_means, robust_combine
 from hffm_env.federation.schedules import run_schedules, schedule_ops
 from hffm_env.network.schedules import table1_schedules
 
@@ -150,6 +150,117 @@ def test_robust_combine_rules():
     assert robust_combine(v, "multi_krum", torch.tensor([1.0, 1.0, 2.0, 1.0]), krum_f=1)["x"].item() == \
         pytest.approx((0.0 + 1.0 + 4.0) / 4)
     assert robust_combine(v, "mean", w)["x"].item() == pytest.approx(25.75)
+
+
+# ---------------------------------------------------------------------- bucketing
+ROBUST = ("trimmed_mean", "median", "krum", "multi_krum")
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _spread(m=20, n_attackers=2, seed=0):
+    """Non-IID honest contributions (four clusters) and ``n_attackers`` scaled sign-flippers."""
+    g = _gen(seed)
+    centre = 1.0 + 0.5 * torch.randn(4, 6, generator=g)
+    honest = centre[torch.arange(m - n_attackers) % 4] + 0.3 * torch.randn(m - n_attackers, 6, generator=g)
+    bad = -10.0 * honest.mean(0).expand(n_attackers, 6)
+    return {"x": torch.cat([honest, bad])}, m - n_attackers
+
+
+def test_bucket_size_one_is_no_bucketing():
+    v, _ = _spread()
+    w = torch.arange(1.0, 21.0)
+    for rule in ROBUST:
+        plain = robust_combine(v, rule, w, krum_f=2)
+        assert torch.equal(robust_combine(v, rule, w, krum_f=2, bucket_size=1, bucket_generator=_gen(0))["x"],
+                           plain["x"]), rule
+
+
+def test_one_bucket_of_all_contributions_is_the_weighted_mean():
+    v, _ = _spread()
+    w = torch.arange(1.0, 21.0)
+    mean = robust_combine(v, "mean", w)["x"]
+    for rule in ROBUST:
+        got = robust_combine(v, rule, w, krum_f=2, bucket_size=20, bucket_generator=_gen(0))["x"]
+        assert torch.allclose(got, mean, atol=1e-6), rule
+    means, bucket_w = bucket_means(v, w, 20, _gen(0))
+    assert bucket_w.tolist() == [210.0] and torch.allclose(means["x"][0], mean, atol=1e-6)
+    # 20 contributions in buckets of 3: six full ones and a last one of 2
+    means, bucket_w = bucket_means(v, torch.ones(20), 3, _gen(1))
+    assert means["x"].shape == (7, 6) and sorted(bucket_w.tolist()) == [2.0] + [3.0] * 6
+    assert torch.allclose(bucket_w @ means["x"], v["x"].sum(0), atol=1e-5)  # every contribution in one bucket
+
+
+def test_bucketed_krum_keeps_a_scaled_sign_flip_out_and_picks_an_honest_bucket():
+    # 20 contributions, 2 attackers: buckets of 2 give 10 buckets of which at most 2 are corrupted,
+    # and Krum's m' > 2f + 2 holds for f = 2
+    v, n_honest = _spread()
+    x = v["x"]
+    w = torch.ones(20)
+    pairs = (x[:n_honest, None] + x[None, :n_honest]) / 2                     # every honest bucket of two
+    two = ~torch.eye(n_honest, dtype=torch.bool)
+    honest_mean = x[:n_honest].mean(0)
+    for seed in range(20):
+        got = robust_combine(v, "krum", w, krum_f=2, bucket_size=2, bucket_generator=_gen(seed))["x"]
+        assert (pairs - got).norm(dim=-1)[two].min() < 1e-5, seed              # the mean of two honest inputs
+        multi = robust_combine(v, "multi_krum", w, krum_f=2, bucket_size=2, bucket_generator=_gen(seed))["x"]
+        assert (multi - honest_mean).norm() < 0.2 * honest_mean.norm(), seed   # 8 honest buckets kept
+
+
+def test_bucketing_is_seeded_by_its_generator_only():
+    v, _ = _spread()
+    w = torch.ones(20)
+    torch.manual_seed(1)
+    global_state = torch.get_rng_state()
+    a = robust_combine(v, "median", w, bucket_size=2, bucket_generator=_gen(5))["x"]
+    assert torch.equal(torch.get_rng_state(), global_state)                   # the global stream is not drawn
+    torch.manual_seed(2)
+    assert torch.equal(robust_combine(v, "median", w, bucket_size=2, bucket_generator=_gen(5))["x"], a)
+    assert not torch.equal(robust_combine(v, "median", w, bucket_size=2, bucket_generator=_gen(6))["x"], a)
+    with pytest.raises(ValueError, match="generator"):
+        robust_combine(v, "median", w, bucket_size=2)
+
+
+def test_bucket_means_average_experts_over_their_trainers():
+    v = {"experts.down_w": torch.arange(24.0).reshape(4, 2, 3), "adapters.w": torch.arange(4.0)[:, None]}
+    w = torch.tensor([1.0, 3.0, 1.0, 1.0])
+    mask = np.array([[True, False], [True, False], [False, False], [False, False]])
+    means, bucket_w = bucket_means(v, w, 4, _gen(0), expert_mask=mask)
+    e = v["experts.down_w"]
+    assert torch.allclose(means["experts.down_w"][0, 0], (e[0, 0] + 3 * e[1, 0]) / 4)      # trainers 0 and 1 only
+    assert torch.allclose(means["experts.down_w"][0, 1], (e[0, 1] + 3 * e[1, 1] + e[2, 1] + e[3, 1]) / 6)  # none
+    assert torch.allclose(means["adapters.w"][0], torch.tensor([(0.0 + 3.0 + 2.0 + 3.0) / 6]))
+    assert bucket_w.tolist() == [6.0]
+
+
+def _krum_round(rule="krum", **ov):
+    fed = Federation(make_scenario("tiny", federation__rule=rule, federation__krum_f=1, **ov), seed=0)
+    fed.set_attack(0, "sign_flip", 10.0)
+    fed.run_round([Aggregate(fed.kinds, "cloud", path="star")])
+    return fed
+
+
+def test_bucket_size_in_config_buckets_from_its_own_stream():
+    plain, b2, again = _krum_round(), _krum_round(federation__bucket_size=2), _krum_round(federation__bucket_size=2)
+    assert any(not torch.equal(plain.bank[n], b2.bank[n]) for n in plain.bank)
+    assert all(torch.equal(b2.bank[n], again.bank[n]) for n in b2.bank)      # same seed, same buckets
+    # no other stream draws differently: training batches, events, attack noise are as without buckets
+    assert plain.rng.bit_generator.state == b2.rng.bit_generator.state
+    assert plain.event_rng.bit_generator.state == b2.event_rng.bit_generator.state
+    assert torch.equal(plain.torch_gen.get_state(), b2.torch_gen.get_state())
+    assert not torch.equal(b2.bucket_gen.get_state(), Federation(b2.scenario, seed=0).bucket_gen.get_state())
+    # the mean is never bucketed
+    mean1, mean2 = (_krum_round("mean", federation__bucket_size=s) for s in (1, 2))
+    assert all(torch.equal(mean1.bank[n], mean2.bank[n]) for n in mean1.bank)
+
+
+def test_bucket_size_must_be_a_positive_integer():
+    for bad in (0, -1, 1.5, True, None):
+        with pytest.raises(ConfigError, match=r"federation\.bucket_size must be an integer in \[1, \+inf\]"):
+            make_scenario("tiny", federation__bucket_size=bad)
+    assert make_scenario("tiny").federation.bucket_size == 1
 
 
 # ---------------------------------------------------------------------- privacy
