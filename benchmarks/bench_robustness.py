@@ -15,7 +15,10 @@ device, then the round's aggregation) under each condition:
 * **attacked**: a ``fraction`` of the devices (drawn by ``AdversaryConfig.fraction``
   from the seed) send ``sign_flip`` (−1 × their update), ``scaling`` (×10) or train
   on flipped labels (``label_flip``), aggregated by ``mean``, ``trimmed_mean``,
-  ``median`` and ``krum``;
+  ``median``, ``krum`` and ``multi_krum``;
+* **bucketed** (``krum+b2``, ``multi_krum+b2``; clean and attacked): the rule run on
+  the means of random buckets of ``bucket_size`` devices (``federation.bucket_size``;
+  Karimireddy, He & Jaggi, ICLR 2022), see below;
 * **privacy**: clean, FedAvg with DP-FedAvg on uploads: each update clipped to
   ``clip_norm``, Gaussian noise of std ``z·C·max(w)/Σw`` on the aggregate, for each
   noise multiplier ``z`` (``z = 0``: clipping alone). No (ε, δ) accounting.
@@ -36,7 +39,8 @@ coordinate drops at least as many values as there are adversaries in a group of 
 devices (5 of 20 for 4 adversaries). ``krum_f`` is the number of adversarial
 devices, ``round(fraction · devices)``: the shared modules (adapters, prompts,
 experts, gate) are one group of all devices, all adversaries included, so that is
-the number Krum must tolerate there. Per-task heads and modality encoders are
+the number Krum must tolerate there; with bucketing it counts buckets, and ``f``
+adversaries corrupt at most ``f`` buckets. Per-task heads and modality encoders are
 aggregated over their holders only; under the presets' non-IID task assignment a
 head may have 6 holders of which 2 are adversaries, more than trimming 25 % (1 of 6)
 removes and beyond Krum's ``m > 2f + 2``. The header lists, per seed, the groups
@@ -44,6 +48,18 @@ where the adversaries outnumber what the trimmed mean removes (``a/m``) and thos
 where they are half or more (where no rule can hold). DP clip norm 0.2: about the
 median norm of a device's round update of the shared modules on ``small`` (0.22–0.26
 in the first rounds); heads' and encoders' updates are smaller and rarely clipped.
+
+**Bucket size.** Chosen by the breakdown argument of the bucketing paper, not by
+trying sizes: with a fraction δ of adversaries, buckets of ``s`` leave at most
+``δ·s`` of the buckets corrupted, which must stay below what the rule tolerates.
+With δ = 20 % and 20 devices, ``s = 2`` gives 10 buckets of which at most 4 (40 %)
+are corrupted — in 55 % of the draws all four adversaries land in different
+buckets: under the median's 50 %, and exactly at the edge of Krum's condition
+``m' > 2f + 2`` (10 = 2·4 + 2); ``s = 3`` gives 7 buckets of which up to 4 (57 %)
+may be corrupted, beyond every rule. So the default is ``s = 2`` (``--bucket-size``),
+for the rules in ``--bucketed``: Krum and Multi-Krum, the ones that lose accuracy on
+non-IID shards without an attack (the trimmed mean and the median already hold; a
+bucketed trimmed mean would also need to trim 40 % per end, not 25 %).
 
 **Accuracy.** ``RoundResult.accuracy`` holds each device's accuracy, with its own
 copy, on each of its tasks' held-out shard; after a star aggregation every device
@@ -61,8 +77,13 @@ it elsewhere changes nothing in the run (a test checks this).
 
 **Rounds.** On ``small`` the clean FedAvg accuracy (all devices, seed 0) is 0.095
 after round 1, 0.29 after 20 rounds, 0.38 after 30 and 0.41 after 40, still rising
-slowly; 30 rounds is well clear of the start and keeps the default run (21
-conditions × 2 seeds, 17–21 s a run) near 13 minutes on 2 cores.
+slowly; 30 rounds is well clear of the start and keeps the default run (29
+conditions × 2 seeds, 17–21 s a run) near 18 minutes on 2 cores.
+
+**Focused runs.** ``--rules mean krum+b2`` runs only the rows of those rules (the
+labels of the table's rule column; the clean FedAvg row, every Δ's reference, always
+runs), ``--noise`` with no value drops the DP rows, ``--seeds N --first-seed K`` runs
+seeds ``K .. K+N-1``.
 """
 
 from __future__ import annotations
@@ -83,6 +104,7 @@ if TYPE_CHECKING:
 ATTACKS = (("sign_flip", 1.0), ("scaling", 10.0), ("label_flip", 1.0))
 ROBUST_RULES = ("trimmed_mean", "median", "krum", "multi_krum")
 RULES = ("mean",) + ROBUST_RULES
+BUCKETED_RULES = ("krum", "multi_krum")
 TOLERANCE_PTS = 2.0
 
 
@@ -97,6 +119,12 @@ class Condition:
     strength: float = 1.0
     noise_multiplier: float | None = None
     honest_only: bool = False
+    bucket_size: int = 1
+
+    @property
+    def rule_label(self) -> str:
+        """The rule as the table names it: ``krum+b2`` for Krum on buckets of 2."""
+        return self.rule if self.bucket_size == 1 else f"{self.rule}+b{self.bucket_size}"
 
     @property
     def label(self) -> str:
@@ -131,7 +159,7 @@ class Settings:
         from hffm_env import make_scenario
 
         ov = {"federation__rule": condition.rule, "federation__trim_fraction": self.trim_fraction,
-              "federation__krum_f": self.krum_f}
+              "federation__krum_f": self.krum_f, "federation__bucket_size": condition.bucket_size}
         if condition.attack is not None or condition.honest_only:   # the same adversaries, drawn from the seed
             ov.update(federation__adversaries__fraction=self.fraction,
                       federation__adversaries__attack=condition.attack or "sign_flip",
@@ -158,15 +186,31 @@ class Run:
 
 
 def conditions(noise_multipliers=(0.0, 0.5, 1.0, 2.0), fraction: float = 0.2,
-               clean_robust: bool = True) -> list[Condition]:
-    """The benchmark's rows in print order."""
+               clean_robust: bool = True, bucket_size: int = 2, bucketed=BUCKETED_RULES,
+               rules=None) -> list[Condition]:
+    """The benchmark's rows in print order: each attack (and the clean run) with every
+    rule, then with the ``bucketed`` rules on buckets of ``bucket_size`` (none when it
+    is 1). ``rules`` (rule labels such as ``"krum+b2"``; None: all) keeps only those
+    rows; the clean FedAvg row is always kept."""
+    bad = [r for r in bucketed if r not in ROBUST_RULES]
+    if bad:
+        raise ValueError(f"bucketed rules must be among {', '.join(ROBUST_RULES)}, got {', '.join(bad)}")
+    if bucket_size < 1:
+        raise ValueError(f"bucket_size must be at least 1, got {bucket_size}")
+    pairs = [(r, 1) for r in RULES] + ([(r, bucket_size) for r in bucketed] if bucket_size > 1 else [])
     out = [Condition(None, "mean")]
     if clean_robust:
-        out += [Condition(None, r) for r in ROBUST_RULES]
+        out += [Condition(None, r, bucket_size=b) for r, b in pairs[1:]]
     if fraction > 0:
         out.append(Condition(None, "mean", honest_only=True))
-        out += [Condition(a, r, s) for a, s in ATTACKS for r in RULES]
+        out += [Condition(a, r, s, bucket_size=b) for a, s in ATTACKS for r, b in pairs]
     out += [Condition(None, "mean", noise_multiplier=float(z)) for z in noise_multipliers]
+    if rules is not None:
+        known = list(dict.fromkeys(c.rule_label for c in out))
+        unknown = [r for r in rules if r not in known]
+        if unknown:
+            raise ValueError(f"unknown rules {', '.join(unknown)}; this run has {', '.join(known)}")
+        out = [c for i, c in enumerate(out) if i == 0 or c.rule_label in rules]
     return out
 
 
@@ -245,7 +289,7 @@ def summarise(runs: list[Run]) -> list[dict]:
     for c in conds:
         per_seed = [score(by[c, s]) for s in seeds]
         delta = deltas(c, clean)
-        same_rule = deltas(c, Condition(None, c.rule)) if c.kind == "attacked" else []
+        same_rule = deltas(c, Condition(None, c.rule, bucket_size=c.bucket_size)) if c.kind == "attacked" else []
         ex = {s: adv.get(s, frozenset()) for s in seeds}
         tasks: dict[str, list[float]] = {}
         for s in seeds:
@@ -256,7 +300,8 @@ def summarise(runs: list[Run]) -> list[dict]:
                             tasks.setdefault(t, []).append(a)
         rows.append({
             "condition": c.kind, "label": c.label, "attack": c.attack, "strength": c.strength if c.attack else None,
-            "rule": c.rule, "noise_multiplier": c.noise_multiplier,
+            "rule": c.rule, "bucket_size": c.bucket_size, "rule_label": c.rule_label,
+            "noise_multiplier": c.noise_multiplier,
             "accuracy": float(np.mean(per_seed)), "accuracy_sd": _sd(per_seed), "per_seed": per_seed,
             "first_round_accuracy": float(np.mean([honest_mean(by[c, s].first, ex[s]) for s in seeds])),
             "delta_pts": float(np.mean(delta)) if delta else float("nan"), "delta_pts_per_seed": delta,
@@ -271,8 +316,10 @@ def summarise(runs: list[Run]) -> list[dict]:
 
 def robustness_rows(preset: str = "small", rounds: int = 30, seeds: int = 2, fraction: float = 0.2,
                     noise_multipliers=(0.0, 0.5, 1.0, 2.0), clip_norm: float = 0.2, last: int = 5,
-                    clean_robust: bool = True, progress=None) -> tuple[list[dict], list[Run], Settings]:
-    """Run every condition on seeds ``0 .. seeds-1``; return the table rows, the runs and the settings."""
+                    clean_robust: bool = True, progress=None, *, first_seed: int = 0, bucket_size: int = 2,
+                    bucketed=BUCKETED_RULES, rules=None) -> tuple[list[dict], list[Run], Settings]:
+    """Run every condition (see :func:`conditions`) on seeds ``first_seed .. first_seed+seeds-1``;
+    return the table rows, the runs and the settings."""
     from hffm_env import make_scenario
 
     if not 1 <= last <= rounds:
@@ -280,9 +327,12 @@ def robustness_rows(preset: str = "small", rounds: int = 30, seeds: int = 2, fra
     n_devices = make_scenario(preset).network.tiers[0].count
     settings = Settings(preset, rounds, last, fraction, clip_norm, trim_fraction=max(0.25, fraction),
                         krum_f=int(round(fraction * n_devices)))
+    if seeds < 1 or first_seed < 0:
+        raise ValueError(f"need seeds >= 1 and first_seed >= 0, got {seeds} and {first_seed}")
+    conds = conditions(noise_multipliers, fraction, clean_robust, bucket_size, bucketed, rules)
     runs = []
-    for seed in range(seeds):
-        for c in conditions(noise_multipliers, fraction, clean_robust):
+    for seed in range(first_seed, first_seed + seeds):
+        for c in conds:
             runs.append(run_condition(settings, c, seed))
             if progress is not None:
                 progress(runs[-1])
@@ -300,6 +350,9 @@ def format_table(rows: list[dict], runs: list[Run], settings: Settings, seconds:
         f"accuracy: honest devices' (device, task) mean, last {settings.last} rounds, mean ± sd over seeds; clean "
         f"FedAvg rises from {clean['first_round_accuracy']:.3f} (round 1) to {clean['accuracy']:.3f}",
     ]
+    if any(r.condition.bucket_size > 1 for r in runs):
+        lines.append("+bS: the rule on the sample-weighted means of random buckets of S devices (bucketing, "
+                     "Karimireddy et al. 2022); krum_f then counts buckets")
     for s in seeds:
         run = next((r for r in runs if r.seed == s and r.adversaries), None)
         if run is None:
@@ -315,15 +368,15 @@ def format_table(rows: list[dict], runs: list[Run], settings: Settings, seconds:
         per = " ".join(f"{d:+.1f}" for d in r["delta_pts_per_seed"])
         ok = "" if r["within_2pts"] is None else ("yes" if r["within_2pts"] else "NO")
         same = f"{r['delta_same_rule_pts']:+.1f}" if math.isfinite(r["delta_same_rule_pts"]) else ""
-        lines.append(f"{r['label']:<15} {r['rule']:<13} {r['accuracy']:>7.3f} ± {r['accuracy_sd']:.3f}  "
+        lines.append(f"{r['label']:<15} {r['rule_label']:<13} {r['accuracy']:>7.3f} ± {r['accuracy_sd']:.3f}  "
                      f"{r['delta_pts']:>+10.1f}  {per:<12} {ok:<13} {same}".rstrip())
     attacked = [r for r in rows if r["condition"] == "attacked"]
     for a, _ in ATTACKS:
         mean = next((r for r in attacked if r["attack"] == a and r["rule"] == "mean"), None)
         if mean is None:
             continue
-        held = [r["rule"] for r in attacked if r["attack"] == a and r["within_2pts"]]
-        own = [r["rule"] for r in attacked if r["attack"] == a and r["rule"] != "mean"
+        held = [r["rule_label"] for r in attacked if r["attack"] == a and r["within_2pts"]]
+        own = [r["rule_label"] for r in attacked if r["attack"] == a and r["rule"] != "mean"
                and r["delta_same_rule_pts"] >= -TOLERANCE_PTS]
         lines.append(f"{a}: FedAvg {mean['delta_pts']:+.1f} pts; within {TOLERANCE_PTS:g} pts of clean FedAvg: "
                      f"{', '.join(held) or 'none'}; of the same rule's clean run: {', '.join(own) or 'none'}")
@@ -333,18 +386,22 @@ def format_table(rows: list[dict], runs: list[Run], settings: Settings, seconds:
 
 def main(preset: str = "small", rounds: int = 30, seeds: int = 2, fraction: float = 0.2,
          noise_multipliers=(0.0, 0.5, 1.0, 2.0), clip_norm: float = 0.2, last: int = 5,
-         clean_robust: bool = True, json_out: bool = False) -> int:
+         clean_robust: bool = True, json_out: bool = False, *, first_seed: int = 0, bucket_size: int = 2,
+         bucketed=BUCKETED_RULES, rules=None) -> int:
     import torch   # here, not at import: `hffm -h` builds this parser without torch
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     progress = None if json_out else (lambda run: print(f"  seed {run.seed} {run.condition.label:<15} "
-                                                        f"{run.condition.rule:<13} {run.seconds:5.1f} s", flush=True))
+                                                        f"{run.condition.rule_label:<13} {run.seconds:5.1f} s",
+                                                        flush=True))
     rows, runs, settings = robustness_rows(preset, rounds, seeds, fraction, noise_multipliers, clip_norm, last,
-                                           clean_robust, progress)
+                                           clean_robust, progress, first_seed=first_seed, bucket_size=bucket_size,
+                                           bucketed=bucketed, rules=rules)
     seconds = time.perf_counter() - t0
     if json_out:
-        out = {"settings": dataclasses.asdict(settings), "seeds": seeds, "seconds": seconds, "rows": rows}
+        out = {"settings": dataclasses.asdict(settings), "seeds": list(range(first_seed, first_seed + seeds)),
+               "bucket_size": bucket_size, "seconds": seconds, "rows": rows}
         print(json.dumps(_finite(out), indent=1))
     else:
         print(format_table(rows, runs, settings, seconds))
@@ -364,18 +421,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of :func:`main`."""
     p.add_argument("--preset", default="small", choices=("tiny", "small", "paper"))
     p.add_argument("--rounds", type=int, default=30)
-    p.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1")
+    p.add_argument("--seeds", type=int, default=2, help="how many seeds: K .. K+N-1 with --first-seed K")
+    p.add_argument("--first-seed", type=int, default=0, help="the first seed")
     p.add_argument("--fraction", type=float, default=0.2, help="share of adversarial devices")
     p.add_argument("--noise", type=float, nargs="*", default=[0.0, 0.5, 1.0, 2.0], help="DP noise multipliers")
     p.add_argument("--clip-norm", type=float, default=0.2, help="DP clip norm of each update")
     p.add_argument("--last", type=int, default=5, help="rounds averaged at the end")
     p.add_argument("--no-clean-robust", action="store_true", help="skip the clean runs with robust rules")
+    p.add_argument("--bucket-size", type=int, default=2,
+                   help="devices per bucket of the bucketed rows (1: no bucketed rows)")
+    p.add_argument("--bucketed", nargs="*", default=list(BUCKETED_RULES), choices=ROBUST_RULES, metavar="RULE",
+                   help=f"robust rules that also get a bucketed row (default: {' '.join(BUCKETED_RULES)})")
+    p.add_argument("--rules", nargs="+", default=None, metavar="RULE",
+                   help="run only the rows of these rules, as the table labels them (e.g. mean krum krum+b2); "
+                        "the clean FedAvg row always runs")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 
 def run(a: argparse.Namespace) -> int:
     return main(a.preset, a.rounds, a.seeds, a.fraction, tuple(a.noise), a.clip_norm, a.last,
-                not a.no_clean_robust, json_out=a.json)
+                not a.no_clean_robust, json_out=a.json, first_seed=a.first_seed, bucket_size=a.bucket_size,
+                bucketed=tuple(a.bucketed), rules=a.rules)
 
 
 if __name__ == "__main__":

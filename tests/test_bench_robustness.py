@@ -1,5 +1,6 @@
 """The robustness benchmark: its rows, the attack it measures, and the evaluation it skips."""
 
+import argparse
 import math
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 from benchmarks.bench_robustness import (
     Condition,
     Settings,
+    add_arguments,
     conditions,
     module_distance,
     robustness_rows,
@@ -26,10 +28,10 @@ def _one_thread():
 def test_rows_cover_every_condition_with_finite_accuracies():
     rows, runs, settings = robustness_rows("tiny", rounds=2, seeds=1, last=1, noise_multipliers=(0.0, 1.0))
     assert settings.krum_f == 2 and settings.trim_fraction == 0.25        # 20 % of 8 devices
-    got = [(r["label"], r["rule"]) for r in rows]
-    expected = [("clean", rule) for rule in ("mean", "trimmed_mean", "median", "krum", "multi_krum")] + [("honest only", "mean")]
-    expected += [(a, rule) for a in ("sign_flip x1", "scaling x10", "label_flip")
-                 for rule in ("mean", "trimmed_mean", "median", "krum", "multi_krum")]
+    got = [(r["label"], r["rule_label"]) for r in rows]
+    rules = ("mean", "trimmed_mean", "median", "krum", "multi_krum", "krum+b2", "multi_krum+b2")
+    expected = [("clean", rule) for rule in rules] + [("honest only", "mean")]
+    expected += [(a, rule) for a in ("sign_flip x1", "scaling x10", "label_flip") for rule in rules]
     expected += [("DP z=0", "mean"), ("DP z=1", "mean")]
     assert got == expected
     for r in rows:
@@ -63,6 +65,40 @@ def test_skipped_evaluations_leave_the_run_unchanged():
     few = run_condition(Settings("tiny", rounds=3, last=1), c, seed=1)
     assert module_distance(every.global_modules, few.global_modules) == 0.0
     assert every.scored[-1] == few.scored[-1] and every.first == few.first
+
+
+def test_bucketed_rows_run_the_rule_on_buckets_and_compare_with_their_own_clean_run():
+    rows, runs, _ = robustness_rows("tiny", rounds=2, seeds=1, last=1, noise_multipliers=(), first_seed=3,
+                                    bucket_size=3, bucketed=("median",), rules=["median", "median+b3"])
+    assert {run.seed for run in runs} == {3}
+    got = [(r["label"], r["rule_label"], r["bucket_size"]) for r in rows]
+    assert got == [("clean", "mean", 1), ("clean", "median", 1), ("clean", "median+b3", 3),
+                   ("sign_flip x1", "median", 1), ("sign_flip x1", "median+b3", 3),
+                   ("scaling x10", "median", 1), ("scaling x10", "median+b3", 3),
+                   ("label_flip", "median", 1), ("label_flip", "median+b3", 3)]
+    by = {(r.condition.label, r.condition.rule_label): r for r in runs}
+    # bucketing changes the run; the attacked bucketed row's own-rule Δ is against the clean bucketed run
+    assert module_distance(by["clean", "median"].global_modules, by["clean", "median+b3"].global_modules) > 0
+    row = next(r for r in rows if r["label"] == "scaling x10" and r["rule_label"] == "median+b3")
+    clean_b3 = next(r for r in rows if r["label"] == "clean" and r["rule_label"] == "median+b3")
+    assert row["delta_same_rule_pts"] == pytest.approx(100 * (row["accuracy"] - clean_b3["accuracy"]))
+
+
+def test_rule_and_seed_options_select_rows():
+    a = argparse.ArgumentParser()
+    add_arguments(a)
+    args = a.parse_args(["--rules", "mean", "krum+b2", "--seeds", "4", "--first-seed", "2", "--noise"])
+    assert (args.rules, args.seeds, args.first_seed, args.bucket_size, args.noise) == (["mean", "krum+b2"], 4, 2, 2, [])
+    labels = [(c.label, c.rule_label) for c in conditions(tuple(args.noise), rules=args.rules)]
+    assert labels == [("clean", "mean"), ("clean", "krum+b2"), ("honest only", "mean")] + [
+        (a, r) for a in ("sign_flip x1", "scaling x10", "label_flip") for r in ("mean", "krum+b2")]
+    # the clean FedAvg row, the reference of every Δ, always runs; no bucketed rows with buckets of 1
+    assert [c.rule_label for c in conditions((), fraction=0.0, rules=["krum"])] == ["mean", "krum"]
+    assert all(c.bucket_size == 1 for c in conditions((), bucket_size=1))
+    with pytest.raises(ValueError, match="unknown rules krum\\+b3"):
+        conditions((), rules=["krum+b3"])
+    with pytest.raises(SystemExit):
+        a.parse_args(["--bucketed", "mean"])
 
 
 def test_conditions_without_adversaries_or_clean_robust_rows():
