@@ -114,7 +114,8 @@ class EnvCore:
         fed, topo = self.fed, self.fed.topology
         D, C, K, T = self.n_devices, self.n_clusters, len(self.kinds), len(self.tasks)
         mem = fed.members
-        div_c, div_g = self._divergence()
+        edges = topo.tier_ids(1)
+        div_c, div_g, div_s = self._divergence(edges)
         r = max(fed.round_index, 0)
         # rounds since a copy was received, in episodes (never received: the rounds so far + 1)
         stale = (np.where(fed.last_sync >= 0, r - fed.last_sync, r + 1) / self.config.max_rounds).astype(np.float32)
@@ -139,7 +140,6 @@ class EnvCore:
             _log_rate(up[:D, None]),
             acc, stale[:D], div_c, div_g, spec, cold,
         ], axis=1).astype(np.float32)
-        edges = topo.tier_ids(1)
         sizes = topo.cluster_sizes()
         active_c = np.bincount(topo.cluster[mem.active], minlength=C)
         cl_acc = np.zeros((C, T), dtype=np.float32)
@@ -153,7 +153,7 @@ class EnvCore:
         clus = np.concatenate([
             np.stack([sizes / max(self.n_devices, 1), active_c / max(self.n_devices, 1), _log_rate(head_up),
                       _log_rate(up[edges])], axis=1),
-            cl_acc, stale[edges], self._server_divergence(edges)], axis=1).astype(np.float32)
+            cl_acc, stale[edges], div_s], axis=1).astype(np.float32)
         R = self.config.max_rounds
         # costs in reference rounds as log(1 + x): about x for a normal round, finite in
         # float32 however costly a scenario is
@@ -169,38 +169,32 @@ class EnvCore:
         fed = self.fed
         return torch.cat([fed.bank[n][torch.as_tensor(rows)].reshape(len(rows), -1) for n in fed.names_of([kind])], 1)
 
-    def _divergence(self) -> tuple[np.ndarray, np.ndarray]:
+    def _divergence(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per device and kind: relative L2 distance of its copy to the mean copy of
-        the holders in its cluster, and of all holders (0 where not held)."""
+        the holders in its cluster, and of all holders (0 where not held); per edge
+        server and kind: of its copy to the holders' mean."""
         fed, topo = self.fed, self.fed.topology
         D, K = self.n_devices, len(self.kinds)
         div_c = np.zeros((D, K), dtype=np.float32)
         div_g = np.zeros((D, K), dtype=np.float32)
-        self._global_mean = {}
+        div_s = np.zeros((len(edges), K), dtype=np.float32)
         for j, k in enumerate(self.kinds):
             held = np.nonzero(fed.holds(k))[0]
             if held.size == 0:
                 continue
-            x = self._flat(k, held).double()
+            both = self._flat(k, np.concatenate([held, edges])).double()      # one gather: holders, then servers
+            x, servers = both[:held.size], both[held.size:]
             g = x.mean(0)
-            self._global_mean[k] = g
-            div_g[held, j] = ((x - g).norm(dim=1) / (g.norm() + 1e-8)).numpy()
+            g_norm = g.norm() + 1e-8
+            div_g[held, j] = ((x - g).norm(dim=1) / g_norm).numpy()
+            div_s[:, j] = ((servers - g).norm(dim=1) / g_norm).numpy()
             # every cluster's mean copy at once: a [clusters, holders] averaging matrix
             _, cl = np.unique(topo.cluster[held], return_inverse=True)
             avg = torch.from_numpy(cl.ravel()[None, :] == np.arange(cl.max() + 1)[:, None]).double()
             means = (avg / avg.sum(1, keepdim=True)) @ x
             m = means[torch.from_numpy(cl.ravel())]
             div_c[held, j] = ((x - m).norm(dim=1) / (m.norm(dim=1) + 1e-8)).numpy()
-        return div_c, div_g
-
-    def _server_divergence(self, edges: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(edges), len(self.kinds)), dtype=np.float32)
-        for j, k in enumerate(self.kinds):
-            if k in self._global_mean:
-                g = self._global_mean[k]
-                x = self._flat(k, edges).double()
-                out[:, j] = ((x - g).norm(dim=1) / (g.norm() + 1e-8)).numpy()
-        return out
+        return div_c, div_g, div_s
 
     def _request_rows(self) -> np.ndarray:
         fed = self.fed

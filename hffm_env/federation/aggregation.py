@@ -20,6 +20,8 @@ import torch
 from hffm_env.federation.config import RULES
 from hffm_env.model.banks import EXPERT_PARAMS, Bank
 
+DENSE_MIXING_MAX = 1 << 20   # entries up to which a FedAvg mixing matrix is applied dense
+
 
 def mixing_matrix(groups: np.ndarray, weights: np.ndarray, target_groups: np.ndarray) -> torch.Tensor:
     """Sparse block ``[n_targets, n_sources]`` of the holder-axis mixing matrix: row
@@ -72,13 +74,24 @@ def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray
         # each group's value is the mixing matrix's row for a (virtual) target of that group
         present = np.nonzero(per_group_w > 0)[0]
         M = mixing_matrix(groups, weights, present)
+        dense = M.shape[0] * M.shape[1] <= DENSE_MIXING_MAX   # small: one dense matmul per parameter is faster
+        M = M.to_dense() if dense else M
+        by_dtype: dict[torch.dtype, torch.Tensor] = {}
+        # with an expert mask the expert parameters are combined over their trainers below
+        masked = EXPERT_PARAMS if expert_mask is not None else ()
         combined = {}
         for n in names:
+            if n in masked:
+                continue
             v = sent[n]
-            out = torch.zeros(n_groups, *v.shape[1:], dtype=v.dtype)
-            out[torch.as_tensor(present)] = torch.sparse.mm(M.to(v.dtype), v.reshape(v.shape[0], -1)).reshape(
-                len(present), *v.shape[1:])
-            combined[n] = out
+            Mv = by_dtype.setdefault(v.dtype, M.to(v.dtype))
+            mixed = (Mv @ v.reshape(v.shape[0], -1) if dense else torch.sparse.mm(Mv, v.reshape(v.shape[0], -1)))
+            mixed = mixed.reshape(len(present), *v.shape[1:])
+            if len(present) == n_groups:
+                combined[n] = mixed
+            else:
+                combined[n] = torch.zeros(n_groups, *v.shape[1:], dtype=v.dtype)
+                combined[n][torch.as_tensor(present)] = mixed
         if expert_mask is not None and any(n in EXPERT_PARAMS for n in names):
             experts = combine_groups({n: sent[n] for n in names if n in EXPERT_PARAMS}, groups, weights, "mean",
                                      expert_mask=expert_mask)

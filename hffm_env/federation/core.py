@@ -511,6 +511,9 @@ class Federation:
     def _sent(self, names: list[str], rows: np.ndarray, privacy: bool) -> dict[str, torch.Tensor]:
         """The values ``rows`` send for ``names``: honest updates, or an attacker's, then clipped."""
         idx = torch.as_tensor(rows)
+        clip = self.config.privacy.clip_norm if privacy else None
+        if clip is None and not any(int(r) in self.roles.attack for r in rows):
+            return {n: self.bank[n][idx] for n in names}          # honest, unclipped: the copies themselves
         base = {n: self.synced[n][idx] for n in names}
         upd = {n: self.bank[n][idx] - base[n] for n in names}
         for i, r in enumerate(rows):
@@ -519,8 +522,7 @@ class Federation:
                 one = attack_updates({n: u[i:i + 1] for n, u in upd.items()}, attack, strength, self.torch_gen)
                 for n in names:
                     upd[n][i:i + 1] = one[n]
-        clip = self.config.privacy.clip_norm
-        if privacy and clip is not None:
+        if clip is not None:
             upd = clip_updates(upd, clip)
         return {n: base[n] + upd[n] for n in names}
 

@@ -45,20 +45,24 @@ class AdamState:
 
 
 def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dict[str, torch.Tensor],
-                 lr: float, weight_decay: float, expert_mask: torch.Tensor | None = None) -> torch.Tensor:
+                 lr: float, weight_decay: float, expert_mask: torch.Tensor | None = None,
+                 current: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """AdamW (decoupled weight decay, bias-corrected) on rows ``holders`` of each named bank.
 
     ``expert_mask [D, E]`` (bool) limits the expert parameters' update to the experts
     each holder trains; the others keep their values and optimiser state. A holder
     whose gradient or updated modules are not finite (float overflow, e.g. after an
     attacker's scaled update) skips the step entirely: its modules and optimiser state
-    stay as they were. Returns the bool mask of the holders that skipped.
+    stay as they were. ``current`` may pass rows ``holders`` of the named banks already
+    gathered (the pass's leaves), saving a gather. Returns the bool mask of the holders
+    that skipped.
     """
     b1, b2 = BETAS
     updates = {}
     finite = torch.ones(len(holders), dtype=torch.bool)
     for name, g in grads.items():
-        p, m, v = bank[name][holders], state.m[name][holders], state.v[name][holders]   # gathered copies
+        p = bank[name][holders] if current is None else current[name]
+        m, v = state.m[name][holders], state.v[name][holders]   # gathered copies
         step = state.step[name][holders]
         keep = None
         if name in EXPERT_PARAMS and expert_mask is not None:
@@ -68,12 +72,15 @@ def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dic
             step = step + 1
         # an expert never trained has step 0; its row is kept below, the clamp only avoids 0/0
         t = step.clamp(min=1).to(g.dtype).view(*step.shape, *([1] * (g.dim() - step.dim())))
-        m_new = torch.lerp(m, g, 1.0 - b1)
-        v_new = torch.addcmul(v * b2, g, g, value=1.0 - b2)
-        denom = (v_new.sqrt() / (1.0 - torch.pow(b2, t)).sqrt()).add_(EPS)
-        p_new = p * (1.0 - lr * weight_decay) - (m_new / denom).mul_(lr / (1.0 - torch.pow(b1, t)))
+        old = (p.clone(), m.clone(), v.clone()) if keep is not None else None
+        # in place on the gathered copies: m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g²,
+        # p ← p·(1 − lr·wd) − lr/(1−β1^t) · m / (√v / √(1−β2^t) + ε)
+        m_new = m.lerp_(g, 1.0 - b1)
+        v_new = v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+        denom = v_new.sqrt().div_((1.0 - torch.pow(b2, t)).sqrt()).add_(EPS).mul_((1.0 - torch.pow(b1, t)) / lr)
+        p_new = p.mul_(1.0 - lr * weight_decay).addcdiv_(m_new, denom, value=-1.0)
         if keep is not None:
-            p_new, m_new, v_new = torch.where(keep, p_new, p), torch.where(keep, m_new, m), torch.where(keep, v_new, v)
+            p_new, m_new, v_new = (torch.where(keep, new, prev) for new, prev in zip((p_new, m_new, v_new), old))
         finite &= torch.isfinite(p_new).flatten(1).all(1) & torch.isfinite(v_new).flatten(1).all(1)
         updates[name] = (p_new, m_new, v_new, step)
     skip_any = not bool(finite.all())
@@ -189,7 +196,7 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
             mask = None if expert_mask is None else torch.as_tensor(expert_mask)[rows]
             with torch.no_grad():
                 bad = adamw_update(bank, adam, rows, dict(zip(names, grads)), config.learning_rate,
-                                   config.weight_decay, mask)
+                                   config.weight_decay, mask, current={n: leaves[n].detach() for n in names})
             if skipped is not None and bad.any():
                 skipped.update(int(group[i][0]) for i in torch.nonzero(bad).flatten().tolist())
             for (d, _), value in zip(group, per_holder.tolist()):
