@@ -25,6 +25,7 @@ Aggregation is then tensor algebra over the holder axis, relaying an index copy.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -37,6 +38,7 @@ ENCODER_OF = {"image": "image_encoder", "text": "text_encoder", "sensor": "senso
 EXPERT_PARAMS = ("experts.down_w", "experts.down_b", "experts.up_w", "experts.up_b")
 
 
+@lru_cache(maxsize=4096)
 def kind_of(name: str) -> str:
     """Module kind of a parameter name (``heads.<task>`` for heads, ``gate`` for the MoE gate)."""
     parts = name.split(".")

@@ -199,9 +199,9 @@ class FogNetwork:
         return seconds, joules, mult * factor
 
     def _tier_of(self, nodes: np.ndarray) -> int:
-        tiers = np.unique(self.topology.tier[nodes])
-        if len(tiers) != 1:
-            raise ValueError(f"nodes must all be in one tier, got tiers {tiers.tolist()}")
+        tiers = self.topology.tier[nodes]
+        if tiers.min() != tiers.max():
+            raise ValueError(f"nodes must all be in one tier, got tiers {np.unique(tiers).tolist()}")
         return int(tiers[0])
 
     def _link_name(self, k_from: int, k_to: int) -> str:
