@@ -3,6 +3,7 @@
 import argparse
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +106,24 @@ def test_conditions_without_adversaries_or_clean_robust_rows():
     labels = [c.label for c in conditions((0.5,), fraction=0.0, clean_robust=False)]
     assert labels == ["clean", "DP z=0.5"]
     assert "honest only" in [c.label for c in conditions((), fraction=0.2)]
+
+
+def _table(seeds, rows):
+    head = f"hffm bench robustness: preset 'small', 30 rounds, seeds {seeds}; every round ...\n"
+    return head + "\n".join(f"{c:<15} {r:<13} {0.3:>7.3f} ± 0.010  {sum(d) / len(d):>+10.1f}  "
+                            + " ".join(f"{x:+.1f}" for x in d) for c, r, d in rows)
+
+
+def test_merge_pools_seeds_and_refuses_tables_of_different_code():
+    from benchmarks.merge_robustness import merge, summary
+
+    a = _table([0, 1], [("clean", "mean", [0.0, 0.0]), ("scaling x10", "krum+b2", [-3.0, 1.0])])
+    b = _table([1, 2], [("clean", "mean", [0.0, 0.0]), ("scaling x10", "krum+b2", [1.0, -4.0])])
+    rows = {(r["condition"], r["rule"]): r for r in summary(merge([a, b]))}
+    k = rows[("scaling x10", "krum+b2")]
+    assert k["seeds"] == 3 and k["delta_pts"] == pytest.approx(-2.0)
+    assert k["se_pts"] == pytest.approx(np.std([-3.0, 1.0, -4.0], ddof=1) / np.sqrt(3))
+    assert k["within"] is True and rows[("clean", "mean")]["within"] is None
+    c = _table([1], [("scaling x10", "krum+b2", [2.0])])      # seed 1 again, another Δ
+    with pytest.raises(ValueError, match="not of the same code"):
+        merge([a, c])
