@@ -20,7 +20,7 @@ import numpy as np
 from benchmarks.bench_robustness import RULES, TOLERANCE_PTS
 
 _HEADER = re.compile(r"seeds (\[[^\]]*\])")
-_ROW = re.compile(r"^(clean|honest only|\S+ x[\d.]+|label_flip|DP z=\S+)\s+(\S+)\s+[\d.]+ ± [\d.]+\s+[+-][\d.]+"
+_ROW = re.compile(r"^(clean|honest only|\S+ x\S+|label_flip|DP z=\S+)\s+(\S+)\s+[\d.]+ ± [\d.]+\s+[+-][\d.]+"
                   r"\s+((?:[+-][\d.]+ ?)+)")
 
 

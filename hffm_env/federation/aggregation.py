@@ -84,7 +84,9 @@ def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray
             if n in masked:
                 continue
             v = sent[n]
-            Mv = by_dtype.setdefault(v.dtype, M.to(v.dtype))
+            if v.dtype not in by_dtype:
+                by_dtype[v.dtype] = M.to(v.dtype)
+            Mv = by_dtype[v.dtype]
             mixed = (Mv @ v.reshape(v.shape[0], -1) if dense else torch.sparse.mm(Mv, v.reshape(v.shape[0], -1)))
             mixed = mixed.reshape(len(present), *v.shape[1:])
             if len(present) == n_groups:

@@ -37,7 +37,7 @@ def embed(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dic
     Text always contributes at least its ``[CLS]`` token, which the pooler reads.
     Trailing text columns that are padding in every sample of the pass are dropped:
     a masked token gets zero attention weight and the pooler never reads it, so no
-    output changes, and the pass runs on fewer tokens.
+    output changes (up to float rounding), and the pass runs on fewer tokens.
     """
     d, b = next(inputs[k] for k in ("tokens", "image", "sensor") if k in inputs).shape[:2]
     dtype = params["adapters.down_w"].dtype
@@ -45,7 +45,8 @@ def embed(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dic
     if "text" in modalities:
         attention = inputs["attention"].flatten(0, 1)
         used = torch.nonzero(attention.any(0))
-        width = int(used[-1]) + 1 if len(used) else 1
+        # a sample with no token at all attends uniformly to every column: keep them all then
+        width = int(used[-1]) + 1 if len(used) and bool(attention.any(1).all()) else attention.shape[1]
         tokens = inputs["tokens"].flatten(0, 1)[:, :width]
         parts.append(_encode(params, "text_encoder", backbone.embed_text(tokens), d))
         masks.append(attention[:, :width])

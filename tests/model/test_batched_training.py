@@ -156,3 +156,28 @@ def test_local_backbone_must_match_model_config(tmp_path):
     vilt.save_pretrained(tmp_path / "small")
     with pytest.raises(ConfigError, match="hidden_size must be 32 to match the backbone"):
         build_vilt(ModelConfig(backbone=str(tmp_path / "small")))
+
+
+def test_text_padding_columns_are_dropped_without_changing_the_logits(data):
+    bb = FrozenBackbone(build_vilt(MC)).double()
+    params = {n: v for n, v in _bank(data, torch.float64, n=2).items() if not n.startswith("heads.sensor")}
+    idx = np.stack([data.shards.train[d]["scene_qa"][:3] for d in range(6) if "scene_qa" in data.shards.tasks[d]][:2])
+    inputs, _ = T.task_inputs(data, "scene_qa", idx)
+    modalities = task_spec("scene_qa").modalities
+    full, width = inputs["attention"].shape[-1], int(inputs["attention"].sum(-1).max())
+    assert width < full                                            # the pool pads its questions
+    n_tokens = m3t.embed(bb, params, inputs, modalities)[0].shape[1]
+    # one sample using every text column makes the whole pass run at full width
+    wide = dict(inputs, attention=inputs["attention"].clone())
+    wide["attention"][1, 2] = 1
+    assert m3t.embed(bb, params, wide, modalities)[0].shape[1] == n_tokens + full - width
+    with torch.no_grad():
+        trimmed = m3t.forward(bb, params, inputs, "scene_qa", modalities)
+        at_full = m3t.forward(bb, params, wide, "scene_qa", modalities)
+    others = torch.ones(2, 3, dtype=torch.bool)
+    others[1, 2] = False
+    assert torch.allclose(trimmed[others], at_full[others], rtol=0, atol=1e-12)
+    # a sample with no text token at all attends to every column: nothing is dropped
+    empty = dict(inputs, attention=inputs["attention"].clone())
+    empty["attention"][0, 0] = 0
+    assert m3t.embed(bb, params, empty, modalities)[0].shape[1] == n_tokens + full - width
