@@ -58,31 +58,50 @@ def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dic
     that skipped.
     """
     b1, b2 = BETAS
-    updates = {}
-    finite = torch.ones(len(holders), dtype=torch.bool)
-    for name, g in grads.items():
-        p = bank[name][holders] if current is None else current[name]
-        m, v = state.m[name][holders], state.v[name][holders]   # gathered copies
-        step = state.step[name][holders]
-        keep = None
-        if name in EXPERT_PARAMS and expert_mask is not None:
-            keep = expert_mask.view(*expert_mask.shape, *([1] * (g.dim() - 2)))
-            step = step + expert_mask.long()
+    names = list(grads)
+    if not names:
+        return torch.zeros(len(holders), dtype=torch.bool)
+    gs = [grads[n] for n in names]
+    ps = [bank[n][holders] if current is None else current[n] for n in names]   # gathered copies
+    ms = [state.m[n][holders] for n in names]
+    vs = [state.v[n][holders] for n in names]
+    keeps, steps = [], []
+    for n, g in zip(names, gs):
+        step = state.step[n][holders]
+        if n in EXPERT_PARAMS and expert_mask is not None:
+            keeps.append(expert_mask.view(*expert_mask.shape, *([1] * (g.dim() - 2))))
+            steps.append(step + expert_mask.long())
         else:
-            step = step + 1
-        # an expert never trained has step 0; its row is kept below, the clamp only avoids 0/0
-        t = step.clamp(min=1).to(g.dtype).view(*step.shape, *([1] * (g.dim() - step.dim())))
-        old = (p.clone(), m.clone(), v.clone()) if keep is not None else None
-        # in place on the gathered copies: m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g²,
-        # p ← p·(1 − lr·wd) − lr/(1−β1^t) · m / (√v / √(1−β2^t) + ε)
-        m_new = m.lerp_(g, 1.0 - b1)
-        v_new = v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-        denom = v_new.sqrt().div_((1.0 - torch.pow(b2, t)).sqrt()).add_(EPS).mul_((1.0 - torch.pow(b1, t)) / lr)
-        p_new = p.mul_(1.0 - lr * weight_decay).addcdiv_(m_new, denom, value=-1.0)
-        if keep is not None:
-            p_new, m_new, v_new = (torch.where(keep, new, prev) for new, prev in zip((p_new, m_new, v_new), old))
-        finite &= torch.isfinite(p_new).flatten(1).all(1) & torch.isfinite(v_new).flatten(1).all(1)
-        updates[name] = (p_new, m_new, v_new, step)
+            keeps.append(None)
+            steps.append(step + 1)
+    # the bias corrections of every name at once; an expert never trained has step 0:
+    # its row is kept below, the clamp only avoids 0/0
+    t = torch.cat([s.flatten() for s in steps]).clamp(min=1).to(gs[0].dtype)
+    sqrt_bc2 = (1.0 - torch.pow(b2, t)).sqrt().split([s.numel() for s in steps])
+    scale = ((1.0 - torch.pow(b1, t)) / lr).split([s.numel() for s in steps])
+    shape = [(*s.shape, *([1] * (g.dim() - s.dim()))) for s, g in zip(steps, gs)]
+    sqrt_bc2 = [c.view(sh) for c, sh in zip(sqrt_bc2, shape)]
+    scale = [c.view(sh) for c, sh in zip(scale, shape)]
+    old = {i: (ps[i].clone(), ms[i].clone(), vs[i].clone()) for i, k in enumerate(keeps) if k is not None}
+    # in place on the gathered copies, all names per call: m ← β1·m + (1−β1)·g,
+    # v ← β2·v + (1−β2)·g², p ← p·(1 − lr·wd) − lr/(1−β1^t) · m / (√v / √(1−β2^t) + ε)
+    torch._foreach_lerp_(ms, gs, 1.0 - b1)
+    torch._foreach_mul_(vs, b2)
+    torch._foreach_addcmul_(vs, gs, gs, value=1.0 - b2)
+    denoms = torch._foreach_sqrt(vs)
+    torch._foreach_div_(denoms, sqrt_bc2)
+    torch._foreach_add_(denoms, EPS)
+    torch._foreach_mul_(denoms, scale)
+    torch._foreach_mul_(ps, 1.0 - lr * weight_decay)
+    torch._foreach_addcdiv_(ps, ms, denoms, value=-1.0)
+    for i, (p_old, m_old, v_old) in old.items():
+        ps[i], ms[i], vs[i] = (torch.where(keeps[i], new, prev)
+                               for new, prev in zip((ps[i], ms[i], vs[i]), (p_old, m_old, v_old)))
+    # a row is finite iff its max and min are (both propagate NaN); two reductions are
+    # far cheaper than isfinite over every element
+    rows = torch.cat([x.reshape(len(holders), -1) for x in ps + vs], dim=1)
+    finite = torch.isfinite(rows.amax(1)) & torch.isfinite(rows.amin(1))
+    updates = {n: (p, m, v, s) for n, p, m, v, s in zip(names, ps, ms, vs, steps)}
     skip_any = not bool(finite.all())
     for name, (p_new, m_new, v_new, step) in updates.items():
         if skip_any:       # the skipped holders keep their rows: write back what they had

@@ -181,3 +181,33 @@ def test_text_padding_columns_are_dropped_without_changing_the_logits(data):
     empty = dict(inputs, attention=inputs["attention"].clone())
     empty["attention"][0, 0] = 0
     assert m3t.embed(bb, params, empty, modalities)[0].shape[1] == n_tokens + full - width
+
+
+@pytest.mark.parametrize("where", ["grad", "module"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_holder_with_a_non_finite_update_skips_its_step_and_the_others_do_not_notice(data, bad, where):
+    """adamw_update: the holder whose gradient or module holds NaN or ±inf keeps its
+    rows and optimiser state exactly; every other holder's update equals the clean one."""
+    bank = _bank(data)
+    names = ["adapters.down_w", "heads.scene_qa.b", "experts.up_w"]
+    holders = torch.tensor([0, 2, 3, 5])
+    g = torch.Generator().manual_seed(4)
+    grads = {n: torch.randn(bank[n][holders].shape, generator=g) for n in names}
+    clean_bank = {k: v.clone() for k, v in bank.items()}
+    clean_state = T.AdamState.zeros_like(bank)
+    assert not T.adamw_update(clean_bank, clean_state, holders, grads, 1e-3, 0.01).any()
+    poisoned = {n: t.clone() for n, t in grads.items()}
+    if where == "grad":
+        poisoned["heads.scene_qa.b"][1, 3] = bad      # holder 2
+    else:
+        bank["heads.scene_qa.b"][2, 3] = bad
+    state = T.AdamState.zeros_like(bank)
+    before = {k: v.clone() for k, v in bank.items()}
+    skipped = T.adamw_update(bank, state, holders, poisoned, 1e-3, 0.01)
+    assert skipped.tolist() == [False, True, False, False]
+    for n in names:
+        assert torch.allclose(bank[n][2], before[n][2], rtol=0, atol=0, equal_nan=True)
+        assert int(state.step[n][2].max()) == 0
+        assert not state.v[n][2].any()
+        for r in (0, 3, 5):
+            assert torch.equal(bank[n][r], clean_bank[n][r]) and torch.equal(state.v[n][r], clean_state.v[n][r])
