@@ -401,6 +401,8 @@ class Federation:
                               "fallback": f.outage_fallback} for c in np.nonzero(self.edge_down)[0]]
         self._faults += [{"fault": "d2d_link_down", "link": [int(a), int(b)]}
                          for a, b in topo.d2d.edges[~self.net.d2d_up]]
+        # a device that drops out relays no one's D2D uploads or broadcasts this round
+        self.net.stop_relaying(np.nonzero(self._dropped_before | self._dropped_after)[0])
 
     def _server_down(self, node: int) -> bool:
         """Whether ``node`` is an edge server that is out this round."""
@@ -549,8 +551,9 @@ class Federation:
 
         Faults (``federation.faults``, ``network.faults``): participants that dropped
         out before uploading or missed the deadline are left out; those that dropped
-        after uploading count but keep their own copy; devices a D2D route needs but
-        cannot reach their head are left out; clusters whose edge server is down take
+        after uploading count but keep their own copy; a device that dropped out
+        relays nothing for others, and devices a D2D route needs but that cannot reach
+        their head (over working links and relaying devices) are left out; clusters whose edge server is down take
         the configured fallback (listed in the record's ``"outage"``).
         """
         self._require_open("aggregate()")

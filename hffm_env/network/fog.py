@@ -70,6 +70,7 @@ class FogNetwork:
         self.direct_rate_bps = np.zeros(0)
         self.d2d_rate_bps = np.zeros(0)
         self.d2d_up = np.zeros(0, dtype=bool)
+        self.relaying = np.zeros(0, dtype=bool)
         self.retransmitted_packets = 0
         self.retransmitted_bytes = 0.0
 
@@ -108,8 +109,22 @@ class FogNetwork:
             self.d2d_rate_bps[~self.d2d_up] = 0.0
         self.retransmitted_packets = 0
         self.retransmitted_bytes = 0.0
+        self.relaying = np.ones(topo.n_devices, dtype=bool)
         self._routes = {}
         self._components = None
+
+    def stop_relaying(self, devices) -> None:
+        """This round's gather and broadcast trees (:meth:`routes`) route nobody's
+        traffic through ``devices`` (devices that dropped out): each is at most the end
+        of its own path, and a head among them reaches no one. Until the next round."""
+        self._require_round()
+        devices = np.asarray(devices, dtype=np.int64).ravel()
+        bad = devices[(devices < 0) | (devices >= self.topology.n_devices)]
+        if bad.size:
+            raise ValueError(f"devices must be device ids in [0, {self.topology.n_devices - 1}], got {bad.tolist()}")
+        if devices.size and self.relaying[devices].any():
+            self.relaying[devices] = False
+            self._routes = {}
 
     def d2d_components(self, working: bool = True) -> np.ndarray:
         """Connected component of every device over this round's working D2D links, or
@@ -160,7 +175,8 @@ class FogNetwork:
 
     def routes(self, payload_bytes: float, toward_heads: bool = True) -> RouteTree:
         """Shortest D2D paths to (``toward_heads``) or from the cluster heads, weighted by
-        this round's transfer time of the payload in that direction."""
+        this round's transfer time of the payload in that direction, relayed only by
+        devices still relaying (:meth:`stop_relaying`)."""
         self._require_round()
         fixed = self.config.d2d.fixed_latency_s > 0
         # without a fixed per-hop latency every hop time scales with the payload: one
@@ -169,7 +185,8 @@ class FogNetwork:
         if key not in self._routes:
             hop_s, _ = transfer_cost(self.config.d2d, 8.0 * key[0], self.d2d_rate_bps)
             self._routes[key] = shortest_path_tree(self.topology.n_devices, self.topology.d2d.edges, hop_s,
-                                                   self.topology.heads, toward_heads=toward_heads)
+                                                   self.topology.heads, toward_heads=toward_heads,
+                                                   transit=self.relaying)
         tree = self._routes[key]
         return tree if fixed else replace(tree, path_s=tree.path_s * float(payload_bytes))
 

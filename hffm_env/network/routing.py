@@ -69,14 +69,21 @@ def hop_direction(edges: np.ndarray, sender: np.ndarray, receiver: np.ndarray) -
 
 
 def shortest_path_tree(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads: np.ndarray,
-                       toward_heads: bool = True) -> RouteTree:
+                       toward_heads: bool = True, transit: np.ndarray | None = None) -> RouteTree:
     """Shortest paths between every device and the head of its component.
 
     ``hop_weight`` is per edge (same both ways) or per edge and direction, shape
     ``(E, 2)`` with column 0 for ``u → v`` (``u < v``). ``toward_heads=True`` gives the
     paths from devices to heads (gathering); False the paths from heads to devices
     (broadcasting). Either way ``next_hop[v]`` is the neighbour one hop closer to the head.
+
+    ``transit`` (bool per device, all True by default) says which devices may forward
+    others' traffic: a device with False is only ever a path's end (a leaf of the
+    tree), reached over its best one hop to a transit device; a head with False
+    reaches no one.
     """
+    if transit is not None and not np.asarray(transit, dtype=bool).all() and len(edges):
+        return _leaf_only(n_devices, edges, hop_weight, heads, toward_heads, np.asarray(transit, dtype=bool))
     heads = heads[heads >= 0]
     root = np.full(n_devices, -1, dtype=np.int64)
     next_hop = np.full(n_devices, -1, dtype=np.int64)
@@ -104,5 +111,39 @@ def shortest_path_tree(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray
         hop_edge[ok] = edge_index(edges, n_devices, np.nonzero(ok)[0], pred[ok])
     root[heads] = heads
     path[heads] = 0.0
+    hops = sum_to_root(next_hop, np.ones(n_devices)).astype(np.int64)
+    return RouteTree(root=root, next_hop=next_hop, path_s=path, hops=hops, hop_edge=hop_edge)
+
+
+def _leaf_only(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads: np.ndarray,
+               toward_heads: bool, transit: np.ndarray) -> RouteTree:
+    """:func:`shortest_path_tree` where the devices with ``transit`` False forward
+    nothing: the tree over the links between transit devices, then each other
+    device hung on its fastest hop to a reached transit device."""
+    w = np.asarray(hop_weight, dtype=np.float64)
+    w = np.stack([w, w], axis=1) if w.ndim == 1 else w
+    inner = transit[edges[:, 0]] & transit[edges[:, 1]]
+    heads = heads[heads >= 0]
+    tree = shortest_path_tree(n_devices, edges[inner], w[inner], heads[transit[heads]], toward_heads)
+    root, next_hop, path = tree.root.copy(), tree.next_hop.copy(), tree.path_s.copy()
+    hop_edge = np.full(n_devices, -1, dtype=np.int64)
+    has = tree.hop_edge >= 0
+    hop_edge[has] = np.nonzero(inner)[0][tree.hop_edge[has]]          # back to indices into ``edges``
+    heads_off = heads[~transit[heads]]
+    root[heads_off], path[heads_off] = heads_off, 0.0
+    # each leaf's candidates: its links to reached transit devices, the hop toward the head
+    best = np.full(n_devices, np.inf)
+    for leaf_col, relay_col in ((0, 1), (1, 0)):
+        leaf, relay = edges[:, leaf_col], edges[:, relay_col]
+        # hop leaf → relay (gathering) or relay → leaf (broadcasting); column 0 is u → v
+        hop = w[:, leaf_col] if toward_heads else w[:, relay_col]
+        ok = ~transit[leaf] & transit[relay] & tree.reached[relay] & ~np.isin(leaf, heads_off)
+        cand = np.where(ok, path[relay] + np.maximum(hop, 1e-15), np.inf)
+        for e in np.nonzero(np.isfinite(cand))[0]:
+            v = leaf[e]
+            if cand[e] < best[v]:
+                best[v], next_hop[v], root[v], hop_edge[v] = cand[e], relay[e], root[relay[e]], e
+    leaves = np.isfinite(best)
+    path[leaves] = best[leaves]
     hops = sum_to_root(next_hop, np.ones(n_devices)).astype(np.int64)
     return RouteTree(root=root, next_hop=next_hop, path_s=path, hops=hops, hop_edge=hop_edge)

@@ -83,6 +83,46 @@ def test_dropout_after_upload_counts_in_the_aggregate_but_gets_nothing_back():
     assert not set(dst.tolist()) & set(dropped)
 
 
+@pytest.mark.parametrize("when", ["dropout_before_upload", "dropout_after_upload"])
+def test_a_dropped_device_relays_nothing_and_devices_behind_it_are_cut_off(when):
+    """A device that drops out forwards no one's D2D traffic: devices whose only way to
+    their head ran through it are reported unreachable, keep their own copy, and every
+    charged path avoids it (a device that dropped after uploading still sends its own)."""
+    for seed in range(60):
+        fed = _fed(seed=seed, network__d2d_radius_m=45.0, **{f"federation__faults__{when}": 0.3})
+        trained = _trained(fed)
+        dropped = _hit(fed, when)
+        t = fed.topology
+        g = _working_graph(fed)
+        g_relay = g.copy()
+        g_relay.remove_nodes_from(dropped)
+        behind = [d for d in range(fed.n_devices) if d not in dropped and d not in t.heads
+                  and nx.has_path(g, d, int(t.heads[t.cluster[d]]))
+                  and not (int(t.heads[t.cluster[d]]) in g_relay and nx.has_path(g_relay, d, int(t.heads[t.cluster[d]])))]
+        if behind:
+            break
+    assert behind, "no seed put a dropped device on the only way to a head"
+    rec = fed.aggregate(KIND, "d2d", path="gather")
+    unreachable = {d for f in fed.faults() if f["fault"] == "d2d_unreachable" for d in f["devices"]}
+    assert set(behind) <= unreachable and not unreachable & set(dropped if when == "dropout_before_upload" else [])
+    assert not set(rec["participants"]["adapters"]) & set(behind)
+    after = _rows(fed)
+    for d in behind:
+        assert torch.equal(after[d], trained[d])
+    tree = fed.net.routes(1.0)
+    for d in np.nonzero(tree.reached)[0]:
+        hop = tree.next_hop[d]
+        while hop >= 0 and tree.next_hop[hop] >= 0:
+            assert hop not in dropped                                    # never a relay
+            hop = tree.next_hop[hop]
+    res = fed.end_round()
+    r = fed.ledger.records(res.round)
+    gather = r["step"].astype(str) == "d2d:gather"
+    assert gather.any() and not set(r["src"][gather].tolist()) & set(behind)
+    if when == "dropout_after_upload":
+        assert set(dropped) & set(r["src"][gather].tolist())            # its own upload still went
+
+
 # ---------------------------------------------------------------------- stragglers
 def test_stragglers_past_the_deadline_miss_the_aggregation_and_the_round_stops_waiting():
     sc = make_scenario("tiny", federation__local_steps=1)
