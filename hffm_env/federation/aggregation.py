@@ -130,8 +130,11 @@ def robust_combine(values: dict[str, torch.Tensor], rule: str, weights: torch.Te
     the ``m' = ceil(m/s)`` :func:`bucket_means` of a random permutation drawn from
     ``bucket_generator`` (required then), weighted by their members' total weight;
     the rule runs on those, with ``m'`` in place of ``m`` (``krum_f`` counts
-    buckets). ``expert_mask [m, E]`` only matters there: a bucket's expert is the
-    mean of its members that train it, as in FedAvg.
+    buckets). ``expert_mask [m, E]`` (which contributions train each MoE expert):
+    a bucket's expert is the mean of its members that train it, as in FedAvg; without
+    buckets, trimmed mean and median run each expert over the contributions that train
+    it (over all when none does). Krum and Multi-Krum score whole contributions and
+    ignore it.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(map(repr, RULES))}, got {rule!r}")
@@ -155,15 +158,26 @@ def robust_combine(values: dict[str, torch.Tensor], rule: str, weights: torch.Te
         w = weights[keep] / weights[keep].sum()
         return {n: torch.tensordot(w.to(v.dtype), v[keep], dims=1) for n, v in values.items()}
     out = {}
+    trains = None if expert_mask is None or bucket_size > 1 else torch.as_tensor(np.asarray(expert_mask, dtype=bool))
     for n, v in values.items():
-        s = torch.sort(v, dim=0).values
-        if rule == "trimmed_mean":
-            cut = int(math.floor(trim_fraction * m))
-            out[n] = s[cut:m - cut].mean(dim=0)
-        else:  # median
-            lo, hi = (m - 1) // 2, m // 2
-            out[n] = 0.5 * (s[lo] + s[hi])
+        if trains is not None and n in EXPERT_PARAMS:
+            # each expert over the contributions that train it (all of them when none does)
+            out[n] = torch.stack([_coordinate_rule(v[:, e][trains[:, e]] if trains[:, e].any() else v[:, e], rule,
+                                                   trim_fraction) for e in range(v.shape[1])])
+        else:
+            out[n] = _coordinate_rule(v, rule, trim_fraction)
     return out
+
+
+def _coordinate_rule(v: torch.Tensor, rule: str, trim_fraction: float) -> torch.Tensor:
+    """Trimmed mean or median over the first axis of ``v``, coordinate by coordinate."""
+    m = v.shape[0]
+    s = torch.sort(v, dim=0).values
+    if rule == "trimmed_mean":
+        cut = int(math.floor(trim_fraction * m))
+        return s[cut:m - cut].mean(dim=0)
+    lo, hi = (m - 1) // 2, m // 2
+    return 0.5 * (s[lo] + s[hi])
 
 
 def bucket_means(values: dict[str, torch.Tensor], weights: torch.Tensor, bucket_size: int,

@@ -242,6 +242,26 @@ def _krum_round(rule="krum", **ov):
     return fed
 
 
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean"])
+def test_coordinate_rules_run_each_expert_over_its_trainers(rule):
+    """Without buckets, an expert's trimmed mean or median ignores the stale copies of
+    the contributions that do not train it (and uses all when none does); the
+    non-expert parameters use every contribution."""
+    g = torch.Generator().manual_seed(0)
+    v = {"experts.up_b": torch.randn(6, 3, 4, generator=g), "adapters.up_b": torch.randn(6, 5, generator=g)}
+    v["experts.up_b"][3:, 0] += 100.0                        # stale copies far away
+    mask = np.ones((6, 3), dtype=bool)
+    mask[3:, 0] = False                                       # expert 0: trained by rows 0-2 only
+    mask[:, 2] = False                                        # expert 2: by nobody
+    w = torch.ones(6)
+    got = robust_combine(v, rule, w, trim_fraction=0.2, expert_mask=mask)
+    alone = robust_combine({"x": v["experts.up_b"][:3, 0]}, rule, w[:3], trim_fraction=0.2)["x"]
+    assert torch.equal(got["experts.up_b"][0], alone) and got["experts.up_b"][0].abs().max() < 10
+    plain = robust_combine(v, rule, w, trim_fraction=0.2)
+    assert torch.equal(got["experts.up_b"][1:], plain["experts.up_b"][1:])
+    assert torch.equal(got["adapters.up_b"], plain["adapters.up_b"])
+
+
 def test_bucket_size_in_config_buckets_from_its_own_stream():
     plain, b2, again = _krum_round(), _krum_round(federation__bucket_size=2), _krum_round(federation__bucket_size=2)
     assert any(not torch.equal(plain.bank[n], b2.bank[n]) for n in plain.bank)
