@@ -131,19 +131,18 @@ def _leaf_only(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads:
     hop_edge[has] = np.nonzero(inner)[0][tree.hop_edge[has]]          # back to indices into ``edges``
     heads_off = heads[~transit[heads]]
     root[heads_off], path[heads_off] = heads_off, 0.0
-    # each leaf's candidates: its links to reached transit devices, the hop toward the head
-    best = np.full(n_devices, np.inf)
-    for leaf_col, relay_col in ((0, 1), (1, 0)):
-        leaf, relay = edges[:, leaf_col], edges[:, relay_col]
-        # hop leaf → relay (gathering) or relay → leaf (broadcasting); column 0 is u → v
-        hop = w[:, leaf_col] if toward_heads else w[:, relay_col]
-        ok = ~transit[leaf] & transit[relay] & tree.reached[relay] & ~np.isin(leaf, heads_off)
-        cand = np.where(ok, path[relay] + np.maximum(hop, 1e-15), np.inf)
-        for e in np.nonzero(np.isfinite(cand))[0]:
-            v = leaf[e]
-            if cand[e] < best[v]:
-                best[v], next_hop[v], root[v], hop_edge[v] = cand[e], relay[e], root[relay[e]], e
-    leaves = np.isfinite(best)
-    path[leaves] = best[leaves]
+    # each leaf's candidates: its links to reached transit devices, the hop toward the head;
+    # hop leaf → relay (gathering) or relay → leaf (broadcasting), column 0 being u → v
+    e_all = np.arange(len(edges))
+    leaf = np.concatenate([edges[:, 0], edges[:, 1]])
+    relay = np.concatenate([edges[:, 1], edges[:, 0]])
+    hop = np.concatenate([w[:, 0], w[:, 1]] if toward_heads else [w[:, 1], w[:, 0]])
+    cand = path[relay] + np.maximum(hop, 1e-15)
+    ok = ~transit[leaf] & transit[relay] & tree.reached[relay] & ~np.isin(leaf, heads_off) & np.isfinite(cand)
+    leaf, relay, cand, edge = leaf[ok], relay[ok], cand[ok], np.concatenate([e_all, e_all])[ok]
+    order = np.lexsort((edge, cand, leaf))             # per leaf: fastest first (ties: lowest edge index)
+    first = order[np.r_[True, leaf[order][1:] != leaf[order][:-1]]] if order.size else order
+    v = leaf[first]
+    path[v], next_hop[v], root[v], hop_edge[v] = cand[first], relay[first], root[relay[first]], edge[first]
     hops = sum_to_root(next_hop, np.ones(n_devices)).astype(np.int64)
     return RouteTree(root=root, next_hop=next_hop, path_s=path, hops=hops, hop_edge=hop_edge)
