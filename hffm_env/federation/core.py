@@ -401,8 +401,6 @@ class Federation:
                               "fallback": f.outage_fallback} for c in np.nonzero(self.edge_down)[0]]
         self._faults += [{"fault": "d2d_link_down", "link": [int(a), int(b)]}
                          for a, b in topo.d2d.edges[~self.net.d2d_up]]
-        # a device that drops out relays no one's D2D uploads or broadcasts this round
-        self.net.stop_relaying(np.nonzero(self._dropped_before | self._dropped_after)[0])
 
     def _server_down(self, node: int) -> bool:
         """Whether ``node`` is an edge server that is out this round."""
@@ -459,6 +457,8 @@ class Federation:
                                   ("dropout_after_upload", self._dropped_after)):
                     if hit[d]:
                         self._faults.append({"fault": name, "device": int(d)})
+            # a participant that drops out relays no one's D2D uploads or broadcasts this round
+            self.net.stop_relaying(participants[(self._dropped_before | self._dropped_after)[participants]])
             for d in participants:
                 for k in self._kinds_held_by(int(d)):
                     self.last_train[d, self.kind_index(k)] = self.round_index

@@ -83,31 +83,40 @@ def test_dropout_after_upload_counts_in_the_aggregate_but_gets_nothing_back():
     assert not set(dst.tolist()) & set(dropped)
 
 
+@pytest.mark.parametrize("participation", [1.0, 0.5])
 @pytest.mark.parametrize("when", ["dropout_before_upload", "dropout_after_upload"])
-def test_a_dropped_device_relays_nothing_and_devices_behind_it_are_cut_off(when):
-    """A device that drops out forwards no one's D2D traffic: devices whose only way to
-    their head ran through it are reported unreachable, keep their own copy, and every
-    charged path avoids it (a device that dropped after uploading still sends its own)."""
+def test_a_dropped_device_relays_nothing_and_devices_behind_it_are_cut_off(when, participation):
+    """A participant that drops out forwards no one's D2D traffic (a device that did not
+    take part still relays): exactly the devices whose only way to their head ran
+    through a dropped one are reported unreachable and keep their own copy, and every
+    charged path avoids it (one that dropped after uploading still sends its own)."""
     for seed in range(60):
-        fed = _fed(seed=seed, network__d2d_radius_m=45.0, **{f"federation__faults__{when}": 0.3})
+        fed = _fed(seed=seed, network__d2d_radius_m=45.0, federation__participation=participation,
+                   **{f"federation__faults__{when}": 0.3})
         trained = _trained(fed)
         dropped = _hit(fed, when)
         t = fed.topology
         g = _working_graph(fed)
-        g_relay = g.copy()
-        g_relay.remove_nodes_from(dropped)
-        behind = [d for d in range(fed.n_devices) if d not in dropped and d not in t.heads
-                  and nx.has_path(g, d, int(t.heads[t.cluster[d]]))
-                  and not (int(t.heads[t.cluster[d]]) in g_relay and nx.has_path(g_relay, d, int(t.heads[t.cluster[d]])))]
-        if behind:
+        took_part = [int(d) for d in fed._participants if when == "dropout_after_upload" or d not in dropped]
+
+        def reaches(d, avoid):
+            head = int(t.heads[t.cluster[d]])
+            h = g.copy()
+            h.remove_nodes_from(set(avoid) - {d})
+            return d == head or (head in h and nx.has_path(h, d, head))
+
+        expected = sorted(d for d in took_part if not reaches(d, dropped))
+        behind = [d for d in expected if reaches(d, [])]
+        if behind and (participation == 1.0 or len(fed._participants) < fed.n_devices):
             break
     assert behind, "no seed put a dropped device on the only way to a head"
+    assert sorted(np.nonzero(~fed.net.relaying)[0].tolist()) == dropped     # only reported dropouts stop
     rec = fed.aggregate(KIND, "d2d", path="gather")
-    unreachable = {d for f in fed.faults() if f["fault"] == "d2d_unreachable" for d in f["devices"]}
-    assert set(behind) <= unreachable and not unreachable & set(dropped if when == "dropout_before_upload" else [])
-    assert not set(rec["participants"]["adapters"]) & set(behind)
+    unreachable = sorted(d for f in fed.faults() if f["fault"] == "d2d_unreachable" for d in f["devices"])
+    assert unreachable == expected
+    assert not set(rec["participants"]["adapters"]) & set(expected)
     after = _rows(fed)
-    for d in behind:
+    for d in expected:
         assert torch.equal(after[d], trained[d])
     tree = fed.net.routes(1.0)
     for d in np.nonzero(tree.reached)[0]:
@@ -118,7 +127,7 @@ def test_a_dropped_device_relays_nothing_and_devices_behind_it_are_cut_off(when)
     res = fed.end_round()
     r = fed.ledger.records(res.round)
     gather = r["step"].astype(str) == "d2d:gather"
-    assert gather.any() and not set(r["src"][gather].tolist()) & set(behind)
+    assert gather.any() and not set(r["src"][gather].tolist()) & set(expected)
     if when == "dropout_after_upload":
         assert set(dropped) & set(r["src"][gather].tolist())            # its own upload still went
 

@@ -208,6 +208,6 @@ def test_a_holder_with_a_non_finite_update_skips_its_step_and_the_others_do_not_
     for n in names:
         assert torch.allclose(bank[n][2], before[n][2], rtol=0, atol=0, equal_nan=True)
         assert int(state.step[n][2].max()) == 0
-        assert not state.v[n][2].any()
+        assert not state.v[n][2].any() and not state.m[n][2].any()
         for r in (0, 3, 5):
             assert torch.equal(bank[n][r], clean_bank[n][r]) and torch.equal(state.v[n][r], clean_state.v[n][r])
