@@ -159,6 +159,8 @@ def robust_combine(values: dict[str, torch.Tensor], rule: str, weights: torch.Te
         return {n: torch.tensordot(w.to(v.dtype), v[keep], dims=1) for n, v in values.items()}
     out = {}
     trains = None if expert_mask is None or bucket_size > 1 else torch.as_tensor(np.asarray(expert_mask, dtype=bool))
+    if trains is not None and bool(trains.all()):
+        trains = None          # every contribution trains every expert: the plain rule, to the bit
     for n, v in values.items():
         if trains is not None and n in EXPERT_PARAMS:
             # each expert over the contributions that train it (all of them when none does)

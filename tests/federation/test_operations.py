@@ -262,6 +262,8 @@ def test_coordinate_rules_run_each_expert_over_its_trainers(rule):
     plain = robust_combine(v, rule, w, trim_fraction=0.2)       # (a strided slice may sum in another order)
     assert torch.allclose(got["experts.up_b"][1:], plain["experts.up_b"][1:], rtol=1e-6, atol=1e-7)
     assert torch.equal(got["adapters.up_b"], plain["adapters.up_b"])
+    every = robust_combine(v, rule, w, trim_fraction=0.2, expert_mask=np.ones((8, 3), dtype=bool))
+    assert all(torch.equal(every[n], plain[n]) for n in v)      # all train all: exactly the plain rule
 
 
 def test_bucket_size_in_config_buckets_from_its_own_stream():
