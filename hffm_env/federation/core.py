@@ -553,8 +553,9 @@ class Federation:
         out before uploading or missed the deadline are left out; those that dropped
         after uploading count but keep their own copy; a device that dropped out
         relays nothing for others, and devices a D2D route needs but that cannot reach
-        their head (over working links and relaying devices) are left out; clusters whose edge server is down take
-        the configured fallback (listed in the record's ``"outage"``).
+        their head (over working links and relaying devices) are left out; clusters
+        whose edge server is down take the configured fallback (listed in the record's
+        ``"outage"``).
         """
         self._require_open("aggregate()")
         kinds = self.expand_kinds(kinds)

@@ -68,6 +68,13 @@ def hop_direction(edges: np.ndarray, sender: np.ndarray, receiver: np.ndarray) -
     return (sender > receiver).astype(np.int64)
 
 
+def _directed_weights(hop_weight: np.ndarray) -> np.ndarray:
+    """Hop weights ``(E, 2)`` per direction from ``(E,)`` or ``(E, 2)``, each at least
+    1e-15: a zero weight would vanish from a sparse matrix, and no hop is free in time."""
+    w = np.asarray(hop_weight, dtype=np.float64)
+    return np.maximum(np.stack([w, w], axis=1) if w.ndim == 1 else w, 1e-15)
+
+
 def shortest_path_tree(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads: np.ndarray,
                        toward_heads: bool = True, transit: np.ndarray | None = None) -> RouteTree:
     """Shortest paths between every device and the head of its component.
@@ -92,10 +99,7 @@ def shortest_path_tree(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray
     if len(heads) == 0:
         return RouteTree(root, next_hop, path, np.zeros(n_devices, dtype=np.int64), hop_edge)
     if len(edges):
-        w = np.asarray(hop_weight, dtype=np.float64)
-        w = np.stack([w, w], axis=1) if w.ndim == 1 else w
-        # A zero weight would vanish from a sparse matrix; no hop is free in time anyway.
-        w = np.maximum(w, 1e-15)
+        w = _directed_weights(hop_weight)
         u, v = edges[:, 0], edges[:, 1]
         if toward_heads:  # search from the heads over reversed links: entry (a, b) is the hop b -> a
             rows, cols, data = np.concatenate([v, u]), np.concatenate([u, v]), np.concatenate([w[:, 0], w[:, 1]])
@@ -120,8 +124,7 @@ def _leaf_only(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads:
     """:func:`shortest_path_tree` where the devices with ``transit`` False forward
     nothing: the tree over the links between transit devices, then each other
     device hung on its fastest hop to a reached transit device."""
-    w = np.asarray(hop_weight, dtype=np.float64)
-    w = np.stack([w, w], axis=1) if w.ndim == 1 else w
+    w = _directed_weights(hop_weight)
     inner = transit[edges[:, 0]] & transit[edges[:, 1]]
     heads = heads[heads >= 0]
     tree = shortest_path_tree(n_devices, edges[inner], w[inner], heads[transit[heads]], toward_heads)
@@ -137,7 +140,7 @@ def _leaf_only(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads:
     leaf = np.concatenate([edges[:, 0], edges[:, 1]])
     relay = np.concatenate([edges[:, 1], edges[:, 0]])
     hop = np.concatenate([w[:, 0], w[:, 1]] if toward_heads else [w[:, 1], w[:, 0]])
-    cand = path[relay] + np.maximum(hop, 1e-15)
+    cand = path[relay] + hop
     ok = ~transit[leaf] & transit[relay] & tree.reached[relay] & ~np.isin(leaf, heads_off) & np.isfinite(cand)
     leaf, relay, cand, edge = leaf[ok], relay[ok], cand[ok], np.concatenate([e_all, e_all])[ok]
     order = np.lexsort((edge, cand, leaf))             # per leaf: fastest first (ties: lowest edge index)

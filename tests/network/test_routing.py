@@ -102,7 +102,8 @@ def test_devices_that_stop_relaying_are_only_path_ends(toward_heads):
             else:
                 assert not tree.reached[v] and tree.next_hop[v] == -1
     assert not tree.reached[t.members(0)[t.members(0) != t.heads[0]]].any()   # its head stopped
-    assert (tree.reached < free.reached).any() and (tree.path_s[tree.reached] >= free.path_s[tree.reached] - 1e-12).all()
+    assert (tree.reached < free.reached).any()
+    assert (tree.path_s[tree.reached] >= free.path_s[tree.reached] - 1e-12).all()
     ends = np.setdiff1d(stopped, t.heads)
     assert tree.reached[ends].any() and not np.isin(tree.next_hop, ends).any()   # ends of their own paths only
     net.new_round()
