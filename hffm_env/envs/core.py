@@ -167,7 +167,8 @@ class EnvCore:
 
     def _flat(self, kind: str, rows: np.ndarray) -> torch.Tensor:
         fed = self.fed
-        return torch.cat([fed.bank[n][torch.as_tensor(rows)].reshape(len(rows), -1) for n in fed.names_of([kind])], 1)
+        idx = torch.as_tensor(rows)
+        return torch.cat([fed.bank[n].index_select(0, idx).reshape(len(rows), -1) for n in fed.names_of([kind])], 1)
 
     def _divergence(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per device and kind: relative L2 distance of its copy to the mean copy of

@@ -108,7 +108,7 @@ def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray
             z = torch.randn(c.shape, generator=generator, dtype=c.dtype)
             combined[n] = c + s.to(c.dtype).view(-1, *([1] * (c.dim() - 1))) * z
     for n in names:
-        bank[n][rows] = combined[n][tg]
+        bank[n][rows] = combined[n].index_select(0, tg)
     return combined
 
 

@@ -65,7 +65,7 @@ SHARED_KINDS = ("adapters", "prompts", "experts", "gate")
 @lru_cache(maxsize=4)
 def load_backbone(config: ModelConfig) -> FrozenBackbone:
     """The frozen backbone of a model config (cached: it is read-only)."""
-    return FrozenBackbone(build_vilt(config))
+    return FrozenBackbone(build_vilt(config), compute_dtype=getattr(torch, config.backbone_dtype))
 
 
 def module_kinds(scenario: Scenario) -> tuple[str, ...]:
@@ -515,9 +515,9 @@ class Federation:
         idx = torch.as_tensor(rows)
         clip = self.config.privacy.clip_norm if privacy else None
         if clip is None and not any(int(r) in self.roles.attack for r in rows):
-            return {n: self.bank[n][idx] for n in names}          # honest, unclipped: the copies themselves
-        base = {n: self.synced[n][idx] for n in names}
-        upd = {n: self.bank[n][idx] - base[n] for n in names}
+            return {n: self.bank[n].index_select(0, idx) for n in names}   # honest, unclipped: the copies themselves
+        base = {n: self.synced[n].index_select(0, idx) for n in names}
+        upd = {n: self.bank[n].index_select(0, idx) - base[n] for n in names}
         for i, r in enumerate(rows):
             if int(r) in self.roles.attack:
                 attack, strength = self.roles.attack[int(r)]
@@ -532,7 +532,7 @@ class Federation:
         """Rows just received a copy: it is their new reference point."""
         idx = torch.as_tensor(np.asarray(rows, dtype=np.int64))
         for n in self.names_of(kinds):
-            self.synced[n][idx] = self.bank[n][idx]
+            self.synced[n][idx] = self.bank[n].index_select(0, idx)
         for k in kinds:
             self.last_sync[np.asarray(rows, dtype=np.int64), self.kind_index(k)] = self.round_index
 
@@ -661,8 +661,8 @@ class Federation:
             return lambda: None
         idx = torch.as_tensor(rows)
         names = self.names_of(kinds)
-        bank = {n: self.bank[n][idx].clone() for n in names}
-        synced = {n: self.synced[n][idx].clone() for n in names}
+        bank = {n: self.bank[n].index_select(0, idx) for n in names}          # copies
+        synced = {n: self.synced[n].index_select(0, idx) for n in names}
         cols = [self.kind_index(k) for k in kinds]
         sync = self.last_sync[np.ix_(rows, cols)].copy()
 
@@ -711,12 +711,12 @@ class Federation:
         if scope == "edge":
             src = torch.as_tensor(topo.tier_offsets[1] + cluster)
             for n in names:
-                self.bank[n][torch.as_tensor(devs)] = self.bank[n][src]
+                self.bank[n][torch.as_tensor(devs)] = self.bank[n].index_select(0, src)
             self._write(kinds, np.concatenate([receivers, edges]))
             return
         # cloud: the edge aggregates, weighted by their clusters' samples, to the top and back down
         cw = np.bincount(cluster, weights=w, minlength=topo.n_clusters)[edges - topo.tier_offsets[1]]
-        edge_sent = {n: self.bank[n][torch.as_tensor(edges)].clone() for n in names}
+        edge_sent = {n: self.bank[n].index_select(0, torch.as_tensor(edges)) for n in names}   # copies
         emask = None if mask is None else np.ones((edges.size, mask.shape[1]), dtype=bool)
         targets = np.concatenate([[topo.top], edges, devs])
         aggregate_into(self.bank, edge_sent, np.zeros(edges.size, dtype=np.int64), cw, targets,
@@ -978,7 +978,7 @@ class Federation:
             sel = np.array([t == task for t in r.task])
             inputs, labels = task_inputs(self.data, task, r.sample[sel][:, None])
             rows = torch.as_tensor(holder[sel])
-            params = {n: self.bank[n][rows] for n in used_names(self.bank, task)}
+            params = {n: self.bank[n].index_select(0, rows) for n in used_names(self.bank, task)}
             logits = m3t.forward(self.backbone, params, inputs, task, task_spec(task).modalities,
                                  self.model_config.experts_top_k)
             correct[sel] = (logits.argmax(-1) == labels).numpy()[:, 0]

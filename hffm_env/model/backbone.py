@@ -11,9 +11,11 @@ a test checks the pooled output against ``ViltModel.forward``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hffm_env.model.config import SHIPPED_ARCHITECTURE, ModelConfig  # noqa: F401  (re-exported)
@@ -81,23 +83,84 @@ def build_vilt(config: ModelConfig):
     return model
 
 
-class FrozenBackbone(nn.Module):
-    """Embeddings, transformer layers and pooler of a ViLT, all frozen."""
+class _FrozenLayer(nn.Module):
+    """One ViLT layer up to its output (residual included), computed as
+    ``ViltLayer.forward`` computes it (the same operations in the same order).
 
-    def __init__(self, vilt):
+    With ``dtype`` the ViLT's own, the layer reads the ViLT's weights. With another
+    ``dtype`` (``torch.bfloat16``), it keeps frozen copies of the six projections in
+    that dtype and runs only the matmuls (and the GELU between two of them) there:
+    the residual stream, layer norms, attention scores and softmax stay in the
+    hidden states' dtype, as mixed-precision fine-tuning of a frozen model does.
+    """
+
+    PROJECTIONS = ("query", "key", "value", "attn_out", "inter", "out")
+
+    def __init__(self, layer, dtype: torch.dtype):
+        super().__init__()
+        att = layer.attention.attention
+        self.num_heads = att.num_attention_heads
+        linears = (att.query, att.key, att.value, layer.attention.output.dense, layer.intermediate.dense,
+                   layer.output.dense)
+        self.own = linears[0].weight.dtype == dtype
+        # plain dicts: the ViLT's modules are not registered a second time
+        self.linears = dict(zip(self.PROJECTIONS, linears))
+        self.norms = {"before": layer.layernorm_before, "after": layer.layernorm_after}
+        if not self.own:
+            for name, lin in self.linears.items():
+                self.register_buffer(f"{name}_w", lin.weight.detach().to(dtype))
+                self.register_buffer(f"{name}_b", None if lin.bias is None else lin.bias.detach().to(dtype))
+
+    def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        if self.own:
+            lin = self.linears[name]
+            return F.linear(x, lin.weight, lin.bias)
+        return F.linear(x, getattr(self, f"{name}_w"), getattr(self, f"{name}_b"))
+
+    def _norm(self, which: str, h: torch.Tensor) -> torch.Tensor:
+        ln = self.norms[which]
+        return F.layer_norm(h, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+    def forward(self, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        n, t, hid = h.shape
+        low = h.dtype if self.own else self.query_w.dtype
+        x = self._norm("before", h).to(low)
+        q, k, v = (self._linear(p, x).view(n, t, self.num_heads, -1).transpose(1, 2) for p in ("query", "key", "value"))
+        scores = torch.matmul(q, k.transpose(-1, -2)).to(h.dtype) / math.sqrt(q.shape[-1]) + bias
+        context = torch.matmul(scores.softmax(-1).to(low), v).permute(0, 2, 1, 3).contiguous().view(n, t, hid)
+        h = self._linear("attn_out", context).to(h.dtype) + h
+        x = self._norm("after", h).to(low)
+        return self._linear("out", F.gelu(self._linear("inter", x))).to(h.dtype) + h
+
+
+class FrozenBackbone(nn.Module):
+    """Embeddings, transformer layers and pooler of a ViLT, all frozen.
+
+    ``compute_dtype`` is the dtype of the layers' matmuls (default: the ViLT's own);
+    ``torch.bfloat16`` runs them on the CPU's bf16 units where it has them, with the
+    residual stream, layer norms and softmax kept in the hidden states' dtype.
+    """
+
+    def __init__(self, vilt, compute_dtype: torch.dtype | None = None):
         super().__init__()
         self.vilt = vilt.eval()
         for p in self.vilt.parameters():
             p.requires_grad_(False)
         cfg = vilt.config
+        if cfg.hidden_act != "gelu":
+            raise ValueError(f"the backbone's hidden_act must be 'gelu' (exact GELU), got {cfg.hidden_act!r}")
         self.hidden_size = cfg.hidden_size
         self.num_layers = cfg.num_hidden_layers
         self.patch_size = cfg.patch_size
         self.image_size = cfg.image_size
+        dtype = compute_dtype or next(vilt.parameters()).dtype
+        self.layers = nn.ModuleList(_FrozenLayer(layer, dtype) for layer in vilt.encoder.layer)
 
     @property
-    def layers(self):
-        return self.vilt.encoder.layer
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the layers' matmuls run in."""
+        layer = self.layers[0]
+        return layer.linears["query"].weight.dtype if layer.own else layer.query_w.dtype
 
     def embed_text(self, tokens: torch.Tensor) -> torch.Tensor:
         e = self.vilt.embeddings
@@ -118,12 +181,6 @@ class FrozenBackbone(nn.Module):
     def attention_bias(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Additive attention mask ``[N, 1, 1, T]`` from a 0/1 token mask."""
         return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-
-    def layer_output(self, layer, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """One ViLT layer up to its output (residual included), as ``ViltLayer.forward``."""
-        attn = layer.attention(layer.layernorm_before(h), bias)[0]
-        h = attn + h
-        return layer.output(layer.intermediate(layer.layernorm_after(h)), h)
 
     def pool(self, h: torch.Tensor) -> torch.Tensor:
         h = self.vilt.layernorm(h)

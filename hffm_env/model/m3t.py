@@ -94,7 +94,7 @@ def forward(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: d
     bias = backbone.attention_bias(mask, h.dtype)
     up_b = params["adapters.up_b"].sum(dim=2)                            # the two adapters' biases
     for i, layer in enumerate(backbone.layers):
-        h = backbone.layer_output(layer, h, bias)
+        h = layer(h, bias)
         z = h.reshape(d, -1, hid)                                         # [D, B·T, H]
         a = F.gelu(torch.baddbmm(params["adapters.down_b"][:, i, None], z, params["adapters.down_w"][:, i]))
         z = z + torch.baddbmm(up_b[:, i, None], a, params["adapters.up_w"][:, i])

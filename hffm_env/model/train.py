@@ -62,12 +62,15 @@ def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dic
     if not names:
         return torch.zeros(len(holders), dtype=torch.bool)
     gs = [grads[n] for n in names]
-    ps = [bank[n][holders] if current is None else current[n] for n in names]   # gathered copies
-    ms = [state.m[n][holders] for n in names]
-    vs = [state.v[n][holders] for n in names]
+    # gathered copies (index_select: the same rows as indexing, several times faster)
+    ps = [bank[n].index_select(0, holders) if current is None else current[n] for n in names]
+    ms = [state.m[n].index_select(0, holders) for n in names]
+    vs = [state.v[n].index_select(0, holders) for n in names]
+    if expert_mask is not None and bool(expert_mask.all()):
+        expert_mask = None          # every holder trains every expert: a plain step
     keeps, steps = [], []
     for n, g in zip(names, gs):
-        step = state.step[n][holders]
+        step = state.step[n].index_select(0, holders)
         if n in EXPERT_PARAMS and expert_mask is not None:
             keeps.append(expert_mask.view(*expert_mask.shape, *([1] * (g.dim() - 2))))
             steps.append(step + expert_mask.long())
@@ -106,10 +109,11 @@ def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dic
     for name, (p_new, m_new, v_new, step) in updates.items():
         if skip_any:       # the skipped holders keep their rows: write back what they had
             ok = finite.view(-1, *([1] * (p_new.dim() - 1)))
-            p_new = torch.where(ok, p_new, bank[name][holders])
-            m_new = torch.where(ok, m_new, state.m[name][holders])
-            v_new = torch.where(ok, v_new, state.v[name][holders])
-            step = torch.where(finite.view(-1, *([1] * (step.dim() - 1))), step, state.step[name][holders])
+            p_new = torch.where(ok, p_new, bank[name].index_select(0, holders))
+            m_new = torch.where(ok, m_new, state.m[name].index_select(0, holders))
+            v_new = torch.where(ok, v_new, state.v[name].index_select(0, holders))
+            step = torch.where(finite.view(-1, *([1] * (step.dim() - 1))), step,
+                               state.step[name].index_select(0, holders))
         bank[name][holders] = p_new
         state.m[name][holders] = m_new
         state.v[name][holders] = v_new
@@ -172,7 +176,7 @@ def group_loss(backbone: FrozenBackbone, bank: Bank, holders: torch.Tensor, task
                inputs: dict[str, torch.Tensor], labels: torch.Tensor, names: list[str], top_k: int):
     """Sum over holders of each holder's mean cross-entropy, and the leaf parameters."""
     modalities = task_spec(task).modalities
-    params = {n: bank[n][holders].detach().requires_grad_(n in names) for n in used_names(bank, task)}
+    params = {n: bank[n].index_select(0, holders).detach().requires_grad_(n in names) for n in used_names(bank, task)}
     logits = m3t.forward(backbone, params, inputs, task, modalities, top_k)
     per_sample = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
     per_holder = per_sample.view(labels.shape).mean(dim=1)
@@ -253,7 +257,7 @@ def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices:
             valid = torch.from_numpy(np.stack([np.arange(width) < len(c) for c in chunk]))
             inputs, labels = task_inputs(data, task, padded)
             rows = torch.tensor([row_of[d] for d in holders_t])
-            params = {n: bank[n][rows] for n in used_names(bank, task)}
+            params = {n: bank[n].index_select(0, rows) for n in used_names(bank, task)}
             logits = m3t.forward(backbone, params, inputs, task, task_spec(task).modalities, config.experts_top_k)
             correct += ((logits.argmax(-1) == labels) & valid).sum(1).numpy()
         for d, c, i in zip(holders_t, correct, idx):

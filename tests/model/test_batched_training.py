@@ -42,7 +42,7 @@ def test_backbone_matches_vilt_forward_and_leaves_global_rng_alone():
         h = torch.cat([bb.embed_text(tok), bb.embed_image(pix)], 1)
         bias = bb.attention_bias(torch.cat([am, torch.ones(4, 17, dtype=torch.long)], 1), h.dtype)
         for layer in bb.layers:
-            h = bb.layer_output(layer, h, bias)
+            h = layer(h, bias)
         assert torch.allclose(bb.pool(h), ref, atol=1e-5)
     assert not any(p.requires_grad for p in bb.parameters())
 
@@ -211,3 +211,35 @@ def test_a_holder_with_a_non_finite_update_skips_its_step_and_the_others_do_not_
         assert not state.v[n][2].any() and not state.m[n][2].any()
         for r in (0, 3, 5):
             assert torch.equal(bank[n][r], clean_bank[n][r]) and torch.equal(state.v[n][r], clean_state.v[n][r])
+
+
+def test_bfloat16_backbone_runs_the_matmuls_low_and_keeps_the_modules_float32(data):
+    """backbone_dtype='bfloat16': the layers' projections are bf16 copies, the pass and
+    the trainable modules stay float32, the logits stay close to the float32 backbone's,
+    and the modules still learn."""
+    from hffm_env import ConfigError
+
+    with pytest.raises(ConfigError, match="backbone_dtype must be one of 'float32', 'bfloat16'"):
+        ModelConfig(backbone_dtype="float16")
+    vilt = build_vilt(MC)
+    fp32, bf16 = FrozenBackbone(vilt), FrozenBackbone(vilt, compute_dtype=torch.bfloat16)
+    assert all(b.dtype == torch.bfloat16 for b in bf16.layers.buffers()) and not list(fp32.layers.buffers())
+    assert not any(p.requires_grad for p in bf16.parameters())
+    bank = _bank(data)
+    idx = np.stack([data.shards.train[d]["scene_qa"][:8] for d in range(6) if "scene_qa" in data.shards.tasks[d]][:3])
+    inputs, labels = T.task_inputs(data, "scene_qa", idx)
+    rows = torch.arange(3)
+    params = {n: bank[n][rows] for n in T.used_names(bank, "scene_qa")}
+    modalities = task_spec("scene_qa").modalities
+    with torch.no_grad():
+        ref = m3t.forward(fp32, params, inputs, "scene_qa", modalities)
+        low = m3t.forward(bf16, params, inputs, "scene_qa", modalities)
+    assert low.dtype == torch.float32
+    assert 0 < float((low - ref).norm() / ref.norm()) < 0.05
+    cfg = ModelConfig(learning_rate=3e-3, weight_decay=0.0, backbone_dtype="bfloat16")
+    devs = np.arange(6)
+    before = T.evaluate(bf16, bank, data, devs, devs, cfg, split="train")
+    T.local_train(bf16, bank, T.AdamState.zeros_like(bank), data, devs, devs, 40, 8, np.random.default_rng(0), cfg)
+    after = T.evaluate(bf16, bank, data, devs, devs, cfg, split="train")
+    assert all(t.dtype == torch.float32 for t in bank.values())
+    assert np.mean([after[d][t] - before[d][t] for d in devs for t in after[d]]) > 0.1
