@@ -23,13 +23,8 @@ from hffm_env.model.banks import EXPERT_PARAMS, Bank
 DENSE_MIXING_MAX = 1 << 20   # entries up to which a FedAvg mixing matrix is applied dense
 
 
-def mixing_matrix(groups: np.ndarray, weights: np.ndarray, target_groups: np.ndarray) -> torch.Tensor:
-    """Sparse block ``[n_targets, n_sources]`` of the holder-axis mixing matrix: row
-    ``i`` is the ``weights``-weighted mean of the sources in group ``target_groups[i]``.
-
-    The full ``[n_holders, n_holders]`` matrix of an aggregation is this block on the
-    targets' rows and the sources' columns, and the identity on every other row.
-    """
+def _mixing_entries(groups: np.ndarray, weights: np.ndarray, target_groups: np.ndarray):
+    """Rows, columns and values of the nonzero entries of :func:`mixing_matrix`."""
     groups = np.asarray(groups, dtype=np.int64)
     target_groups = np.asarray(target_groups, dtype=np.int64)
     weights = np.asarray(weights, dtype=np.float64)
@@ -43,10 +38,26 @@ def mixing_matrix(groups: np.ndarray, weights: np.ndarray, target_groups: np.nda
     rows = np.repeat(np.arange(target_groups.size), counts)
     within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     cols = order[np.repeat(starts, counts) + within]
-    vals = weights[cols] / total[groups[cols]]
+    return rows, cols, weights[cols] / total[groups[cols]]
+
+
+def mixing_matrix(groups: np.ndarray, weights: np.ndarray, target_groups: np.ndarray,
+                  dense: bool = False) -> torch.Tensor:
+    """Sparse (or ``dense``) block ``[n_targets, n_sources]`` of the holder-axis mixing
+    matrix: row ``i`` is the ``weights``-weighted mean of the sources in group
+    ``target_groups[i]``.
+
+    The full ``[n_holders, n_holders]`` matrix of an aggregation is this block on the
+    targets' rows and the sources' columns, and the identity on every other row.
+    """
+    rows, cols, vals = _mixing_entries(groups, weights, target_groups)
+    shape = (np.size(target_groups), np.size(groups))
+    if dense:
+        out = np.zeros(shape)
+        out[rows, cols] = vals            # every (row, column) pair occurs once
+        return torch.from_numpy(out)
     idx = torch.from_numpy(np.stack([rows, cols]))
-    return torch.sparse_coo_tensor(idx, torch.from_numpy(vals), (target_groups.size, groups.size),
-                                   check_invariants=False).coalesce()
+    return torch.sparse_coo_tensor(idx, torch.from_numpy(vals), shape, check_invariants=False).coalesce()
 
 
 def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray, weights: np.ndarray,
@@ -73,9 +84,8 @@ def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray
     if rule == "mean":
         # each group's value is the mixing matrix's row for a (virtual) target of that group
         present = np.nonzero(per_group_w > 0)[0]
-        M = mixing_matrix(groups, weights, present)
-        dense = M.shape[0] * M.shape[1] <= DENSE_MIXING_MAX   # small: one dense matmul per parameter is faster
-        M = M.to_dense() if dense else M
+        dense = len(present) * groups.size <= DENSE_MIXING_MAX   # small: one dense matmul per parameter is faster
+        M = mixing_matrix(groups, weights, present, dense=dense)
         by_dtype: dict[torch.dtype, torch.Tensor] = {}
         # with an expert mask the expert parameters are combined over their trainers below
         masked = EXPERT_PARAMS if expert_mask is not None else ()

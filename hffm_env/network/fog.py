@@ -147,7 +147,7 @@ class FogNetwork:
 
     def reaches_head(self) -> np.ndarray:
         """Which devices have a D2D path to (and from) their cluster head this round."""
-        return self.routes(1.0).reached
+        return self._tree(1.0, True).reached
 
     def _arq(self, link: LinkConfig, nbytes, shape=None) -> np.ndarray:
         """Transmissions per packet sent (>= 1) of each transfer of ``nbytes`` under
@@ -177,18 +177,21 @@ class FogNetwork:
         """Shortest D2D paths to (``toward_heads``) or from the cluster heads, weighted by
         this round's transfer time of the payload in that direction, relayed only by
         devices still relaying (:meth:`stop_relaying`)."""
+        tree = self._tree(payload_bytes, toward_heads)
+        return tree if self.config.d2d.fixed_latency_s > 0 else replace(tree, path_s=tree.path_s * float(payload_bytes))
+
+    def _tree(self, payload_bytes: float, toward_heads: bool) -> RouteTree:
+        """The cached tree behind :meth:`routes`: without a fixed per-hop latency every
+        hop time scales with the payload, so one tree (for one byte) serves every
+        payload and only its path times need scaling."""
         self._require_round()
-        fixed = self.config.d2d.fixed_latency_s > 0
-        # without a fixed per-hop latency every hop time scales with the payload: one
-        # tree (for one byte) serves every payload, its path times scaled
-        key = (float(payload_bytes) if fixed else 1.0, bool(toward_heads))
+        key = (float(payload_bytes) if self.config.d2d.fixed_latency_s > 0 else 1.0, bool(toward_heads))
         if key not in self._routes:
             hop_s, _ = transfer_cost(self.config.d2d, 8.0 * key[0], self.d2d_rate_bps)
             self._routes[key] = shortest_path_tree(self.topology.n_devices, self.topology.d2d.edges, hop_s,
                                                    self.topology.heads, toward_heads=toward_heads,
                                                    transit=self.relaying)
-        tree = self._routes[key]
-        return tree if fixed else replace(tree, path_s=tree.path_s * float(payload_bytes))
+        return self._routes[key]
 
     # ------------------------------------------------------------------ charging
     @staticmethod
