@@ -6,7 +6,8 @@ from ``action_masks()``), resetting when an episode ends (resets included in the
 time). The time inside a step is split by timing the federation's phases: local
 training (with the specialists'), aggregation operations, evaluation, the ledger
 (round summary, relays' and inference charges are in "other"), and the env's own
-observation/masking work.
+observation/masking work. ``--backbone-dtype bfloat16`` times the same with the
+frozen backbone's matmuls in bf16 (``model.backbone_dtype``).
 """
 
 from __future__ import annotations
@@ -51,12 +52,12 @@ def _timed(totals):
             setattr(cls, name, fn)
 
 
-def bench(env_id: str, preset: str, steps: int, seed: int = 0) -> dict:
+def bench(env_id: str, preset: str, steps: int, seed: int = 0, **overrides) -> dict:
     import gymnasium as gym
 
     import hffm_env  # noqa: F401  (registers the ids)
 
-    env = gym.make(env_id, preset=preset)
+    env = gym.make(env_id, preset=preset, **overrides)
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
     env.step(_valid(env, rng))          # warm-up: backbone, first-round caches
@@ -78,19 +79,20 @@ def _valid(env, rng: np.random.Generator) -> np.ndarray:
     return sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng)
 
 
-def main(presets=("tiny", "paper"), steps: dict | None = None) -> int:
+def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: str = "float32") -> int:
     import torch
 
     from hffm_env import ENV_IDS
 
     steps = steps or {"tiny": 60, "paper": 12}
-    print(f"hffm bench env: steps/s with random valid actions, resets included ({torch.get_num_threads()} threads)")
+    print(f"hffm bench env: steps/s with random valid actions, resets included ({torch.get_num_threads()} threads, "
+          f"backbone matmuls in {backbone_dtype})")
     print(f"{'id':<30} {'preset':<7} {'steps/s':>8}  time split: training aggregation evaluation ledger "
           "observation other")
     worst = {}
     for preset in presets:
         for env_id in ENV_IDS:
-            r = bench(env_id, preset, steps.get(preset, 10))
+            r = bench(env_id, preset, steps.get(preset, 10), model__backbone_dtype=backbone_dtype)
             s = r["split"]
             print(f"{env_id:<30} {preset:<7} {r['steps_per_s']:>8.1f}  "
                   + " ".join(f"{s.get(k, 0.0):>5.0%}" for k in ("training", "aggregation", "evaluation", "ledger",
@@ -99,7 +101,8 @@ def main(presets=("tiny", "paper"), steps: dict | None = None) -> int:
     for preset, w in worst.items():
         target = TARGETS.get(preset)
         if target:
-            print(f"target {preset} >= {target:g} steps/s: slowest id {w:.1f} -> {'met' if w >= target else 'NOT met'}")
+            print(f"target {preset} >= {target:g} steps/s ({backbone_dtype} backbone): slowest id {w:.1f} -> "
+                  f"{'met' if w >= target else 'NOT met'}")
     return 0
 
 

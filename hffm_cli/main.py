@@ -71,7 +71,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.target == "env":
         from benchmarks.bench_env import main as bench
 
-        return bench(presets=tuple(args.presets))
+        return bench(presets=tuple(args.presets), backbone_dtype=args.backbone_dtype)
     from benchmarks import bench_robustness, bench_soak
 
     return {"soak": bench_soak, "robustness": bench_robustness}[args.target].run(args)
@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int, default=8, help="samples per step")
     t = targets.add_parser("env", help="steps/s of every env id and where the time goes")
     t.add_argument("--presets", nargs="+", default=["tiny", "paper"], help="presets to time")
+    t.add_argument("--backbone-dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="dtype of the frozen backbone's matmuls (model.backbone_dtype)")
     from benchmarks import bench_robustness, bench_soak
 
     bench_soak.add_arguments(targets.add_parser("soak", help="RSS over a long run with many resets"))

@@ -64,6 +64,8 @@ def test_env_benchmark_measures_and_splits():
     r = bench("hffm_env/Aggregation-v0", "tiny", steps=3)
     assert r["steps_per_s"] > 0 and r["split"]["training"] > 0 and r["split"]["evaluation"] > 0
     assert sum(r["split"].values()) == pytest.approx(1.0)
+    low = bench("hffm_env/Relaying-v0", "tiny", steps=2, model__backbone_dtype="bfloat16")
+    assert low["steps_per_s"] > 0 and low["split"]["training"] > 0
 
 
 def test_bench_soak_and_robustness_are_wired(capsys):
