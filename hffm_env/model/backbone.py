@@ -89,7 +89,7 @@ class _FrozenLayer(nn.Module):
 
     With ``dtype`` the ViLT's own, the layer reads the ViLT's weights. With another
     ``dtype`` (``torch.bfloat16``), it keeps frozen copies of the six projections in
-    that dtype and runs only the matmuls (and the GELU between two of them) there:
+    that dtype and runs only the matmuls (and the activation between two of them) there:
     the residual stream, layer norms, attention scores and softmax stay in the
     hidden states' dtype, as mixed-precision fine-tuning of a frozen model does.
     """
@@ -106,6 +106,7 @@ class _FrozenLayer(nn.Module):
         # plain dicts: the ViLT's modules are not registered a second time
         self.linears = dict(zip(self.PROJECTIONS, linears))
         self.norms = {"before": layer.layernorm_before, "after": layer.layernorm_after}
+        self.activation = {"fn": layer.intermediate.intermediate_act_fn}    # the ViLT's own (exact GELU by default)
         if not self.own:
             for name, lin in self.linears.items():
                 self.register_buffer(f"{name}_w", lin.weight.detach().to(dtype))
@@ -130,7 +131,7 @@ class _FrozenLayer(nn.Module):
         context = torch.matmul(scores.softmax(-1).to(low), v).permute(0, 2, 1, 3).contiguous().view(n, t, hid)
         h = self._linear("attn_out", context).to(h.dtype) + h
         x = self._norm("after", h).to(low)
-        return self._linear("out", F.gelu(self._linear("inter", x))).to(h.dtype) + h
+        return self._linear("out", self.activation["fn"](self._linear("inter", x))).to(h.dtype) + h
 
 
 class FrozenBackbone(nn.Module):
@@ -147,8 +148,6 @@ class FrozenBackbone(nn.Module):
         for p in self.vilt.parameters():
             p.requires_grad_(False)
         cfg = vilt.config
-        if cfg.hidden_act != "gelu":
-            raise ValueError(f"the backbone's hidden_act must be 'gelu' (exact GELU), got {cfg.hidden_act!r}")
         self.hidden_size = cfg.hidden_size
         self.num_layers = cfg.num_hidden_layers
         self.patch_size = cfg.patch_size
