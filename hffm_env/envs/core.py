@@ -31,6 +31,7 @@ from hffm_env.envs.config import DECISIONS
 from hffm_env.federation.core import Federation, RoundResult, module_kinds
 from hffm_env.federation.ops import OFFLOAD_TARGETS, Aggregate, Offload, Relay, Specialize
 from hffm_env.federation.schedules import schedule_ops
+from hffm_env.model.banks import gather
 from hffm_env.network.schedules import table1_schedules
 from hffm_env.scenario import Scenario
 
@@ -167,8 +168,8 @@ class EnvCore:
 
     def _flat(self, kind: str, rows: np.ndarray) -> torch.Tensor:
         fed = self.fed
-        idx = torch.as_tensor(rows)
-        return torch.cat([fed.bank[n].index_select(0, idx).reshape(len(rows), -1) for n in fed.names_of([kind])], 1)
+        copies = gather(fed.bank, fed.names_of([kind]), torch.as_tensor(rows))
+        return torch.cat([t.reshape(len(rows), -1) for t in copies.values()], 1)
 
     def _divergence(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per device and kind: relative L2 distance of its copy to the mean copy of

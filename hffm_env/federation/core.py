@@ -49,7 +49,7 @@ from hffm_env.federation.ops import (
     Specialize,
 )
 from hffm_env.model.backbone import FrozenBackbone, build_vilt
-from hffm_env.model.banks import ENCODER_OF, Bank, init_bank, kind_of, payload_bytes
+from hffm_env.model.banks import ENCODER_OF, Bank, gather, init_bank, kind_of, payload_bytes
 from hffm_env.model.config import ModelConfig
 from hffm_env.model.train import AdamState, evaluate, local_train, task_inputs, used_names
 from hffm_env.model import m3t
@@ -515,9 +515,9 @@ class Federation:
         idx = torch.as_tensor(rows)
         clip = self.config.privacy.clip_norm if privacy else None
         if clip is None and not any(int(r) in self.roles.attack for r in rows):
-            return {n: self.bank[n].index_select(0, idx) for n in names}   # honest, unclipped: the copies themselves
-        base = {n: self.synced[n].index_select(0, idx) for n in names}
-        upd = {n: self.bank[n].index_select(0, idx) - base[n] for n in names}
+            return gather(self.bank, names, idx)              # honest, unclipped: the copies themselves
+        base = gather(self.synced, names, idx)
+        upd = {n: c - base[n] for n, c in gather(self.bank, names, idx).items()}
         for i, r in enumerate(rows):
             if int(r) in self.roles.attack:
                 attack, strength = self.roles.attack[int(r)]
@@ -661,8 +661,7 @@ class Federation:
             return lambda: None
         idx = torch.as_tensor(rows)
         names = self.names_of(kinds)
-        bank = {n: self.bank[n].index_select(0, idx) for n in names}          # copies
-        synced = {n: self.synced[n].index_select(0, idx) for n in names}
+        bank, synced = gather(self.bank, names, idx), gather(self.synced, names, idx)
         cols = [self.kind_index(k) for k in kinds]
         sync = self.last_sync[np.ix_(rows, cols)].copy()
 
@@ -716,7 +715,7 @@ class Federation:
             return
         # cloud: the edge aggregates, weighted by their clusters' samples, to the top and back down
         cw = np.bincount(cluster, weights=w, minlength=topo.n_clusters)[edges - topo.tier_offsets[1]]
-        edge_sent = {n: self.bank[n].index_select(0, torch.as_tensor(edges)) for n in names}   # copies
+        edge_sent = gather(self.bank, names, torch.as_tensor(edges))
         emask = None if mask is None else np.ones((edges.size, mask.shape[1]), dtype=bool)
         targets = np.concatenate([[topo.top], edges, devs])
         aggregate_into(self.bank, edge_sent, np.zeros(edges.size, dtype=np.int64), cw, targets,
@@ -978,7 +977,7 @@ class Federation:
             sel = np.array([t == task for t in r.task])
             inputs, labels = task_inputs(self.data, task, r.sample[sel][:, None])
             rows = torch.as_tensor(holder[sel])
-            params = {n: self.bank[n].index_select(0, rows) for n in used_names(self.bank, task)}
+            params = gather(self.bank, used_names(self.bank, task), rows)
             logits = m3t.forward(self.backbone, params, inputs, task, task_spec(task).modalities,
                                  self.model_config.experts_top_k)
             correct[sel] = (logits.argmax(-1) == labels).numpy()[:, 0]

@@ -112,6 +112,11 @@ class _FrozenLayer(nn.Module):
                 self.register_buffer(f"{name}_w", lin.weight.detach().to(dtype))
                 self.register_buffer(f"{name}_b", None if lin.bias is None else lin.bias.detach().to(dtype))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the projections' matmuls."""
+        return self.linears["query"].weight.dtype if self.own else self.query_w.dtype
+
     def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
         if self.own:
             lin = self.linears[name]
@@ -124,7 +129,7 @@ class _FrozenLayer(nn.Module):
 
     def forward(self, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         n, t, hid = h.shape
-        low = h.dtype if self.own else self.query_w.dtype
+        low = self.dtype
         x = self._norm("before", h).to(low)
         q, k, v = (self._linear(p, x).view(n, t, self.num_heads, -1).transpose(1, 2) for p in ("query", "key", "value"))
         scores = torch.matmul(q, k.transpose(-1, -2)).to(h.dtype) / math.sqrt(q.shape[-1]) + bias
@@ -158,8 +163,7 @@ class FrozenBackbone(nn.Module):
     @property
     def compute_dtype(self) -> torch.dtype:
         """The dtype the layers' matmuls run in."""
-        layer = self.layers[0]
-        return layer.linears["query"].weight.dtype if layer.own else layer.query_w.dtype
+        return self.layers[0].dtype
 
     def embed_text(self, tokens: torch.Tensor) -> torch.Tensor:
         e = self.vilt.embeddings

@@ -96,6 +96,12 @@ def payload_bytes(bank: Bank) -> dict[str, int]:
     return out
 
 
+def gather(bank: Bank, names, rows: torch.Tensor) -> Bank:
+    """Copies of rows ``rows`` (int64) of the named banks; ``index_select`` gives the
+    same rows as indexing, several times faster."""
+    return {n: bank[n].index_select(0, rows) for n in names}
+
+
 def select(bank: Bank, kinds: tuple[str, ...]) -> list[str]:
     """Parameter names of the given module kinds (``"heads"`` matches every head)."""
     return [n for n in bank if kind_of(n) in kinds or (n.startswith("heads.") and "heads" in kinds)]

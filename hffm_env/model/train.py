@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from hffm_env.data import FederatedData, TaskData, task_spec
 from hffm_env.model import m3t
 from hffm_env.model.backbone import FrozenBackbone
-from hffm_env.model.banks import ENCODER_OF, EXPERT_PARAMS, Bank, kind_of
+from hffm_env.model.banks import ENCODER_OF, EXPERT_PARAMS, Bank, gather, kind_of
 from hffm_env.model.config import ModelConfig
 
 BETAS = (0.9, 0.999)
@@ -257,7 +257,7 @@ def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices:
             valid = torch.from_numpy(np.stack([np.arange(width) < len(c) for c in chunk]))
             inputs, labels = task_inputs(data, task, padded)
             rows = torch.tensor([row_of[d] for d in holders_t])
-            params = {n: bank[n].index_select(0, rows) for n in used_names(bank, task)}
+            params = gather(bank, used_names(bank, task), rows)
             logits = m3t.forward(backbone, params, inputs, task, task_spec(task).modalities, config.experts_top_k)
             correct += ((logits.argmax(-1) == labels) & valid).sum(1).numpy()
         for d, c, i in zip(holders_t, correct, idx):
