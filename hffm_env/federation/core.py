@@ -603,7 +603,9 @@ class Federation:
         # D2D-routed devices cut off from their head by failed links cannot take part
         routed = in_scope & ((scope == "d2d" and not gossip) | (path == "d2d") | via_head) \
             & ~np.isin(topo.cluster, to_cloud)                 # those reach the cloud directly
-        cut_off = routed & took_part & ~self.net.reaches_head()
+        cut_off = routed & took_part
+        if cut_off.any():
+            cut_off &= ~self.net.reaches_head()
         took_part &= ~cut_off
         record = {"op": "aggregate", "scope": scope, "path": path, "rule": rule, "kinds": list(kinds),
                   "participants": {}}

@@ -183,6 +183,17 @@ def test_text_padding_columns_are_dropped_without_changing_the_logits(data):
     assert m3t.embed(bb, params, empty, modalities)[0].shape[1] == n_tokens + full - width
 
 
+def test_finite_check_takes_huge_finite_values_as_finite_and_finds_each_bad_row():
+    """The all-finite fast path (one norm per tensor) must not mistake values whose
+    norm overflows for non-finite ones, nor miss a bad element anywhere in a row."""
+    huge = torch.full((3, 4, 5), 3e38)
+    assert T._finite_holders([huge, torch.ones(3, 2)], 3).tolist() == [True, True, True]
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
+        x[1, 6] = bad
+        assert T._finite_holders([huge, x], 3).tolist() == [True, False, True]
+
+
 @pytest.mark.parametrize("where", ["grad", "module"])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_a_holder_with_a_non_finite_update_skips_its_step_and_the_others_do_not_notice(data, bad, where):
