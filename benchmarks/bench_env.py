@@ -8,6 +8,12 @@ training (with the specialists'), aggregation operations, evaluation, the ledger
 (round summary, relays' and inference charges are in "other"), and the env's own
 observation/masking work. ``--backbone-dtype bfloat16`` times the same with the
 frozen backbone's matmuls in bf16 (``model.backbone_dtype``).
+
+``--n-envs K`` (K > 1) times instead what ``hffm train --n-envs K`` steps: K envs in
+Stable-Baselines3 ``SubprocVecEnv`` worker processes, one torch thread each, the
+actions drawn from each worker's ``action_masks()`` (fetched through the vector env,
+as a masked policy would). It reports env steps per second summed over the workers;
+the per-phase split is not available across processes.
 """
 
 from __future__ import annotations
@@ -75,33 +81,75 @@ def bench(env_id: str, preset: str, steps: int, seed: int = 0, **overrides) -> d
     return {"id": env_id, "preset": preset, "steps_per_s": steps / wall, "split": split}
 
 
+def bench_vec(env_id: str, preset: str, steps: int, n_envs: int, seed: int = 0, **overrides) -> dict:
+    """Env steps per second of ``n_envs`` envs stepped together in ``SubprocVecEnv``
+    workers (one torch thread each), ``steps`` vector steps after one warm-up step;
+    episodes reset inside the workers (included in the time)."""
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    from training.train import make_env_fn
+
+    if not isinstance(n_envs, int) or n_envs < 2:
+        raise ValueError(f"n_envs must be an integer >= 2 (one env is timed by bench()), got {n_envs!r}")
+    vec = SubprocVecEnv([make_env_fn(env_id, preset, {**overrides, "_one_thread": True}) for _ in range(n_envs)])
+    try:
+        vec.seed(seed)
+        vec.reset()
+        rng = np.random.default_rng(seed)
+        nvec = vec.action_space.nvec
+
+        def actions() -> np.ndarray:
+            return np.stack([sample_valid_action(m, nvec, rng) for m in vec.env_method("action_masks")])
+
+        vec.step(actions())                 # warm-up: backbone, first-round caches
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            vec.step(actions())
+        wall = time.perf_counter() - t0
+    finally:
+        vec.close()
+    return {"id": env_id, "preset": preset, "n_envs": n_envs, "steps_per_s": steps * n_envs / wall}
+
+
 def _valid(env, rng: np.random.Generator) -> np.ndarray:
     return sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng)
 
 
-def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: str = "float32") -> int:
+def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: str = "float32",
+         n_envs: int = 1) -> int:
     import torch
 
     from hffm_env import ENV_IDS
 
     steps = steps or {"tiny": 60, "paper": 12}
-    print(f"hffm bench env: steps/s with random valid actions, resets included ({torch.get_num_threads()} threads, "
-          f"backbone matmuls in {backbone_dtype})")
-    print(f"{'id':<30} {'preset':<7} {'steps/s':>8}  time split: training aggregation evaluation ledger "
-          "observation other")
+    if n_envs > 1:
+        print(f"hffm bench env: env steps/s of {n_envs} SubprocVecEnv workers (1 thread each) together, random valid "
+              f"actions, resets included, backbone matmuls in {backbone_dtype}")
+        print(f"{'id':<30} {'preset':<7} {'steps/s':>8}")
+    else:
+        print(f"hffm bench env: steps/s with random valid actions, resets included ({torch.get_num_threads()} "
+              f"threads, backbone matmuls in {backbone_dtype})")
+        print(f"{'id':<30} {'preset':<7} {'steps/s':>8}  time split: training aggregation evaluation ledger "
+              "observation other")
     worst = {}
     for preset in presets:
         for env_id in ENV_IDS:
-            r = bench(env_id, preset, steps.get(preset, 10), model__backbone_dtype=backbone_dtype)
-            s = r["split"]
-            print(f"{env_id:<30} {preset:<7} {r['steps_per_s']:>8.1f}  "
-                  + " ".join(f"{s.get(k, 0.0):>5.0%}" for k in ("training", "aggregation", "evaluation", "ledger",
-                                                               "observation", "other")))
+            if n_envs > 1:
+                r = bench_vec(env_id, preset, max(1, steps.get(preset, 10) // n_envs), n_envs,
+                              model__backbone_dtype=backbone_dtype)
+                print(f"{env_id:<30} {preset:<7} {r['steps_per_s']:>8.1f}")
+            else:
+                r = bench(env_id, preset, steps.get(preset, 10), model__backbone_dtype=backbone_dtype)
+                s = r["split"]
+                print(f"{env_id:<30} {preset:<7} {r['steps_per_s']:>8.1f}  "
+                      + " ".join(f"{s.get(k, 0.0):>5.0%}" for k in ("training", "aggregation", "evaluation",
+                                                                   "ledger", "observation", "other")))
             worst[preset] = min(worst.get(preset, np.inf), r["steps_per_s"])
+    how = f"{n_envs} workers together" if n_envs > 1 else "one env"
     for preset, w in worst.items():
         target = TARGETS.get(preset)
         if target:
-            print(f"target {preset} >= {target:g} steps/s ({backbone_dtype} backbone): slowest id {w:.1f} -> "
+            print(f"target {preset} >= {target:g} steps/s ({backbone_dtype} backbone, {how}): slowest id {w:.1f} -> "
                   f"{'met' if w >= target else 'NOT met'}")
     return 0
 

@@ -71,7 +71,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.target == "env":
         from benchmarks.bench_env import main as bench
 
-        return bench(presets=tuple(args.presets), backbone_dtype=args.backbone_dtype)
+        if args.n_envs < 1:
+            raise ConfigError(f"--n-envs must be an integer >= 1, got {args.n_envs}")
+        return bench(presets=tuple(args.presets), backbone_dtype=args.backbone_dtype, n_envs=args.n_envs)
     from benchmarks import bench_robustness, bench_soak
 
     return {"soak": bench_soak, "robustness": bench_robustness}[args.target].run(args)
@@ -133,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--presets", nargs="+", default=["tiny", "paper"], help="presets to time")
     t.add_argument("--backbone-dtype", choices=["float32", "bfloat16"], default="float32",
                    help="dtype of the frozen backbone's matmuls (model.backbone_dtype)")
+    t.add_argument("--n-envs", type=int, default=1,
+                   help="K > 1: time K envs in SubprocVecEnv workers, 1 thread each, as hffm train --n-envs K "
+                        "steps them (default 1: one env, with the time split)")
     from benchmarks import bench_robustness, bench_soak
 
     bench_soak.add_arguments(targets.add_parser("soak", help="RSS over a long run with many resets"))

@@ -68,6 +68,17 @@ def test_env_benchmark_measures_and_splits():
     assert low["steps_per_s"] > 0 and low["split"]["training"] > 0
 
 
+def test_env_benchmark_times_vectorised_workers_as_hffm_train_runs_them(capsys):
+    from benchmarks.bench_env import bench_vec
+
+    r = bench_vec("hffm_env/Relaying-v0", "tiny", steps=2, n_envs=2)
+    assert r["n_envs"] == 2 and r["steps_per_s"] > 0
+    with pytest.raises(ValueError, match="n_envs must be an integer >= 2"):
+        bench_vec("hffm_env/Relaying-v0", "tiny", steps=2, n_envs=1)
+    assert main(["bench", "env", "--n-envs", "0"]) == 2
+    assert "--n-envs must be an integer >= 1" in capsys.readouterr().err
+
+
 def test_bench_soak_and_robustness_are_wired(capsys):
     assert main(["bench", "soak", "--steps", "4", "--every", "2"]) == 0
     assert "RSS growth" in capsys.readouterr().out
