@@ -971,7 +971,7 @@ class Federation:
             self._faults.append({"fault": "request_failed", "device": int(d), "target": tgt, "reason": reason})
         return failed
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _infer(self, holder: np.ndarray) -> np.ndarray:
         r = self.requests
         correct = np.zeros(len(r), dtype=bool)

@@ -111,6 +111,12 @@ class _FrozenLayer(nn.Module):
             for name, lin in self.linears.items():
                 self.register_buffer(f"{name}_w", lin.weight.detach().to(dtype))
                 self.register_buffer(f"{name}_b", None if lin.bias is None else lin.bias.detach().to(dtype))
+        # the query, key and value projections stacked, for passes without a graph (one
+        # matmul gives each element exactly as the three do; their input gradients would not)
+        qkv = linears[:3]
+        self.register_buffer("qkv_w", torch.cat([lin.weight.detach() for lin in qkv]).to(dtype))
+        self.register_buffer("qkv_b", None if any(lin.bias is None for lin in qkv)
+                             else torch.cat([lin.bias.detach() for lin in qkv]).to(dtype))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -131,7 +137,11 @@ class _FrozenLayer(nn.Module):
         n, t, hid = h.shape
         low = self.dtype
         x = self._norm("before", h).to(low)
-        q, k, v = (self._linear(p, x).view(n, t, self.num_heads, -1).transpose(1, 2) for p in ("query", "key", "value"))
+        if x.requires_grad:
+            qkv = [self._linear(p, x) for p in ("query", "key", "value")]
+        else:
+            qkv = F.linear(x, self.qkv_w, self.qkv_b).split(self.qkv_w.shape[0] // 3, dim=-1)
+        q, k, v = (y.view(n, t, self.num_heads, -1).transpose(1, 2) for y in qkv)
         scores = torch.matmul(q, k.transpose(-1, -2)).to(h.dtype) / math.sqrt(q.shape[-1]) + bias
         context = torch.matmul(scores.softmax(-1).to(low), v).permute(0, 2, 1, 3).contiguous().view(n, t, hid)
         h = self._linear("attn_out", context).to(h.dtype) + h

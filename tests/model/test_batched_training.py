@@ -234,7 +234,9 @@ def test_bfloat16_backbone_runs_the_matmuls_low_and_keeps_the_modules_float32(da
         ModelConfig(backbone_dtype="float16")
     vilt = build_vilt(MC)
     fp32, bf16 = FrozenBackbone(vilt), FrozenBackbone(vilt, compute_dtype=torch.bfloat16)
-    assert all(b.dtype == torch.bfloat16 for b in bf16.layers.buffers()) and not list(fp32.layers.buffers())
+    assert all(b.dtype == torch.bfloat16 for b in bf16.layers.buffers())
+    # at float32 the layers read the ViLT's weights; only the stacked q/k/v copy is their own
+    assert {n.rsplit(".", 1)[-1] for n, _ in fp32.layers.named_buffers()} == {"qkv_w", "qkv_b"}
     assert not any(p.requires_grad for p in bf16.parameters())
     bank = _bank(data)
     idx = np.stack([data.shards.train[d]["scene_qa"][:8] for d in range(6) if "scene_qa" in data.shards.tasks[d]][:3])
@@ -254,3 +256,24 @@ def test_bfloat16_backbone_runs_the_matmuls_low_and_keeps_the_modules_float32(da
     after = T.evaluate(bf16, bank, data, devs, devs, cfg, split="train")
     assert all(t.dtype == torch.float32 for t in bank.values())
     assert np.mean([after[d][t] - before[d][t] for d in devs for t in after[d]]) > 0.1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_pass_without_a_graph_gives_the_logits_of_one_with_bit_for_bit(data, dtype):
+    """Without a graph the layers run q, k and v as one stacked matmul; the logits must
+    equal, bit for bit, those of a pass whose leaves require grad (three matmuls)."""
+    backbone = FrozenBackbone(build_vilt(MC), compute_dtype=dtype)
+    bank = _bank(data)
+    for task in ("scene_qa", "sensor"):
+        holders = [d for d in range(6) if task in data.shards.tasks[d]][:3]
+        idx = np.stack([data.shards.train[d][task][:5] for d in holders])
+        inputs, _ = T.task_inputs(data, task, idx)
+        names = T.used_names(bank, task)
+        rows = torch.as_tensor(holders)
+        leaves = {n: bank[n][rows].clone().requires_grad_(True) for n in names}
+        with_graph = m3t.forward(backbone, leaves, inputs, task, task_spec(task).modalities)
+        assert with_graph.requires_grad
+        with torch.inference_mode():
+            without = m3t.forward(backbone, {n: bank[n][rows] for n in names}, inputs, task,
+                                  task_spec(task).modalities)
+        assert torch.equal(with_graph.detach(), without)
