@@ -180,21 +180,24 @@ class EnvCore:
         div_c = np.zeros((D, K), dtype=np.float32)
         div_g = np.zeros((D, K), dtype=np.float32)
         div_s = np.zeros((len(edges), K), dtype=np.float32)
+        averaging: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}    # per holder set (kinds share them)
         for j, k in enumerate(self.kinds):
             held = np.nonzero(fed.holds(k))[0]
             if held.size == 0:
                 continue
             both = self._flat(k, np.concatenate([held, edges])).double()      # one gather: holders, then servers
-            x, servers = both[:held.size], both[held.size:]
+            x = both[:held.size]
             g = x.mean(0)
             g_norm = g.norm() + 1e-8
-            div_g[held, j] = ((x - g).norm(dim=1) / g_norm).numpy()
-            div_s[:, j] = ((servers - g).norm(dim=1) / g_norm).numpy()
-            # every cluster's mean copy at once: a [clusters, holders] averaging matrix
-            _, cl = np.unique(topo.cluster[held], return_inverse=True)
-            avg = torch.from_numpy(cl.ravel()[None, :] == np.arange(cl.max() + 1)[:, None]).double()
-            means = (avg / avg.sum(1, keepdim=True)) @ x
-            m = means[torch.from_numpy(cl.ravel())]
+            dist = ((both - g).norm(dim=1) / g_norm).numpy()                  # holders, then servers
+            div_g[held, j], div_s[:, j] = dist[:held.size], dist[held.size:]
+            if held.tobytes() not in averaging:
+                # every cluster's mean copy at once: a [clusters, holders] averaging matrix
+                _, cl = np.unique(topo.cluster[held], return_inverse=True)
+                avg = torch.from_numpy(cl.ravel()[None, :] == np.arange(cl.max() + 1)[:, None]).double()
+                averaging[held.tobytes()] = (avg / avg.sum(1, keepdim=True), torch.from_numpy(cl.ravel()))
+            avg, cl = averaging[held.tobytes()]
+            m = (avg @ x)[cl]
             div_c[held, j] = ((x - m).norm(dim=1) / (m.norm(dim=1) + 1e-8)).numpy()
         return div_c, div_g, div_s
 
