@@ -37,7 +37,8 @@ def _check_payload(payload: Payload) -> tuple[list[str], np.ndarray]:
         raise ValueError(f"payload must be a non-empty mapping module -> bytes, got {payload!r}")
     names = list(payload)
     sizes = np.array([payload[m] for m in names], dtype=np.float64)
-    if not np.all(np.isfinite(sizes)) or np.any(sizes < 0):
+    # min >= 0 is False for NaN and negative sizes, max < inf for +inf
+    if not (sizes.min() >= 0 and sizes.max() < np.inf):
         raise ValueError(f"payload sizes must be finite and >= 0 bytes, got {dict(payload)!r}")
     return names, sizes
 
@@ -154,9 +155,9 @@ class FogNetwork:
         packet loss with retransmission until delivery: ``n`` packets need
         ``n + NegBin(n, 1 - p)`` sends. All ones on wired links or without loss."""
         p = self.config.faults.packet_loss
-        nbytes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), np.shape(nbytes) if shape is None else shape)
         if p == 0 or link.kind != "wireless":
-            return np.ones(nbytes.shape)
+            return np.ones(np.shape(nbytes) if shape is None else shape)
+        nbytes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), np.shape(nbytes) if shape is None else shape)
         packets = self._packets(nbytes)
         extra = self.loss_rng.negative_binomial(packets.astype(np.int64), 1.0 - p)
         return (packets + extra) / packets
@@ -211,7 +212,8 @@ class FogNetwork:
         ``rate_bps``, retransmissions included, and the bytes-on-air multiplier per transfer."""
         _, sizes = _check_payload(payload)
         mult = 1.0 if copies is None else np.asarray(copies, dtype=np.float64)
-        nbytes = np.broadcast_to(sizes.sum() * mult, np.broadcast_shapes(np.shape(mult), np.shape(rate_bps)))
+        shape = np.shape(rate_bps) if copies is None else np.broadcast_shapes(np.shape(mult), np.shape(rate_bps))
+        nbytes = np.broadcast_to(sizes.sum() * mult, shape)
         factor = self._arq(link, nbytes)
         if self.config.faults.packet_loss > 0:
             self._count_retransmissions(nbytes * (factor - 1.0), self._packets(nbytes) * (factor - 1.0))

@@ -23,6 +23,7 @@ one row whose ``seconds`` is its whole path time, in a lane of its own.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +53,15 @@ class RoundCost:
     stage_energy_j: dict[str, float] = field(default_factory=dict)
     per_module: dict[str, CostTotals] = field(default_factory=dict)
     per_link: dict[str, CostTotals] = field(default_factory=dict)
+
+
+def _rows(a: np.ndarray, shape: tuple[int, ...], size: int) -> np.ndarray:
+    """A flat copy of ``a`` broadcast to ``shape`` (``size`` elements)."""
+    if a.shape == shape:
+        return a.flatten()
+    if a.ndim == 0:
+        return np.full(size, a, dtype=a.dtype)
+    return np.broadcast_to(a, shape).flatten()
 
 
 class _Codes:
@@ -108,21 +118,20 @@ class Ledger:
         """
         if self._round is None:
             raise RuntimeError("Ledger.charge called outside a round: call begin_round(r) first")
-        src, dst, lane, group, nbytes, seconds, joules = np.broadcast_arrays(
-            np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
-            np.asarray(src if lane is None else lane, dtype=np.int64), np.asarray(group, dtype=np.int64),
-            np.asarray(nbytes, dtype=np.float64), np.asarray(seconds, dtype=np.float64),
-            np.asarray(joules, dtype=np.float64))
-        if src.size == 0:
+        ints = [np.asarray(a, dtype=np.int64) for a in (group, src, dst, src if lane is None else lane)]
+        floats = [np.asarray(a, dtype=np.float64) for a in (nbytes, seconds, joules)]
+        shape = np.broadcast_shapes(*(a.shape for a in ints + floats))
+        size = math.prod(shape)
+        if size == 0:
             return
-        for name, arr in (("nbytes", nbytes), ("seconds", seconds), ("joules", joules)):
+        # with at least one row, every element of each array appears in the broadcast
+        for name, arr in zip(("nbytes", "seconds", "joules"), floats):
             # min >= 0 is False for NaN and -inf, max < inf for +inf
             if not (arr.min() >= 0 and arr.max() < np.inf):
                 raise ValueError(f"Ledger.charge: {name} must be finite and >= 0 (stage={stage!r}, module={module!r})")
         codes = tuple(self._labels[c].code(v) for c, v in zip(_LABELS, (stage, step, module, link)))
-        # copies: the broadcast arrays are views of the caller's arrays
-        self._open.append((codes, src.size, group.ravel().copy(), src.ravel().copy(), dst.ravel().copy(),
-                           lane.ravel().copy(), nbytes.ravel().copy(), seconds.ravel().copy(), joules.ravel().copy()))
+        # flat copies (never views of the caller's arrays), in _COLUMNS order after the labels
+        self._open.append((codes, size, *(_rows(a, shape, size) for a in ints + floats)))
 
     def end_round(self) -> RoundCost:
         """Close the open round and return its summary."""
