@@ -70,11 +70,16 @@ def test_env_benchmark_measures_and_splits():
 
 def test_env_benchmark_times_vectorised_workers_as_hffm_train_runs_them(capsys):
     from benchmarks.bench_env import bench_vec
+    from benchmarks.bench_env import main as bench_main
+    from hffm_env import ENV_IDS
 
-    r = bench_vec("hffm_env/Relaying-v0", "tiny", steps=2, n_envs=2)
-    assert r["n_envs"] == 2 and r["steps_per_s"] > 0
     with pytest.raises(ValueError, match="n_envs must be an integer >= 2"):
         bench_vec("hffm_env/Relaying-v0", "tiny", steps=2, n_envs=1)
+    assert bench_main(presets=("tiny",), steps={"tiny": 2}, n_envs=2) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("hffm_env/")]
+    assert [r[0] for r in rows] == list(ENV_IDS) and all(float(r[2]) > 0 for r in rows)
+    assert "2 SubprocVecEnv workers" in out and "2 workers together" in out
     assert main(["bench", "env", "--n-envs", "0"]) == 2
     assert "--n-envs must be an integer >= 1" in capsys.readouterr().err
 
