@@ -191,12 +191,13 @@ class EnvCore:
             g_norm = g.norm() + 1e-8
             dist = ((both - g).norm(dim=1) / g_norm).numpy()                  # holders, then servers
             div_g[held, j], div_s[:, j] = dist[:held.size], dist[held.size:]
-            if held.tobytes() not in averaging:
+            key = held.tobytes()
+            if key not in averaging:
                 # every cluster's mean copy at once: a [clusters, holders] averaging matrix
                 _, cl = np.unique(topo.cluster[held], return_inverse=True)
                 avg = torch.from_numpy(cl.ravel()[None, :] == np.arange(cl.max() + 1)[:, None]).double()
-                averaging[held.tobytes()] = (avg / avg.sum(1, keepdim=True), torch.from_numpy(cl.ravel()))
-            avg, cl = averaging[held.tobytes()]
+                averaging[key] = (avg / avg.sum(1, keepdim=True), torch.from_numpy(cl.ravel()))
+            avg, cl = averaging[key]
             m = (avg @ x)[cl]
             div_c[held, j] = ((x - m).norm(dim=1) / (m.norm(dim=1) + 1e-8)).numpy()
         return div_c, div_g, div_s

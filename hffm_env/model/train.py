@@ -62,10 +62,10 @@ def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dic
     if not names:
         return torch.zeros(len(holders), dtype=torch.bool)
     gs = [grads[n] for n in names]
-    # gathered copies (index_select: the same rows as indexing, several times faster)
-    ps = [bank[n].index_select(0, holders) if current is None else current[n] for n in names]
-    ms = [state.m[n].index_select(0, holders) for n in names]
-    vs = [state.v[n].index_select(0, holders) for n in names]
+    # gathered copies
+    ps = list(gather(bank, names, holders).values()) if current is None else [current[n] for n in names]
+    ms = list(gather(state.m, names, holders).values())
+    vs = list(gather(state.v, names, holders).values())
     if expert_mask is not None and bool(expert_mask.all()):
         expert_mask = None          # every holder trains every expert: a plain step
     keeps, steps = [], []
@@ -185,7 +185,7 @@ def group_loss(backbone: FrozenBackbone, bank: Bank, holders: torch.Tensor, task
                inputs: dict[str, torch.Tensor], labels: torch.Tensor, names: list[str], top_k: int):
     """Sum over holders of each holder's mean cross-entropy, and the leaf parameters."""
     modalities = task_spec(task).modalities
-    params = {n: bank[n].index_select(0, holders).detach().requires_grad_(n in names) for n in used_names(bank, task)}
+    params = {n: t.detach().requires_grad_(n in names) for n, t in gather(bank, used_names(bank, task), holders).items()}
     logits = m3t.forward(backbone, params, inputs, task, modalities, top_k)
     per_sample = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
     per_holder = per_sample.view(labels.shape).mean(dim=1)

@@ -155,9 +155,10 @@ class FogNetwork:
         packet loss with retransmission until delivery: ``n`` packets need
         ``n + NegBin(n, 1 - p)`` sends. All ones on wired links or without loss."""
         p = self.config.faults.packet_loss
+        shape = np.shape(nbytes) if shape is None else shape
         if p == 0 or link.kind != "wireless":
-            return np.ones(np.shape(nbytes) if shape is None else shape)
-        nbytes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), np.shape(nbytes) if shape is None else shape)
+            return np.ones(shape)
+        nbytes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), shape)
         packets = self._packets(nbytes)
         extra = self.loss_rng.negative_binomial(packets.astype(np.int64), 1.0 - p)
         return (packets + extra) / packets
