@@ -51,6 +51,7 @@ from hffm_env.federation.ops import (
 from hffm_env.model.backbone import FrozenBackbone, build_vilt
 from hffm_env.model.banks import ENCODER_OF, Bank, gather, init_bank, kind_of, payload_bytes
 from hffm_env.model.config import ModelConfig
+from hffm_env.model.numerics import flush_denormals
 from hffm_env.model.train import AdamState, evaluate, local_train, task_inputs, used_names
 from hffm_env.model import m3t
 from hffm_env.network.fog import FogNetwork
@@ -971,6 +972,7 @@ class Federation:
             self._faults.append({"fault": "request_failed", "device": int(d), "target": tgt, "reason": reason})
         return failed
 
+    @flush_denormals
     @torch.inference_mode()
     def _infer(self, holder: np.ndarray) -> np.ndarray:
         r = self.requests

@@ -22,6 +22,7 @@ from hffm_env.model import m3t
 from hffm_env.model.backbone import FrozenBackbone
 from hffm_env.model.banks import ENCODER_OF, EXPERT_PARAMS, Bank, gather, kind_of
 from hffm_env.model.config import ModelConfig
+from hffm_env.model.numerics import flush_denormals
 
 BETAS = (0.9, 0.999)
 EPS = 1e-8
@@ -192,6 +193,7 @@ def group_loss(backbone: FrozenBackbone, bank: Bank, holders: torch.Tensor, task
     return per_holder.sum(), per_holder.detach(), {n: params[n] for n in names}
 
 
+@flush_denormals
 def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: FederatedData,
                 devices: np.ndarray, holders: np.ndarray, steps: int, batch_size: int,
                 rng: np.random.Generator, config: ModelConfig,
@@ -236,6 +238,7 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
     return np.array([np.mean(losses[int(d)]) if losses[int(d)] else np.nan for d in devices])
 
 
+@flush_denormals
 @torch.inference_mode()
 def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices: np.ndarray,
              holders: np.ndarray, config: ModelConfig, split: str = "test",
