@@ -3,7 +3,9 @@
 Run as ``hffm bench env`` (or ``python -m benchmarks.bench_env``). For each id and
 preset it resets once, then times ``steps`` steps with random valid actions (drawn
 from ``action_masks()``), resetting when an episode ends (resets included in the
-time). The time inside a step is split by timing the federation's phases: local
+time), in blocks interleaved across the ids (``--blocks``, default 3), so that a slow
+minute of a shared machine does not fall on one id alone; the median block's rate is
+reported with the slowest and fastest block's. The time inside a step is split by timing the federation's phases: local
 training (with the specialists'), aggregation operations, evaluation, the ledger
 (round summary, relays' and inference charges are in "other"), and the env's own
 observation/masking work. ``--backbone-dtype bfloat16`` times the same with the
@@ -59,26 +61,53 @@ def _timed(totals):
 
 
 def bench(env_id: str, preset: str, steps: int, seed: int = 0, **overrides) -> dict:
+    """Steps/s and time split of one id: :func:`bench_ids` with one block."""
+    return bench_ids((env_id,), preset, steps, blocks=1, seed=seed, **overrides)[0]
+
+
+def bench_ids(env_ids, preset: str, steps: int, blocks: int = 3, seed: int = 0, **overrides) -> list[dict]:
+    """Time ``steps`` steps of each id in ``blocks`` interleaved blocks (id 1, id 2, …,
+    id 1, id 2, …), so a slow minute of a shared machine falls on every id rather than
+    on whichever id was running then. Each id's ``steps_per_s`` is the median of its
+    blocks' rates, ``range`` the slowest and fastest block, ``split`` the time split
+    over all its blocks."""
     import gymnasium as gym
 
     import hffm_env  # noqa: F401  (registers the ids)
 
-    env = gym.make(env_id, preset=preset, **overrides)
-    rng = np.random.default_rng(seed)
-    env.reset(seed=seed)
-    env.step(_valid(env, rng))          # warm-up: backbone, first-round caches
-    totals: dict[str, float] = defaultdict(float)
-    with _timed(totals):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            _, _, te, tr, _ = env.step(_valid(env, rng))
-            if te or tr:
-                env.reset()
-        wall = time.perf_counter() - t0
-    env.close()
-    split = {k: v / wall for k, v in totals.items()}
-    split["other"] = max(0.0, 1.0 - sum(split.values()))
-    return {"id": env_id, "preset": preset, "steps_per_s": steps / wall, "split": split}
+    if not isinstance(blocks, int) or not 1 <= blocks <= steps:
+        raise ValueError(f"blocks must be an integer in [1, steps={steps}], got {blocks!r}")
+    runs = []
+    for env_id in env_ids:
+        env = gym.make(env_id, preset=preset, **overrides)
+        rng = np.random.default_rng(seed)
+        env.reset(seed=seed)
+        env.step(_valid(env, rng))          # warm-up: backbone, first-round caches
+        runs.append({"env": env, "rng": rng, "rates": [], "wall": 0.0, "totals": defaultdict(float)})
+    sizes = [steps // blocks + (b < steps % blocks) for b in range(blocks)]
+    try:
+        for n in sizes:
+            for run in runs:
+                env, rng = run["env"], run["rng"]
+                with _timed(run["totals"]):
+                    t0 = time.perf_counter()
+                    for _ in range(n):
+                        _, _, te, tr, _ = env.step(_valid(env, rng))
+                        if te or tr:
+                            env.reset()
+                    wall = time.perf_counter() - t0
+                run["rates"].append(n / wall)
+                run["wall"] += wall
+    finally:
+        for run in runs:
+            run["env"].close()
+    out = []
+    for env_id, run in zip(env_ids, runs):
+        split = {k: v / run["wall"] for k, v in run["totals"].items()}
+        split["other"] = max(0.0, 1.0 - sum(split.values()))
+        out.append({"id": env_id, "preset": preset, "steps_per_s": float(np.median(run["rates"])),
+                    "range": (min(run["rates"]), max(run["rates"])), "split": split})
+    return out
 
 
 def bench_vec(env_id: str, preset: str, steps: int, n_envs: int, seed: int = 0, **overrides) -> dict:
@@ -116,7 +145,7 @@ def _valid(env, rng: np.random.Generator) -> np.ndarray:
 
 
 def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: str = "float32",
-         n_envs: int = 1) -> int:
+         n_envs: int = 1, blocks: int = 3) -> int:
     import torch
 
     from hffm_env import ENV_IDS
@@ -128,23 +157,26 @@ def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: s
         print(f"{'id':<30} {'preset':<7} {'steps/s':>8}")
     else:
         print(f"hffm bench env: steps/s with random valid actions, resets included ({torch.get_num_threads()} "
-              f"threads, backbone matmuls in {backbone_dtype})")
-        print(f"{'id':<30} {'preset':<7} {'steps/s':>8}  time split: training aggregation evaluation ledger "
-              "observation other")
+              f"threads, backbone matmuls in {backbone_dtype}); median of {blocks} interleaved blocks per id")
+        print(f"{'id':<30} {'preset':<7} {'steps/s':>8} {'blocks':>11}  time split: training aggregation evaluation "
+              "ledger observation other")
     worst = {}
     for preset in presets:
-        for env_id in ENV_IDS:
-            if n_envs > 1:
-                r = bench_vec(env_id, preset, max(1, steps.get(preset, 10) // n_envs), n_envs,
-                              model__backbone_dtype=backbone_dtype)
+        n = steps.get(preset, 10)
+        if n_envs > 1:
+            results = []
+            for env_id in ENV_IDS:
+                r = bench_vec(env_id, preset, max(1, n // n_envs), n_envs, model__backbone_dtype=backbone_dtype)
                 print(f"{env_id:<30} {preset:<7} {r['steps_per_s']:>8.1f}")
-            else:
-                r = bench(env_id, preset, steps.get(preset, 10), model__backbone_dtype=backbone_dtype)
-                s = r["split"]
-                print(f"{env_id:<30} {preset:<7} {r['steps_per_s']:>8.1f}  "
+                results.append(r)
+        else:
+            results = bench_ids(ENV_IDS, preset, n, blocks=min(blocks, n), model__backbone_dtype=backbone_dtype)
+            for r in results:
+                s, (lo, hi) = r["split"], r["range"]
+                print(f"{r['id']:<30} {preset:<7} {r['steps_per_s']:>8.1f} {f'{lo:.1f}-{hi:.1f}':>11}  "
                       + " ".join(f"{s.get(k, 0.0):>5.0%}" for k in ("training", "aggregation", "evaluation",
                                                                    "ledger", "observation", "other")))
-            worst[preset] = min(worst.get(preset, np.inf), r["steps_per_s"])
+        worst[preset] = min(r["steps_per_s"] for r in results)
     how = f"{n_envs} workers together" if n_envs > 1 else "one env"
     for preset, w in worst.items():
         target = TARGETS.get(preset)

@@ -73,7 +73,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         if args.n_envs < 1:
             raise ConfigError(f"--n-envs must be an integer >= 1, got {args.n_envs}")
-        return bench(presets=tuple(args.presets), backbone_dtype=args.backbone_dtype, n_envs=args.n_envs)
+        if args.blocks < 1:
+            raise ConfigError(f"--blocks must be an integer >= 1, got {args.blocks}")
+        return bench(presets=tuple(args.presets), backbone_dtype=args.backbone_dtype, n_envs=args.n_envs,
+                     blocks=args.blocks)
     from benchmarks import bench_robustness, bench_soak
 
     return {"soak": bench_soak, "robustness": bench_robustness}[args.target].run(args)
@@ -138,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-envs", type=int, default=1,
                    help="K > 1: time K envs in SubprocVecEnv workers, 1 thread each, as hffm train --n-envs K "
                         "steps them (default 1: one env, with the time split)")
+    t.add_argument("--blocks", type=int, default=3,
+                   help="one env: time each id in this many blocks interleaved across the ids and report the "
+                        "median block (default 3)")
     from benchmarks import bench_robustness, bench_soak
 
     bench_soak.add_arguments(targets.add_parser("soak", help="RSS over a long run with many resets"))

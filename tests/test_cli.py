@@ -68,6 +68,38 @@ def test_env_benchmark_measures_and_splits():
     assert low["steps_per_s"] > 0 and low["split"]["training"] > 0
 
 
+def test_env_benchmark_interleaves_blocks_across_ids(monkeypatch, capsys):
+    import benchmarks.bench_env as bench_env
+    from hffm_env import ENV_IDS
+
+    order = []
+    step = bench_env._valid
+
+    def spy(env, rng):
+        order.append(env.spec.id)
+        return step(env, rng)
+
+    monkeypatch.setattr(bench_env, "_valid", spy)
+    ids = ("hffm_env/Aggregation-v0", "hffm_env/Relaying-v0")
+    rows = bench_env.bench_ids(ids, "tiny", steps=5, blocks=2)
+    # one warm-up step per id, then blocks of 3 and 2 steps taking turns
+    assert order == [ids[0], ids[1]] + [ids[0]] * 3 + [ids[1]] * 3 + [ids[0]] * 2 + [ids[1]] * 2
+    for r in rows:
+        lo, hi = r["range"]
+        assert 0 < lo <= r["steps_per_s"] <= hi
+        assert sum(r["split"].values()) == pytest.approx(1.0) and r["split"]["training"] > 0
+    with pytest.raises(ValueError, match="blocks must be an integer in"):
+        bench_env.bench_ids(ids, "tiny", steps=2, blocks=3)
+    monkeypatch.setattr(bench_env, "_valid", step)
+    assert bench_env.main(presets=("tiny",), steps={"tiny": 2}, blocks=2) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("hffm_env/")]
+    assert [r[0] for r in rows] == list(ENV_IDS) and all(float(r[2]) > 0 for r in rows)
+    assert "median of 2 interleaved blocks" in out and "target tiny >= 20" in out
+    assert main(["bench", "env", "--blocks", "0"]) == 2
+    assert "--blocks must be an integer >= 1" in capsys.readouterr().err
+
+
 def test_env_benchmark_times_vectorised_workers_as_hffm_train_runs_them(capsys):
     from benchmarks.bench_env import bench_vec
     from benchmarks.bench_env import main as bench_main
