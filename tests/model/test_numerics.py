@@ -1,5 +1,9 @@
 """Subnormals flushed to zero inside the package's torch work, on every thread, and nowhere else."""
 
+import os
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -20,24 +24,30 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-def _times_one(x):
-    # large enough that torch splits it over its threads
-    return x * 1.0
+POOL_CHECK = """
+import torch
+from hffm_env.model import numerics
+torch.set_num_threads(2)
+if numerics.flushing() or not numerics.pool_reachable():
+    raise SystemExit(77)
+x = torch.full((1 << 21,), 1e-39)          # large enough that torch splits it over its threads
+assert bool((x != 0).all())
+flushing, y = numerics.flush_denormals(lambda: (numerics.flushing(), x * 1.0))()
+assert flushing
+assert bool((y == 0).all()), "a thread of the pool still computed with subnormals"
+assert not numerics.flushing()
+assert bool((x * 1.0 != 0).all()), "the pool kept flushing after the scope"
+"""
 
 
-def test_the_scope_flushes_on_every_thread_and_restores_the_callers_state(two_threads):
-    if numerics.flushing():
-        pytest.skip("this process already flushes subnormals")
-    if not numerics.pool_reachable():
-        pytest.skip("torch's thread pool is not OpenMP here")
-    x = torch.full((1 << 21,), SUBNORMAL)
-    assert bool((x != 0).all())
-    inside = numerics.flush_denormals(lambda: (numerics.flushing(), _times_one(x)))
-    flushing, y = inside()
-    assert flushing
-    assert bool((y == 0).all()), "a thread of the pool still computed with subnormals"
-    assert not numerics.flushing()
-    assert bool((_times_one(x) != 0).all()), "the pool kept flushing after the scope"
+def test_the_scope_flushes_on_every_thread_and_restores_the_callers_state():
+    # in a fresh process: the OpenMP pool's threads and their state are process-wide,
+    # and other tests in a pytest worker change the thread count
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    run = subprocess.run([sys.executable, "-c", POOL_CHECK], capture_output=True, text=True, env=env)
+    if run.returncode == 77:
+        pytest.skip("this process already flushes subnormals, or torch's pool is not OpenMP here")
+    assert run.returncode == 0, run.stderr
 
 
 def test_the_state_is_restored_when_the_work_raises():
