@@ -9,7 +9,8 @@ reported with the slowest and fastest block's. The time inside a step is split b
 training (with the specialists'), aggregation operations, evaluation, the ledger
 (round summary, relays' and inference charges are in "other"), and the env's own
 observation/masking work. ``--backbone-dtype bfloat16`` times the same with the
-frozen backbone's matmuls in bf16 (``model.backbone_dtype``).
+frozen backbone's matmuls in bf16 (``model.backbone_dtype``); ``--set KEY=VALUE``
+applies scenario overrides to every timed env (the target line then names them).
 
 ``--n-envs K`` (K > 1) times instead what ``hffm train --n-envs K`` steps: K envs in
 Stable-Baselines3 ``SubprocVecEnv`` worker processes, one torch thread each, the
@@ -145,12 +146,13 @@ def _valid(env, rng: np.random.Generator) -> np.ndarray:
 
 
 def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: str = "float32",
-         n_envs: int = 1, blocks: int = 3) -> int:
+         n_envs: int = 1, blocks: int = 3, overrides: dict | None = None) -> int:
     import torch
 
     from hffm_env import ENV_IDS
 
     steps = steps or {"tiny": 60, "paper": 12}
+    overrides = {**(overrides or {}), "model__backbone_dtype": backbone_dtype}
     if n_envs > 1:
         print(f"hffm bench env: env steps/s of {n_envs} SubprocVecEnv workers (1 thread each) together, random valid "
               f"actions, resets included, backbone matmuls in {backbone_dtype}")
@@ -166,11 +168,11 @@ def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: s
         if n_envs > 1:
             results = []
             for env_id in ENV_IDS:
-                r = bench_vec(env_id, preset, max(1, n // n_envs), n_envs, model__backbone_dtype=backbone_dtype)
+                r = bench_vec(env_id, preset, max(1, n // n_envs), n_envs, **overrides)
                 print(f"{env_id:<30} {preset:<7} {r['steps_per_s']:>8.1f}")
                 results.append(r)
         else:
-            results = bench_ids(ENV_IDS, preset, n, blocks=min(blocks, n), model__backbone_dtype=backbone_dtype)
+            results = bench_ids(ENV_IDS, preset, n, blocks=min(blocks, n), **overrides)
             for r in results:
                 s, (lo, hi) = r["split"], r["range"]
                 print(f"{r['id']:<30} {preset:<7} {r['steps_per_s']:>8.1f} {f'{lo:.1f}-{hi:.1f}':>11}  "
@@ -178,6 +180,8 @@ def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: s
                                                                    "ledger", "observation", "other")))
         worst[preset] = min(r["steps_per_s"] for r in results)
     how = f"{n_envs} workers together" if n_envs > 1 else "one env"
+    if len(overrides) > 1:
+        how += ", with " + " ".join(f"{k}={v}" for k, v in overrides.items() if k != "model__backbone_dtype")
     for preset, w in worst.items():
         target = TARGETS.get(preset)
         if target:

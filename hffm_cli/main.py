@@ -76,7 +76,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.blocks < 1:
             raise ConfigError(f"--blocks must be an integer >= 1, got {args.blocks}")
         return bench(presets=tuple(args.presets), backbone_dtype=args.backbone_dtype, n_envs=args.n_envs,
-                     blocks=args.blocks)
+                     blocks=args.blocks, overrides=dict(args.overrides))
     from benchmarks import bench_robustness, bench_soak
 
     return {"soak": bench_soak, "robustness": bench_robustness}[args.target].run(args)
@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the rows as JSON")
     s.set_defaults(func=_cmd_schedules)
 
+    from training.train import parse_override
+
     b = sub.add_parser("bench", help="run a benchmark")
     targets = b.add_subparsers(dest="target", required=True)
     t = targets.add_parser("network", help="time per round of rates + routing + ledger")
@@ -144,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--blocks", type=int, default=3,
                    help="one env: time each id in this many blocks interleaved across the ids and report the "
                         "median block (default 3)")
+    t.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
+                   help="scenario override for every timed env, e.g. --set federation__eval_max_samples=2 "
+                        "(repeatable)")
     from benchmarks import bench_robustness, bench_soak
 
     bench_soak.add_arguments(targets.add_parser("soak", help="RSS over a long run with many resets"))

@@ -100,6 +100,28 @@ def test_env_benchmark_interleaves_blocks_across_ids(monkeypatch, capsys):
     assert "--blocks must be an integer >= 1" in capsys.readouterr().err
 
 
+def test_env_benchmark_times_the_scenario_overrides_it_is_given(monkeypatch, capsys):
+    import benchmarks.bench_env as bench_env
+
+    seen = []
+
+    def fake(env_ids, preset, steps, blocks=3, seed=0, **overrides):
+        seen.append(overrides)
+        return [{"id": i, "preset": preset, "steps_per_s": 1.0, "range": (1.0, 1.0), "split": {}} for i in env_ids]
+
+    monkeypatch.setattr(bench_env, "bench_ids", fake)
+    assert main(["bench", "env", "--presets", "tiny", "--set", "federation__eval_max_samples=2",
+                 "--set", "network__tiers__0__count=6"]) == 0
+    assert seen == [{"federation__eval_max_samples": 2, "network__tiers__0__count": 6,
+                     "model__backbone_dtype": "float32"}]
+    out = capsys.readouterr().out
+    assert "with federation__eval_max_samples=2 network__tiers__0__count=6" in out
+    # a bad override fails as a config error naming the field, before anything is timed
+    monkeypatch.undo()
+    assert main(["bench", "env", "--presets", "tiny", "--set", "federation__eval_max_sample=2"]) == 2
+    assert "eval_max_sample" in capsys.readouterr().err
+
+
 def test_env_benchmark_times_vectorised_workers_as_hffm_train_runs_them(capsys):
     from benchmarks.bench_env import bench_vec
     from benchmarks.bench_env import main as bench_main
