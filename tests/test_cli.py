@@ -58,6 +58,13 @@ def test_schedules_command_runs_every_table1_schedule(capsys):
     assert "--rounds must be" in capsys.readouterr().err
 
 
+def _assert_one_row_per_id(out: str) -> None:
+    from hffm_env import ENV_IDS
+
+    rows = [line.split() for line in out.splitlines() if line.startswith("hffm_env/")]
+    assert [r[0] for r in rows] == list(ENV_IDS) and all(float(r[2]) > 0 for r in rows)
+
+
 def test_env_benchmark_measures_and_splits():
     from benchmarks.bench_env import bench
 
@@ -70,7 +77,6 @@ def test_env_benchmark_measures_and_splits():
 
 def test_env_benchmark_interleaves_blocks_across_ids(monkeypatch, capsys):
     import benchmarks.bench_env as bench_env
-    from hffm_env import ENV_IDS
 
     order = []
     step = bench_env._valid
@@ -93,8 +99,7 @@ def test_env_benchmark_interleaves_blocks_across_ids(monkeypatch, capsys):
     monkeypatch.setattr(bench_env, "_valid", step)
     assert bench_env.main(presets=("tiny",), steps={"tiny": 2}, blocks=2) == 0
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines() if line.startswith("hffm_env/")]
-    assert [r[0] for r in rows] == list(ENV_IDS) and all(float(r[2]) > 0 for r in rows)
+    _assert_one_row_per_id(out)
     assert "median of 2 interleaved blocks" in out and "target tiny >= 20" in out
     assert main(["bench", "env", "--blocks", "0"]) == 2
     assert "--blocks must be an integer >= 1" in capsys.readouterr().err
@@ -125,14 +130,12 @@ def test_env_benchmark_times_the_scenario_overrides_it_is_given(monkeypatch, cap
 def test_env_benchmark_times_vectorised_workers_as_hffm_train_runs_them(capsys):
     from benchmarks.bench_env import bench_vec
     from benchmarks.bench_env import main as bench_main
-    from hffm_env import ENV_IDS
 
     with pytest.raises(ValueError, match="n_envs must be an integer >= 2"):
         bench_vec("hffm_env/Relaying-v0", "tiny", steps=2, n_envs=1)
     assert bench_main(presets=("tiny",), steps={"tiny": 2}, n_envs=2) == 0
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines() if line.startswith("hffm_env/")]
-    assert [r[0] for r in rows] == list(ENV_IDS) and all(float(r[2]) > 0 for r in rows)
+    _assert_one_row_per_id(out)
     assert "2 SubprocVecEnv workers" in out and "2 workers together" in out
     assert main(["bench", "env", "--n-envs", "0"]) == 2
     assert "--n-envs must be an integer >= 1" in capsys.readouterr().err
