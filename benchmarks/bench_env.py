@@ -5,8 +5,9 @@ preset it resets once, then times ``steps`` steps with random valid actions (dra
 from ``action_masks()``), resetting when an episode ends (resets included in the
 time), in blocks interleaved across the ids (``--blocks``, default 3), so that a slow
 minute of a shared machine does not fall on one id alone; the median block's rate is
-reported with the slowest and fastest block's. The time inside a step is split by timing the federation's phases: local
-training (with the specialists'), aggregation operations, evaluation, the ledger
+reported with the slowest and fastest block's. The time inside a step is split by
+timing the federation's phases: local training (with the specialists'), aggregation
+operations, evaluation, the ledger
 (round summary, relays' and inference charges are in "other"), and the env's own
 observation/masking work. ``--backbone-dtype bfloat16`` times the same with the
 frozen backbone's matmuls in bf16 (``model.backbone_dtype``); ``--set KEY=VALUE``
@@ -79,14 +80,14 @@ def bench_ids(env_ids, preset: str, steps: int, blocks: int = 3, seed: int = 0, 
     if not isinstance(blocks, int) or not 1 <= blocks <= steps:
         raise ValueError(f"blocks must be an integer in [1, steps={steps}], got {blocks!r}")
     runs = []
-    for env_id in env_ids:
-        env = gym.make(env_id, preset=preset, **overrides)
-        rng = np.random.default_rng(seed)
-        env.reset(seed=seed)
-        env.step(_valid(env, rng))          # warm-up: backbone, first-round caches
-        runs.append({"env": env, "rng": rng, "rates": [], "wall": 0.0, "totals": defaultdict(float)})
     sizes = [steps // blocks + (b < steps % blocks) for b in range(blocks)]
     try:
+        for env_id in env_ids:
+            env = gym.make(env_id, preset=preset, **overrides)
+            runs.append({"env": env, "rng": np.random.default_rng(seed), "rates": [], "wall": 0.0,
+                         "totals": defaultdict(float)})
+            env.reset(seed=seed)
+            env.step(_valid(env, runs[-1]["rng"]))      # warm-up: backbone, first-round caches
         for n in sizes:
             for run in runs:
                 env, rng = run["env"], run["rng"]
@@ -180,8 +181,9 @@ def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: s
                                                                    "ledger", "observation", "other")))
         worst[preset] = min(r["steps_per_s"] for r in results)
     how = f"{n_envs} workers together" if n_envs > 1 else "one env"
-    if len(overrides) > 1:
-        how += ", with " + " ".join(f"{k}={v}" for k, v in overrides.items() if k != "model__backbone_dtype")
+    named = {k: v for k, v in overrides.items() if k != "model__backbone_dtype"}   # the dtype is named already
+    if named:
+        how += ", with " + " ".join(f"{k}={v}" for k, v in named.items())
     for preset, w in worst.items():
         target = TARGETS.get(preset)
         if target:

@@ -19,7 +19,7 @@ DEMO_OVERRIDES: dict = {}
 # PPO settings found for this budget (README, Training and evaluation): short rollouts,
 # a higher learning rate, no entropy bonus and a short horizon learn the cost side fast.
 # Two SubprocVecEnv workers use both cores (about 1.4x the env steps per second of one
-# env) and give each 64-round rollout two episodes' worth of seeds.
+# env), and each 64-round rollout then comes from two episodes with different seeds.
 DEMO_PPO = ["--n-envs", "2", "--n-steps", "32", "--batch-size", "64", "--learning-rate", "1e-3", "--ent-coef", "0.0",
             "--gamma", "0.9"]
 
