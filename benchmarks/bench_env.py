@@ -7,9 +7,8 @@ time), in blocks interleaved across the ids (``--blocks``, default 3), so that a
 minute of a shared machine does not fall on one id alone; the median block's rate is
 reported with the slowest and fastest block's. The time inside a step is split by
 timing the federation's phases: local training (with the specialists'), aggregation
-operations, evaluation, the ledger
-(round summary, relays' and inference charges are in "other"), and the env's own
-observation/masking work. ``--backbone-dtype bfloat16`` times the same with the
+operations, evaluation, the ledger (round summary, relays' and inference charges are
+in "other"), and the env's own observation/masking work. ``--backbone-dtype bfloat16`` times the same with the
 frozen backbone's matmuls in bf16 (``model.backbone_dtype``); ``--set KEY=VALUE``
 applies scenario overrides to every timed env (the target line then names them).
 

@@ -24,13 +24,13 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-POOL_CHECK = """
+POOL_CHECK = f"""
 import torch
 from hffm_env.model import numerics
 torch.set_num_threads(2)
 if numerics.flushing() or not numerics.pool_reachable():
     raise SystemExit(77)
-x = torch.full((1 << 21,), 1e-39)          # large enough that torch splits it over its threads
+x = torch.full((1 << 21,), {SUBNORMAL!r})          # large enough that torch splits it over its threads
 assert bool((x != 0).all())
 flushing, y = numerics.flush_denormals(lambda: (numerics.flushing(), x * 1.0))()
 assert flushing
