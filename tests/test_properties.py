@@ -484,7 +484,7 @@ def _assert_finite(obs, reward, info, fed) -> None:
     assert math.isfinite(reward)
     for k, v in info["reward_terms"].items():
         assert math.isfinite(v), f"reward term {k!r} = {v}"
-    for k in ("mean_accuracy", "delta_accuracy", "latency_s", "energy_j", "served_accuracy", "energy_spent_j"):
+    for k in ("mean_accuracy", "mean_p_correct", "delta_score", "latency_s", "energy_j", "served_accuracy", "energy_spent_j"):
         assert math.isfinite(info[k]), f"info[{k!r}] = {info[k]}"
     for table in ("per_module", "per_link"):
         for key, totals in info[table].items():

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hffm_env._validation import ConfigError, check_int, check_real
+from hffm_env._validation import ConfigError, check_choice, check_int, check_real
 from hffm_env.data.registry import MODALITIES
+
+EVAL_SPLITS = ("global", "local")
 
 
 @dataclass(frozen=True)
@@ -14,8 +16,12 @@ class DataConfig:
 
     ``tasks``: registered task names in the suite. ``pool_size``: samples generated per
     task and split over the devices holding it (Dirichlet(``dirichlet_alpha``) over
-    devices, per class, as the reference does), ``test_fraction`` of each shard held
-    out for evaluation. ``modality_availability[m]``: probability that a device senses
+    devices, per class, as the reference does). ``eval_split`` says what a device is
+    scored on: ``"global"`` (default, the reference's protocol) sets ``test_fraction``
+    of each task's pool aside *before* the split and shares it out IID over the
+    task's holders, so every device is tested on the task's global distribution;
+    ``"local"`` holds out ``test_fraction`` of each device's own skewed shard instead
+    (a personalisation study: never federating then scores well). ``modality_availability[m]``: probability that a device senses
     modality ``MODALITIES[m]`` (image, text, sensor); a device then draws between
     ``tasks_per_device[0]`` and ``tasks_per_device[1]`` of the tasks its modalities
     allow. A (device, task) shard gets at least ``min_shard`` training samples.
@@ -24,6 +30,7 @@ class DataConfig:
     tasks: tuple[str, ...] = ("scene_qa", "style_qa", "sensor")
     pool_size: int = 2000
     test_fraction: float = 0.1
+    eval_split: str = "global"
     dirichlet_alpha: float = 0.1
     modality_availability: tuple[float, float, float] = (1.0, 1.0, 0.6)
     tasks_per_device: tuple[int, int] = (1, 2)
@@ -47,6 +54,7 @@ class DataConfig:
             raise ConfigError(f"tasks must not repeat, got {self.tasks!r}")
         check_int("pool_size", self.pool_size, low=16)
         check_real("test_fraction", self.test_fraction, low=0.0, high=0.5, low_inclusive=False)
+        check_choice("eval_split", self.eval_split, EVAL_SPLITS)
         check_real("dirichlet_alpha", self.dirichlet_alpha, low=0.0, low_inclusive=False)
         if not isinstance(self.modality_availability, tuple) or len(self.modality_availability) != len(MODALITIES):
             raise ConfigError(f"modality_availability must be a tuple of {len(MODALITIES)} probabilities "

@@ -3,7 +3,7 @@ split of every task's samples over the devices that hold it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,14 +16,18 @@ from hffm_env.data.registry import MODALITIES, task_spec
 class Shards:
     """Per device and task: indices into the task's pool, for training and for test.
 
-    ``train[d][t]`` / ``test[d][t]`` are int64 arrays (empty when device ``d`` does not
+    ``train[d][t]`` / ``test[d][t]`` are int64 arrays (absent when device ``d`` does not
     hold task ``t``); ``modalities[d]`` and ``tasks[d]`` what device ``d`` has.
+    ``test_part[t]``: the indices of task ``t``'s pool set aside for testing before the
+    split (``eval_split="global"``), from which the devices' test shares are drawn;
+    empty with ``eval_split="local"``.
     """
 
     tasks: tuple[tuple[str, ...], ...]
     modalities: tuple[tuple[str, ...], ...]
     train: tuple[dict[str, np.ndarray], ...]
     test: tuple[dict[str, np.ndarray], ...]
+    test_part: dict[str, np.ndarray] = field(default_factory=dict)
 
     def counts(self, task: str) -> np.ndarray:
         """Training samples of ``task`` per device."""
@@ -91,16 +95,46 @@ def dirichlet_split(labels: np.ndarray, holders: np.ndarray, alpha: float, min_s
 
 
 def partition(config: DataConfig, pools: dict, n_devices: int, rng: np.random.Generator) -> Shards:
-    """Assign tasks/modalities and split every task's pool non-IID over its holders."""
+    """Assign tasks/modalities and split every task's pool non-IID over its holders.
+
+    ``eval_split="global"`` (the reference's protocol): each task's pool is split once
+    into a test part (``test_fraction``) and a train part; only the train part is
+    Dirichlet-split over the task's holders, and the test part is shared out IID in
+    near-equal random shares, so every device is scored on the task's global answer
+    distribution. ``eval_split="local"``: each device's Dirichlet shard is split into
+    train and test, so a device is scored on its own skewed labels (personalisation).
+    """
     tasks, mods = assign_tasks(config, n_devices, rng)
     train: list[dict[str, np.ndarray]] = [{} for _ in range(n_devices)]
     test: list[dict[str, np.ndarray]] = [{} for _ in range(n_devices)]
-    min_size = int(np.ceil(config.min_shard / (1.0 - config.test_fraction)))
+    test_part: dict[str, np.ndarray] = {}
     for t in config.tasks:
         holders = np.array([d for d in range(n_devices) if t in tasks[d]])
-        shards = dirichlet_split(pools[t].label, holders, config.dirichlet_alpha, min_size, rng)
+        labels = pools[t].label
+        if config.eval_split == "global":
+            order = rng.permutation(len(labels))
+            n_test = test_part_size(config, len(labels), len(holders))
+            part, rest = np.sort(order[:n_test]), np.sort(order[n_test:])
+            shards = dirichlet_split(labels[rest], holders, config.dirichlet_alpha, config.min_shard, rng)
+            shares = np.array_split(rng.permutation(part), len(holders))
+            for d, idx, share in zip(holders, shards, shares):
+                train[d][t], test[d][t] = rest[idx], np.sort(share)
+            test_part[t] = part
+            continue
+        min_size = int(np.ceil(config.min_shard / (1.0 - config.test_fraction)))
+        shards = dirichlet_split(labels, holders, config.dirichlet_alpha, min_size, rng)
         for d, idx in zip(holders, shards):
             idx = rng.permutation(idx)
             n_test = max(1, int(round(config.test_fraction * len(idx))))
             test[d][t], train[d][t] = np.sort(idx[:n_test]), np.sort(idx[n_test:])
-    return Shards(tasks, mods, tuple(train), tuple(test))
+    return Shards(tasks, mods, tuple(train), tuple(test), test_part)
+
+
+def test_part_size(config: DataConfig, pool_size: int, n_holders: int) -> int:
+    """Samples of a task's pool set aside for testing under ``eval_split="global"``:
+    ``test_fraction`` of the pool, at least one per holder."""
+    n_test = max(int(round(config.test_fraction * pool_size)), n_holders)
+    if pool_size - n_test < n_holders * config.min_shard:
+        raise ValueError(f"cannot give {n_holders} devices {config.min_shard} training samples each from the "
+                         f"{pool_size - n_test} samples left after the test part: raise pool_size or lower min_shard")
+    return n_test

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from hffm_env._validation import ConfigError, check_choice, check_int, check_non_negative, check_positive
 
 DECISIONS = ("aggregation", "relaying", "specialization", "offloading")
+REWARD_METRICS = ("p_correct", "accuracy")
 DEFAULT_SCHEDULES = ("star", "edge_only", "edge_only_d2d", "hfm_2", "hfm_8", "hfm_d2d_2", "hfm_d2d_8", "none")
 
 
@@ -16,11 +17,15 @@ class EnvConfig:
 
     Reward of a step (one round)::
 
-        w_acc · Δaccuracy + w_inference · served_accuracy
+        w_acc · Δscore + w_inference · served_accuracy
             − w_latency · latency_s / latency_scale_s − w_energy · energy_j / energy_scale_j
 
-    ``Δaccuracy`` is the change of the mean held-out accuracy over (device, task)
-    pairs; ``served_accuracy`` the share of this round's inference requests answered
+    ``Δscore`` is the change of the mean held-out score over (device, task) pairs, on
+    an evaluation set fixed for the episode (drawn with the data at ``reset``), so
+    only the model moves it. ``reward_metric`` chooses the score: ``"p_correct"``
+    (default), the mean probability the model gives the right answer, smooth and far
+    less noisy than ``"accuracy"``, the share of right answers (always in ``info``);
+    ``served_accuracy`` the share of this round's inference requests answered
     right (0 without requests). ``latency_scale_s``/``energy_scale_j`` None: the cost
     of one cloud aggregation of every module by every device on the episode's network
     (``Federation.reference_round_cost``), so 1 means "as much as a full FedAvg round".
@@ -41,6 +46,7 @@ class EnvConfig:
 
     max_rounds: int = 20
     energy_budget_j: float | None = None
+    reward_metric: str = "p_correct"
     w_acc: float = 10.0
     w_inference: float = 1.0
     w_latency: float = 0.1
@@ -57,6 +63,7 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         check_int("env.max_rounds", self.max_rounds, low=1)
+        check_choice("env.reward_metric", self.reward_metric, REWARD_METRICS)
         if self.energy_budget_j is not None:
             check_positive("env.energy_budget_j", self.energy_budget_j)
         for name in ("w_acc", "w_inference", "w_latency", "w_energy"):

@@ -28,7 +28,7 @@ import torch
 
 from hffm_env.data.registry import MODALITIES
 from hffm_env.envs.config import DECISIONS
-from hffm_env.federation.core import Federation, RoundResult, module_kinds
+from hffm_env.federation.core import Federation, RoundResult, module_kinds, pair_mean
 from hffm_env.federation.ops import OFFLOAD_TARGETS, Aggregate, Offload, Relay, Specialize
 from hffm_env.federation.schedules import schedule_ops
 from hffm_env.model.banks import gather
@@ -80,11 +80,20 @@ class EnvCore:
         self.round = 0
         self.energy_spent = 0.0
         self.latency_spent = 0.0
-        self.accuracy = fed.evaluate()
-        fed.accuracy = self.accuracy
-        self.mean_accuracy = _mean(self.accuracy)
-        self.last = {"delta_accuracy": 0.0, "latency": 0.0, "energy": 0.0}
+        self.sync_metrics()
+        self.last = {"delta_score": 0.0, "latency": 0.0, "energy": 0.0}
         self.last_result: RoundResult | None = None
+
+    def sync_metrics(self) -> None:
+        """Score the federation's copies as they stand (the baseline of the next Δscore)."""
+        fed = self.fed
+        fed.accuracy, fed.p_correct = fed.measure()
+        self._take_metrics(fed.accuracy, fed.p_correct)
+
+    def _take_metrics(self, accuracy: dict, p_correct: dict) -> None:
+        self.accuracy = accuracy
+        self.score = p_correct if self.config.reward_metric == "p_correct" else accuracy
+        self.mean_score = _mean(self.score)
 
     # ------------------------------------------------------------------ spaces
     def action_nvec(self, decision: str) -> np.ndarray:
@@ -121,7 +130,7 @@ class EnvCore:
         # rounds since a copy was received, in episodes (never received: the rounds so far + 1)
         stale = (np.where(fed.last_sync >= 0, r - fed.last_sync, r + 1) / self.config.max_rounds).astype(np.float32)
         acc = np.zeros((D, T), dtype=np.float32)
-        for d, per in self.accuracy.items():
+        for d, per in self.score.items():
             for t, a in per.items():
                 acc[d, self.tasks.index(t)] = a
         up = fed.net.uplink_rate_bps if fed.net.round_index >= 0 else np.zeros(fed.n_nodes)
@@ -145,9 +154,9 @@ class EnvCore:
         active_c = np.bincount(topo.cluster[mem.active], minlength=C)
         cl_acc = np.zeros((C, T), dtype=np.float32)
         for c in range(C):
-            members = [d for d in topo.members(c) if d in self.accuracy]
+            members = [d for d in topo.members(c) if d in self.score]
             for j, t in enumerate(self.tasks):
-                vals = [self.accuracy[d][t] for d in members if t in self.accuracy[d]]
+                vals = [self.score[d][t] for d in members if t in self.score[d]]
                 cl_acc[c, j] = np.mean(vals) if vals else 0.0
         heads = topo.heads
         head_up = np.array([up[h] if h >= 0 else 0.0 for h in heads])
@@ -160,7 +169,7 @@ class EnvCore:
         # float32 however costly a scenario is
         costs = np.log1p([self.energy_spent / self.energy_scale / R, self.latency_spent / self.latency_scale / R,
                           self.last["latency"], self.last["energy"]])
-        glob = np.array([self.round / R, costs[0], costs[1], self.mean_accuracy, self.last["delta_accuracy"],
+        glob = np.array([self.round / R, costs[0], costs[1], self.mean_score, self.last["delta_score"],
                          costs[2], costs[3], len(fed.cold_starts) / self.config.max_cold_starts,
                          len(fed.requests) / self.config.max_requests], dtype=np.float32)
         return {"devices": dev, "clusters": clus, "globals": glob, "requests": self._request_rows(),
@@ -237,7 +246,7 @@ class EnvCore:
 
         def rank(d):
             spec = fed.is_specialist(d, kind)
-            acc = self.accuracy.get(int(d), {})
+            acc = self.score.get(int(d), {})
             score = acc.get(kind[6:], 0.0) if kind.startswith("heads.") else (np.mean(list(acc.values())) if acc else 0.0)
             return (spec, score, -int(d))
 
@@ -390,15 +399,15 @@ class EnvCore:
         res = self.fed.run_round(ops)
         self.last_result = res
         self.round += 1
-        self.accuracy = res.accuracy
+        prev = self.mean_score
+        self._take_metrics(res.accuracy, res.p_correct)
+        delta = self.mean_score - prev
         acc = res.mean_accuracy if np.isfinite(res.mean_accuracy) else 0.0
-        delta = acc - self.mean_accuracy
-        self.mean_accuracy = acc
         served = res.inference.accuracy if res.inference is not None and len(res.inference.correct) else 0.0
         lat, en = res.latency_s / self.latency_scale, res.energy_j / self.energy_scale
         self.energy_spent += res.energy_j
         self.latency_spent += res.latency_s
-        self.last = {"delta_accuracy": delta, "latency": lat, "energy": en}
+        self.last = {"delta_score": delta, "latency": lat, "energy": en}
         c = self.config
         terms = {"accuracy": c.w_acc * delta, "inference": c.w_inference * served,
                  "latency": -c.w_latency * lat, "energy": -c.w_energy * en}
@@ -408,7 +417,8 @@ class EnvCore:
         terminated = c.energy_budget_j is not None and self.energy_spent > c.energy_budget_j
         truncated = self.round >= c.max_rounds
         info = {
-            "round": self.round, "mean_accuracy": acc, "delta_accuracy": delta, "latency_s": res.latency_s,
+            "round": self.round, "mean_accuracy": acc, "mean_p_correct": _mean(res.p_correct),
+            "delta_score": delta, "latency_s": res.latency_s,
             "energy_j": res.energy_j, "served_accuracy": served, "reward_terms": terms,
             "accuracy_per_task": res.task_accuracy,
             "accuracy_per_node": {int(d): dict(v) for d, v in res.accuracy.items()},
@@ -428,6 +438,7 @@ def _log_rate(rate_bps) -> np.ndarray:
     return np.log10(1.0 + np.nan_to_num(np.asarray(rate_bps, dtype=np.float64)) / 1e6)
 
 
-def _mean(acc: dict[int, dict[str, float]]) -> float:
-    vals = [a for per in acc.values() for a in per.values()]
-    return float(np.mean(vals)) if vals else 0.0
+def _mean(metric: dict[int, dict[str, float]]) -> float:
+    """Mean over (device, task) pairs; 0 when no device has a task."""
+    m = pair_mean(metric)
+    return m if np.isfinite(m) else 0.0

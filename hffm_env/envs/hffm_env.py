@@ -18,15 +18,15 @@ inference requests (1 per device and round) unless overridden.
 
 * ``devices [D, 5 + 2T + 5K + 3]``: active; modalities on (image, text, sensor); tasks
   active; training samples / pool size; cluster index (scaled to [0, 1]); is cluster
-  head; can host the model; uplink rate as log10(1 + Mbit/s); last accuracy per
-  task; per kind: rounds since the copy was last received (in episodes of
+  head; can host the model; uplink rate as log10(1 + Mbit/s); last score per
+  task (``env.reward_metric``); per kind: rounds since the copy was last received (in episodes of
   ``max_rounds``), relative distance to its cluster's mean copy and to all holders'
   mean, specialist flag, pending cold start.
 * ``clusters [C, 4 + T + 2K]``: members and active members (per device of the
-  network), head's and edge server's uplink rate (log10(1 + Mbit/s)), mean accuracy
+  network), head's and edge server's uplink rate (log10(1 + Mbit/s)), mean score
   per task, per kind the edge copy's staleness and distance to the holders' mean.
 * ``globals [9]``: round / max_rounds, energy and latency spent (in reference rounds,
-  per round of the episode), mean accuracy, last Δaccuracy, last latency and energy
+  per round of the episode), mean score, last Δscore, last latency and energy
   (in reference rounds), pending cold starts and requests (per slot); the four costs
   as ``log(1 + x)``.
 * ``requests [R, 3 + T + 4 + 1]``: present, device, cluster, task one-hot, valid
@@ -41,8 +41,13 @@ options (sb3-contrib ``MaskablePPO``). A masked or out-of-space action raises
 
 ## Reward, episode end
 
-``w_acc·Δaccuracy + w_inference·served accuracy − w_latency·latency/ref −
-w_energy·energy/ref`` (``EnvConfig``). Truncation after ``env.max_rounds`` rounds;
+``w_acc·Δscore + w_inference·served accuracy − w_latency·latency/ref −
+w_energy·energy/ref`` (``EnvConfig``). The score is the mean over (device, task)
+pairs of the probability the device's model gives the right answer
+(``env.reward_metric="p_correct"``; ``"accuracy"`` for the share of right answers),
+on an evaluation set fixed for the episode: every device's test share of each of
+its tasks, drawn IID from the task's held-out part (``data.eval_split="global"``).
+``info`` carries ``mean_accuracy`` and ``mean_p_correct`` either way. Truncation after ``env.max_rounds`` rounds;
 termination when the energy spent exceeds ``env.energy_budget_j``.
 
 ## Faults, checkpoints
@@ -66,6 +71,7 @@ import numpy as np
 from gymnasium import spaces
 
 from hffm_env.envs.core import EnvCore
+from hffm_env.federation.core import pair_mean
 from hffm_env.envs.render import CoreRenderer
 from hffm_env.scenario import make_scenario
 
@@ -102,7 +108,7 @@ class HFFMEnv(gym.Env):
         self.scenario = make_scenario(preset, **{**(scenario_defaults or {}), **overrides})
         self.core = EnvCore(self.scenario, tuple(decisions))
         self.action_space = spaces.MultiDiscrete(self.core.nvec())
-        # every feature is >= 0 but the global ones (Δaccuracy can be negative)
+        # every feature is >= 0 but the global ones (Δscore can be negative)
         self.observation_space = spaces.Dict({
             name: spaces.Box(low=-np.inf if name == "globals" else 0.0, high=np.inf, shape=shape, dtype=np.float32)
             for name, shape in self.core.obs_shapes().items()})
@@ -116,7 +122,8 @@ class HFFMEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.core.reset(int(self.np_random.integers(2**31 - 1)))
-        return self.core.observe(), {"round": 0, "mean_accuracy": self.core.mean_accuracy}
+        return self.core.observe(), {"round": 0, "mean_accuracy": pair_mean(self.core.accuracy),
+                                     "mean_p_correct": pair_mean(self.core.fed.p_correct)}
 
     def step(self, action):
         if self.core.fed is None:
@@ -145,15 +152,13 @@ class HFFMEnv(gym.Env):
         """Load a checkpoint of this scenario and seed (``reset`` with the seed it was
         saved under) into the running federation; the episode's round count, spent
         energy and random streams go on from this env's own. The next reward's
-        Δaccuracy starts from the checkpoint's accuracy."""
+        Δscore starts from the checkpoint's model, scored on this episode's set."""
         from hffm_env.federation.checkpoint import load_checkpoint
 
         if self.core.fed is None:
             raise RuntimeError("load_checkpoint() called before reset()")
         load_checkpoint(self.core.fed, path)
-        accuracy = self.core.fed.accuracy
-        vals = [a for per in accuracy.values() for a in per.values()]
-        self.core.accuracy, self.core.mean_accuracy = accuracy, float(np.mean(vals)) if vals else 0.0
+        self.core.sync_metrics()
 
     def render(self):
         if self.render_mode is None:

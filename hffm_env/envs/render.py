@@ -53,7 +53,7 @@ def draw(core, figure=None, human: bool = False):
         for s, t, m in zip(rows["src"][moving], rows["dst"][moving], rows["module"][moving]):
             ax.annotate("", xy=pos[t], xytext=pos[s], zorder=2,
                         arrowprops=dict(arrowstyle="-|>", color=_colour(m), lw=1.2, alpha=0.6))
-    ax.set_title(f"round {fed.round_index + 1}  accuracy {core.mean_accuracy:.2f}  "
+    ax.set_title(f"round {fed.round_index + 1}  score {core.mean_score:.2f}  "
                  f"energy {core.energy_spent:.3g} J")
     ax.set_xlim(-0.05 * side, 1.05 * side)
     ax.set_ylim(-0.05 * side, 1.15 * side)

@@ -170,7 +170,10 @@ class FederationConfig:
     """One federated round.
 
     Local training: every participating device runs ``local_steps`` AdamW steps of
-    batch ``batch_size`` on its own shards (a ``participation`` fraction of the active
+    batch ``batch_size`` on its own shards, or, when ``local_epochs`` is set,
+    ``local_epochs`` passes over them (``ceil(E·n/batch_size)`` steps per task shard of
+    ``n`` samples, as the reference trains one epoch per round in batches of 8; a
+    device with more data trains and pays for more steps) (a ``participation`` fraction of the active
     devices, drawn each round; specialists always take part, and train the module
     they own ``specialist_steps`` more steps, 0 by default). ``experts_per_device`` (None: all) is how many of
     the MoE experts a device trains, drawn once per device. ``payload_scale``
@@ -194,6 +197,7 @@ class FederationConfig:
     """
 
     local_steps: int = 2
+    local_epochs: float | None = None
     batch_size: int = 8
     participation: float = 1.0
     specialist_steps: int = 0
@@ -216,6 +220,8 @@ class FederationConfig:
 
     def __post_init__(self) -> None:
         check_int("federation.local_steps", self.local_steps, low=0)
+        if self.local_epochs is not None:
+            check_real("federation.local_epochs", self.local_epochs, low=0.0, high=100.0, low_inclusive=False)
         check_int("federation.batch_size", self.batch_size, low=1)
         check_real("federation.participation", self.participation, low=0.0, high=1.0, low_inclusive=False)
         check_int("federation.specialist_steps", self.specialist_steps, low=0)

@@ -52,7 +52,7 @@ from hffm_env.model.backbone import FrozenBackbone, build_vilt
 from hffm_env.model.banks import ENCODER_OF, Bank, gather, init_bank, kind_of, payload_bytes
 from hffm_env.model.config import ModelConfig
 from hffm_env.model.numerics import flush_denormals
-from hffm_env.model.train import AdamState, evaluate, local_train, task_inputs, used_names
+from hffm_env.model.train import AdamState, evaluate_metrics, local_train, step_tasks, task_inputs, used_names
 from hffm_env.model import m3t
 from hffm_env.network.fog import FogNetwork
 from hffm_env.network.config import LinkFaultConfig
@@ -79,6 +79,12 @@ def module_kinds(scenario: Scenario) -> tuple[str, ...]:
     used = {m for t in tasks for m in task_spec(t).modalities}
     return tuple([k for k in SHARED_KINDS if sizes.get(k, 0) > 0] + [ENCODER_OF[m] for m in MODALITIES if m in used]
                  + [f"heads.{t}" for t in tasks])
+
+
+def pair_mean(per_device: dict[int, dict[str, float]]) -> float:
+    """Mean of a per-device, per-task metric over (device, task) pairs (NaN if none)."""
+    vals = [a for per in per_device.values() for a in per.values()]
+    return float(np.mean(vals)) if vals else float("nan")
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,8 @@ class InferenceResult:
 
 @dataclass(frozen=True)
 class RoundResult:
-    """One round: accuracy per device and task, its cost, and what changed."""
+    """One round: accuracy and mean probability of the right answer per device and
+    task, its cost, and what changed."""
 
     round: int
     accuracy: dict[int, dict[str, float]]
@@ -130,12 +137,17 @@ class RoundResult:
     inference: InferenceResult | None = None
     cold_starts: tuple[ColdStart, ...] = ()
     faults: tuple[dict, ...] = ()
+    p_correct: dict[int, dict[str, float]] = field(default_factory=dict)
 
     @property
     def mean_accuracy(self) -> float:
         """Mean over (device, task) pairs."""
-        vals = [a for per in self.accuracy.values() for a in per.values()]
-        return float(np.mean(vals)) if vals else float("nan")
+        return pair_mean(self.accuracy)
+
+    @property
+    def mean_p_correct(self) -> float:
+        """Mean probability of the right answer over (device, task) pairs."""
+        return pair_mean(self.p_correct)
 
     @property
     def task_accuracy(self) -> dict[str, float]:
@@ -254,6 +266,7 @@ class Federation:
         self.last_train = np.full((self.n_nodes, len(self.kinds)), -1, dtype=np.int64)
         self.trained_ever = np.zeros((self.n_nodes, len(self.kinds)), dtype=bool)
         self.accuracy: dict[int, dict[str, float]] = {}
+        self.p_correct: dict[int, dict[str, float]] = {}
         self.cold_starts: list[ColdStart] = []
         self.requests = self._draw_requests()
         self._view_cache: tuple[int, FederatedData] | None = None
@@ -434,15 +447,18 @@ class Federation:
         for d, (attack, _) in self.roles.attack.items():
             flip[d] = attack == "label_flip"
         losses = np.zeros(0)
-        if participants.size and cfg.local_steps:
+        if participants.size and (cfg.local_steps or cfg.local_epochs is not None):
             skipped: set[int] = set()
             losses = local_train(self.backbone, self.bank, self.adam, view, participants, participants,
                                  cfg.local_steps, cfg.batch_size, self.rng, self.model_config,
-                                 expert_mask=self.expert_mask, flip_labels=flip, skipped=skipped)
+                                 expert_mask=self.expert_mask, flip_labels=flip, skipped=skipped,
+                                 epochs=cfg.local_epochs)
             self._faults += [{"fault": "update_skipped", "device": d, "reason": "non-finite AdamW step"}
                              for d in sorted(skipped)]
+            steps = np.array([len(step_tasks(view, int(d), cfg.local_steps, cfg.batch_size, cfg.local_epochs))
+                              for d in participants])
             seconds = self.net.charge_compute(self.ledger, "train", "train", participants,
-                                              cfg.local_steps * cfg.batch_size, slowdown=self._slowdown[participants],
+                                              steps * cfg.batch_size, slowdown=self._slowdown[participants],
                                               deadline_s=cfg.faults.round_deadline_s)
             self._train_s[participants] = seconds
             self._faults += [{"fault": "straggler", "device": int(d), "slowdown": float(self._slowdown[d])}
@@ -1046,7 +1062,7 @@ class Federation:
         self._require_open("end_round()")
         if len(self.requests) and self._inference is None:
             self.serve()
-        self.accuracy = self.evaluate()
+        self.accuracy, self.p_correct = self.measure()
         cost = self.ledger.end_round()
         if self.net.retransmitted_packets or self.net.retransmitted_bytes:
             self._faults.append({"fault": "packet_loss", "retransmitted_packets": self.net.retransmitted_packets,
@@ -1057,18 +1073,33 @@ class Federation:
         self.requests = self._draw_requests()
         loss = float(np.nanmean(self._losses)) if np.isfinite(self._losses).any() else float("nan")
         return RoundResult(self.round_index, self.accuracy, cost, loss, tuple(self._ops), tuple(events),
-                           self._inference, tuple(self.cold_starts), tuple(self._faults))
+                           self._inference, tuple(self.cold_starts), tuple(self._faults), self.p_correct)
 
     def evaluate(self) -> dict[int, dict[str, float]]:
-        """Accuracy of every active device's copy on each of its active tasks' held-out shard."""
-        view = self.view()
+        """Accuracy of every active device's copy on each of its active tasks' test shard."""
+        return self.measure()[0]
+
+    def eval_shards(self) -> tuple[dict[str, np.ndarray], ...]:
+        """What :meth:`measure` scores each device on: its active tasks' test shards,
+        capped at ``eval_max_samples`` (the first ones). The shards are drawn with the
+        data, so the set is fixed for the episode and only the model changes between
+        rounds (until a device's tasks change)."""
         cap = self.config.eval_max_samples
-        if cap is not None:
-            sh = view.shards
-            view = FederatedData(view.config, view.pools, Shards(sh.tasks, sh.modalities, sh.train,
-                                                                 tuple({t: i[:cap] for t, i in x.items()} for x in sh.test)))
+        return tuple({t: i[:cap] for t, i in x.items()} for x in self.view().shards.test)
+
+    def measure(self, test: tuple[dict[str, np.ndarray], ...] | None = None
+                ) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]:
+        """Accuracy and mean probability of the right answer of every active device's
+        copy on each of its active tasks, in one batched pass, on :meth:`eval_shards`
+        (or on ``test``: per device, task -> pool indices)."""
+        view = self.view()
+        sh = view.shards
+        view = FederatedData(view.config, view.pools, Shards(sh.tasks, sh.modalities, sh.train,
+                                                             self.eval_shards() if test is None else test))
         devs = np.array([d for d in range(self.n_devices) if view.shards.tasks[d]], dtype=np.int64)
-        return evaluate(self.backbone, self.bank, view, devs, devs, self.model_config) if devs.size else {}
+        if not devs.size:
+            return {}, {}
+        return evaluate_metrics(self.backbone, self.bank, view, devs, devs, self.model_config)
 
     def run_round(self, ops=()) -> RoundResult:
         """One round with ``ops`` executed in phase order (relays and roles, training,
@@ -1139,20 +1170,33 @@ class Federation:
     def add_task(self, device: int, task: str) -> dict:
         """Task arrival: ``device`` starts holding ``task`` with a fresh shard drawn from
         the task's pool (the median shard size of its holders); its head starts cold,
-        and the task's modalities are switched on (a new task brings its sensors)."""
+        and the task's modalities are switched on (a new task brings its sensors).
+        Under ``eval_split="global"`` the training shard comes from the task's train
+        part and the test share is an IID draw from its test part."""
         d = self._check_device(device)
         check_choice("task", task, self.tasks)
         mem, cfg = self.members, self.data.config
         if task in mem.tasks[d]:
             raise ValueError(f"device {d} already holds task {task!r}")
         holders = [x for x in range(self.n_devices) if task in mem.train[x]]
-        size = int(np.median([len(mem.train[x][task]) + len(mem.test[x][task]) for x in holders])) if holders else 0
-        size = max(size, int(np.ceil(cfg.min_shard / (1.0 - cfg.test_fraction))) + 1)
-        idx = self.event_rng.choice(len(self.data.pools[task].label), size=size, replace=False)
-        n_test = max(1, int(round(cfg.test_fraction * size)))
+        pool_n = len(self.data.pools[task].label)
+        if cfg.eval_split == "global":
+            part = self.data.shards.test_part[task]
+            rest = np.setdiff1d(np.arange(pool_n), part)
+            n_train = int(np.median([len(mem.train[x][task]) for x in holders])) if holders else 0
+            n_test = int(np.median([len(mem.test[x][task]) for x in holders])) if holders else 1
+            n_train = min(max(n_train, cfg.min_shard), len(rest))
+            train = self.event_rng.choice(rest, size=n_train, replace=False)
+            test = self.event_rng.choice(part, size=min(max(n_test, 1), len(part)), replace=False)
+        else:
+            size = int(np.median([len(mem.train[x][task]) + len(mem.test[x][task]) for x in holders])) if holders else 0
+            size = max(size, int(np.ceil(cfg.min_shard / (1.0 - cfg.test_fraction))) + 1)
+            idx = self.event_rng.choice(pool_n, size=size, replace=False)
+            n_test = max(1, int(round(cfg.test_fraction * size)))
+            train, test = idx[n_test:], idx[:n_test]
         mem.tasks[d].append(task)
         mem.modalities[d] |= set(task_spec(task).modalities)
-        mem.train[d][task], mem.test[d][task] = np.sort(idx[n_test:]), np.sort(idx[:n_test])
+        mem.train[d][task], mem.test[d][task] = np.sort(train), np.sort(test)
         self._reset_rows(d, [f"heads.{task}"])
         return self._changed({"event": "task_arrival", "device": d, "task": task})
 

@@ -131,18 +131,41 @@ def _finite_holders(tensors: list[torch.Tensor], n: int) -> torch.Tensor:
     return torch.isfinite(rows.amax(1)) & torch.isfinite(rows.amin(1))
 
 
+def step_tasks(data: FederatedData, device: int, steps: int, batch_size: int,
+               epochs: float | None = None) -> list[str]:
+    """The task ``device`` trains on at each of its local steps.
+
+    With ``epochs`` None: ``steps`` steps cycling through its tasks. Otherwise
+    ``ceil(epochs · n_t / batch_size)`` steps on each task ``t`` of ``n_t`` training
+    samples (``epochs`` passes over the shard, the last batch filled from the next
+    pass), the tasks taken in turn while each has steps left.
+    """
+    tasks = data.shards.tasks[device]
+    if epochs is None:
+        return [tasks[s % len(tasks)] for s in range(steps)] if tasks else []
+    left = {t: int(np.ceil(epochs * len(data.shards.train[device][t]) / batch_size)) for t in tasks}
+    out: list[str] = []
+    while any(left.values()):
+        for t in tasks:
+            if left[t]:
+                out.append(t)
+                left[t] -= 1
+    return out
+
+
 def plan_batches(data: FederatedData, devices: np.ndarray, steps: int, batch_size: int,
-                 rng: np.random.Generator) -> list[list[tuple[int, str, np.ndarray]]]:
+                 rng: np.random.Generator, epochs: float | None = None) -> list[list[tuple[int, str, np.ndarray]]]:
     """For every step, ``(device, task, sample indices)`` of each training device.
 
-    A device cycles through its tasks; each task's shard is read in reshuffled passes.
+    A device's steps follow :func:`step_tasks` (``steps`` each, or ``epochs`` passes
+    over its shards, so devices with more data train for more steps); each task's
+    shard is read in reshuffled passes.
     """
-    plan: list[list[tuple[int, str, np.ndarray]]] = [[] for _ in range(steps)]
-    for d in devices:
-        tasks = data.shards.tasks[d]
-        cursors = {t: np.zeros(0, dtype=np.int64) for t in tasks}
-        for s in range(steps):
-            t = tasks[s % len(tasks)]
+    seqs = [step_tasks(data, int(d), steps, batch_size, epochs) for d in devices]
+    plan: list[list[tuple[int, str, np.ndarray]]] = [[] for _ in range(max(map(len, seqs), default=0))]
+    for d, seq in zip(devices, seqs):
+        cursors = {t: np.zeros(0, dtype=np.int64) for t in data.shards.tasks[d]}
+        for s, t in enumerate(seq):
             shard = data.shards.train[d][t]
             if len(shard) == 0:
                 raise ValueError(f"device {d} holds task {t!r} with an empty training shard")
@@ -198,8 +221,10 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
                 devices: np.ndarray, holders: np.ndarray, steps: int, batch_size: int,
                 rng: np.random.Generator, config: ModelConfig,
                 expert_mask: np.ndarray | None = None, flip_labels: np.ndarray | None = None,
-                only_kinds: tuple[str, ...] | None = None, skipped: set[int] | None = None) -> np.ndarray:
-    """``steps`` local AdamW steps of every device in ``devices`` on its own shards,
+                only_kinds: tuple[str, ...] | None = None, skipped: set[int] | None = None,
+                epochs: float | None = None) -> np.ndarray:
+    """``steps`` local AdamW steps of every device in ``devices`` on its own shards
+    (or ``epochs`` passes over them, see :func:`plan_batches`),
     updating bank rows ``holders`` (same order). ``expert_mask [n_holders, E]`` says
     which experts each holder trains (all by default); ``flip_labels [n_holders]``
     (bool) marks holders that train on flipped labels (answer ``a`` → ``A−1−a``, a
@@ -208,7 +233,7 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
     step was skipped as non-finite are added to ``skipped`` when given. Returns each
     device's mean loss."""
     row_of = dict(zip(map(int, devices), map(int, holders)))
-    plan = plan_batches(data, devices, steps, batch_size, rng)
+    plan = plan_batches(data, devices, steps, batch_size, rng, epochs)
     losses = {int(d): [] for d in devices}
     for step in plan:
         for task in sorted({t for _, t, _ in step}):
@@ -238,18 +263,30 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
     return np.array([np.mean(losses[int(d)]) if losses[int(d)] else np.nan for d in devices])
 
 
-@flush_denormals
-@torch.inference_mode()
 def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices: np.ndarray,
              holders: np.ndarray, config: ModelConfig, split: str = "test",
              max_batch: int = 256) -> dict[int, dict[str, float]]:
-    """Accuracy of each device's model copy (bank row) on each of its tasks' ``split`` shard.
+    """Accuracy of each device's model copy (bank row) on each of its tasks' ``split``
+    shard (:func:`evaluate_metrics`' first half)."""
+    return evaluate_metrics(backbone, bank, data, devices, holders, config, split, max_batch)[0]
+
+
+@flush_denormals
+@torch.inference_mode()
+def evaluate_metrics(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices: np.ndarray,
+                     holders: np.ndarray, config: ModelConfig, split: str = "test",
+                     max_batch: int = 256) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]:
+    """Accuracy and mean probability of the correct answer of each device's model copy
+    (bank row) on each of its tasks' ``split`` shard, from one forward pass.
 
     Devices of a task are evaluated together: shards are padded to a common length in
-    chunks and the padding is left out of the counts.
+    chunks and the padding is left out of the counts. The probability is the softmax
+    of the head's logits at the right answer: a smooth score that a one-sample flip
+    moves by far less than it moves the accuracy.
     """
     shards = data.shards.test if split == "test" else data.shards.train
-    out: dict[int, dict[str, float]] = {int(d): {} for d in devices}
+    acc: dict[int, dict[str, float]] = {int(d): {} for d in devices}
+    prob: dict[int, dict[str, float]] = {int(d): {} for d in devices}
     row_of = dict(zip(map(int, devices), map(int, holders)))
     for task in sorted({t for d in devices for t in data.shards.tasks[d]}):
         # a device with an empty shard of the task has no accuracy to report on it
@@ -259,6 +296,9 @@ def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices:
         idx = [shards[d][task] for d in holders_t]
         longest = max(len(i) for i in idx)
         correct = np.zeros(len(holders_t))
+        p_right = np.zeros(len(holders_t))
+        rows = torch.tensor([row_of[d] for d in holders_t])
+        params = gather(bank, used_names(bank, task), rows)
         for start in range(0, longest, max_batch):
             chunk = [i[start:start + max_batch] for i in idx]
             width = max(len(c) for c in chunk)
@@ -268,10 +308,11 @@ def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices:
                                for c in chunk])
             valid = torch.from_numpy(np.stack([np.arange(width) < len(c) for c in chunk]))
             inputs, labels = task_inputs(data, task, padded)
-            rows = torch.tensor([row_of[d] for d in holders_t])
-            params = gather(bank, used_names(bank, task), rows)
             logits = m3t.forward(backbone, params, inputs, task, task_spec(task).modalities, config.experts_top_k)
             correct += ((logits.argmax(-1) == labels) & valid).sum(1).numpy()
-        for d, c, i in zip(holders_t, correct, idx):
-            out[d][task] = float(c / len(i))
-    return out
+            p = torch.softmax(logits.double(), -1).gather(-1, labels[..., None]).squeeze(-1)
+            p_right += torch.where(valid, p, 0.0).sum(1).numpy()
+        for d, c, q, i in zip(holders_t, correct, p_right, idx):
+            acc[d][task] = float(c / len(i))
+            prob[d][task] = float(q / len(i))
+    return acc, prob

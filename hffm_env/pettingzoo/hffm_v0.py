@@ -15,7 +15,7 @@ and its head), and with ``env__device_agents=True`` also the devices
 
 Rewards: the team reward of the Gymnasium env for every agent
 (``env__shared_reward=True``, default), or per agent: an edge server gets its
-cluster's Δaccuracy and the energy its cluster's nodes spent; a device its own.
+cluster's Δscore and the energy its cluster's nodes spent; a device its own.
 The AEC form is PettingZoo's conversion of the parallel one.
 
 ``parallel_env(preset="tiny", **overrides)``, ``env(...)`` (AEC), ``raw_env`` (the
@@ -89,7 +89,7 @@ class HFFMParallelEnv(ParallelEnv):
         if missing:
             raise ValueError(f"actions must hold one action per live agent; missing {missing}")
         flat = self._joint_action(actions)
-        acc_before = dict(self.core.accuracy)
+        acc_before = dict(self.core.score)
         reward, terminated, truncated, info = self.core.step(flat)
         rewards = ({a: reward for a in self.agents} if self.scenario.env.shared_reward
                    else self._own_rewards(acc_before, info))
@@ -175,7 +175,7 @@ class HFFMParallelEnv(ParallelEnv):
                 energy = rows["joules"][node == i].sum()
                 scale = core.energy_scale / topo.n_devices
             before = _mean_of(acc_before, members)
-            after = _mean_of(core.accuracy, members)
+            after = _mean_of(core.score, members)
             out[a] = float(c.w_acc * (after - before) - c.w_latency * lat - c.w_energy * energy / scale)
         return out
 

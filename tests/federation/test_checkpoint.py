@@ -292,7 +292,7 @@ def test_env_saves_and_loads_its_federation(tmp_path):
     other.unwrapped.load_checkpoint(path)
     a, b = env.unwrapped.federation, other.unwrapped.federation
     assert all(torch.equal(a.bank[n], b.bank[n]) for n in a.bank)
-    assert other.unwrapped.core.mean_accuracy == env.unwrapped.core.mean_accuracy
+    assert other.unwrapped.core.mean_score == env.unwrapped.core.mean_score
     obs, *_ = other.step(np.full_like(other.action_space.nvec, 2))      # every cluster: edge aggregation
     assert other.observation_space.contains(obs)
 
