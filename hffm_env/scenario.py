@@ -10,7 +10,6 @@ listing the fields that exist there.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -152,9 +151,10 @@ def _paper_network(devices: int = 40, edges: int = 10) -> NetworkConfig:
     * ``fading_per_round=False`` and ``d2d_patch_weight="rate"``: it draws each
       link's fading once, keeps it for all rounds, and patches the D2D graph with the
       minimum spanning tree of transfer times (the better direction of each pair);
-    * ``antenna_gain_db`` on the uplink (+2.22 dB) and D2D (−4.77 dB): it computes
-      uplink rates at 1000 mW and D2D rates at 200 mW while charging energy at
-      600 mW for both; the gain offsets give the rates of the former powers;
+    * ``rate_power_w`` on the uplink (1.0 W) and D2D (0.2 W) next to
+      ``tx_power_w=0.6``: it computes uplink rates at 1000 mW and D2D rates at
+      200 mW while charging energy at 600 mW for both. Each override means what it
+      says: ``tx_power_w`` moves the energy only, ``rate_power_w`` the rate only;
     * ``charge_downlink=False`` and ``cycles_per_sample=0``: it charges uploads and
       the D2D consensus only, and no local compute;
     * the paper's Table I prints mW·s/1000 and labels it "kJ": numerically J.
@@ -163,7 +163,7 @@ def _paper_network(devices: int = 40, edges: int = 10) -> NetworkConfig:
     return NetworkConfig(
         tiers=(
             TierConfig("device", devices, uplink=LinkConfig("wireless", bandwidth_hz=1e6, tx_power_w=0.6,
-                                                       antenna_gain_db=10 * math.log10(1.0 / 0.6))),
+                                                       rate_power_w=1.0, antenna_gain_db=0.0)),
             TierConfig("edge", edges, uplink=backhaul, min_separation_m=500.0),
             TierConfig("cloud", 1),
         ),
@@ -172,7 +172,7 @@ def _paper_network(devices: int = 40, edges: int = 10) -> NetworkConfig:
         cluster_radius_m=500.0,
         d2d_radius_m=30.0,
         d2d_patch_weight="rate",
-        d2d=LinkConfig("wireless", bandwidth_hz=8e6, tx_power_w=0.6, antenna_gain_db=10 * math.log10(0.2 / 0.6)),
+        d2d=LinkConfig("wireless", bandwidth_hz=8e6, tx_power_w=0.6, rate_power_w=0.2, antenna_gain_db=0.0),
         direct_uplink=backhaul,
         channel=ChannelConfig(reference_gain_db=-30.0, reference_distance_m=1.0, pathloss_exponent=3.0,
                               shadowing_std_db=0.0, fading="rayleigh", rayleigh_mean_power=2.0,

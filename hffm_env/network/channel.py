@@ -58,12 +58,14 @@ def link_gain(channel: ChannelConfig, distance_m: np.ndarray, shadowing_db: np.n
 
 
 def link_rate_bps(link: LinkConfig, channel: ChannelConfig, gain: np.ndarray) -> np.ndarray:
-    """Rate of each link of one class from its gain: Shannon for wireless, the fixed rate for wired."""
+    """Rate of each link of one class from its gain: Shannon for wireless (at
+    ``rate_power_w``, else ``tx_power_w``), the fixed rate for wired."""
     gain = np.asarray(gain, dtype=np.float64)
     if link.kind == "wired":
         return np.full(gain.shape, float(link.rate_bps))
     gain = gain * 10.0 ** (link.antenna_gain_db / 10.0)
-    return shannon_rate_bps(link.bandwidth_hz, link.tx_power_w, gain, noise_power_w(link.bandwidth_hz, channel))
+    power_w = link.tx_power_w if link.rate_power_w is None else link.rate_power_w
+    return shannon_rate_bps(link.bandwidth_hz, power_w, gain, noise_power_w(link.bandwidth_hz, channel))
 
 
 def transfer_cost(link: LinkConfig, payload_bits: np.ndarray | float, rate_bps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

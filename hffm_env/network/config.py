@@ -29,9 +29,12 @@ class LinkConfig:
     """One class of link.
 
     ``kind="wireless"``: the rate is Shannon's ``B·log2(1 + P·g·|h|²/(N0·B))`` from the
-    channel model, with ``bandwidth_hz`` and ``tx_power_w``.
-    ``kind="wired"``: a fixed ``rate_bps`` (backhaul); ``tx_power_w`` is still the power
-    drawn while sending, so energy is ``tx_power_w·time``.
+    channel model, with ``bandwidth_hz`` and ``P = rate_power_w`` (``tx_power_w`` when
+    None). ``kind="wired"``: a fixed ``rate_bps`` (backhaul).
+    Energy is ``tx_power_w·time`` for both kinds: ``tx_power_w`` is the power drawn
+    while sending. ``rate_power_w`` is for models that compute the rate at another
+    power than they charge energy at, as the reference cost script does (the
+    ``paper`` preset); it must be None on a wired link.
     ``fixed_latency_s`` is added to every transfer over the link (propagation, protocol).
     ``antenna_gain_db`` is the link budget's combined transmit and receive antenna
     gain, added to the channel's path gain of every link of this class.
@@ -43,6 +46,7 @@ class LinkConfig:
     rate_bps: float | None = None
     fixed_latency_s: float = 0.0
     antenna_gain_db: float = 0.0
+    rate_power_w: float | None = None
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, LINK_KINDS)
@@ -55,7 +59,12 @@ class LinkConfig:
             if self.rate_bps is not None:
                 raise ConfigError("rate_bps must be None for a wireless link (its rate comes from the channel), "
                                   f"got {self.rate_bps!r}")
+            if self.rate_power_w is not None:
+                check_positive("rate_power_w", self.rate_power_w)
         else:
+            if self.rate_power_w is not None:
+                raise ConfigError("rate_power_w must be None for a wired link (its rate is rate_bps), "
+                                  f"got {self.rate_power_w!r}")
             check_non_negative("tx_power_w", self.tx_power_w)
             if self.rate_bps is None:
                 raise ConfigError("rate_bps must be a positive number for a wired link, got None")
