@@ -33,29 +33,35 @@ def _cmd_schedules(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from hffm_env import make_scenario
-    from hffm_env.federation.schedules import run_schedules
-    from hffm_env.network.schedules import table1_schedules
+    from hffm_env.federation.schedules import schedule_keys, schedule_table
 
     if args.rounds < 1:
         raise ConfigError(f"--rounds must be an integer >= 1, got {args.rounds}")
-    sc = make_scenario(args.preset, **({"federation__local_steps": args.local_steps}
-                                       if args.local_steps is not None else {}))
-    keys = tuple(table1_schedules())
-    with tqdm(total=len(keys) * args.rounds, desc="rounds", disable=args.json or not sys.stderr.isatty(),
-              file=sys.stderr) as bar:
-        runs = run_schedules(sc, args.rounds, seed=args.seed, progress=bar.update)
-    rows = [{"schedule": k, "method": r.name, "latency_s": r.mean_latency_s, "energy_j": r.mean_energy_j,
-             "final_accuracy": r.final_accuracy} for k, r in runs.items()]
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be an integer >= 1, got {args.seeds}")
+    if args.first_seed < 0:
+        raise ConfigError(f"--first-seed must be an integer >= 0, got {args.first_seed}")
+    overrides = dict(args.overrides)
+    if args.local_steps is not None:
+        overrides["federation__local_steps"] = args.local_steps
+    sc = make_scenario(args.preset, **overrides)
+    seeds = tuple(range(args.first_seed, args.first_seed + args.seeds))
+    with tqdm(total=len(schedule_keys()) * args.rounds * len(seeds), desc="rounds", file=sys.stderr,
+              disable=args.json or not sys.stderr.isatty()) as bar:
+        rows = schedule_table(sc, args.rounds, seeds, progress=bar.update)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"Table I schedules with real training: preset {args.preset!r}, {args.rounds} rounds, seed {args.seed}")
-    print(f"{'method':<32} {'latency_s/round':>16} {'energy_j/round':>15} {'final_accuracy':>15}")
+    print(f"Table I schedules with real training: preset {args.preset!r}, {args.rounds} rounds, "
+          f"means over seeds {seeds[0]}-{seeds[-1]}")
+    print(f"{'method':<14} {'latency_s':>10} {'energy_j':>10} {'first_acc':>10} {'final_acc':>10} "
+          f"{'final_p':>8} {'majority':>9}")
     for r in rows:
-        print(f"{r['method']:<32} {r['latency_s']:>16.3f} {r['energy_j']:>15.3f} {r['final_accuracy']:>15.3f}")
+        print(f"{r['method']:<14} {r['latency_s']:>10.3f} {r['energy_j']:>10.3f} {r['first_accuracy']:>10.3f} "
+              f"{r['final_accuracy']:>10.3f} {r['final_p_correct']:>8.3f} {r['majority_rate']:>9.3f}")
     for col in ("latency_s", "energy_j", "final_accuracy"):
         order = sorted(rows, key=lambda r: -r[col])
-        print(f"{col} order (high to low): " + " > ".join(r["schedule"] for r in order))
+        print(f"{col} order (high to low): " + " > ".join(r["method"] for r in order))
     return 0
 
 
@@ -77,6 +83,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise ConfigError(f"--blocks must be an integer >= 1, got {args.blocks}")
         return bench(presets=tuple(args.presets), backbone_dtype=args.backbone_dtype, n_envs=args.n_envs,
                      blocks=args.blocks, overrides=dict(args.overrides))
+    if args.target == "signal":
+        from hffm_env import PRESETS
+
+        bad = [p for p in args.presets if p not in PRESETS]
+        if bad:
+            raise ConfigError(f"--presets must be among {', '.join(PRESETS)}, got {' '.join(bad)}")
+        for flag, value, low in (("--seeds", args.seeds, 1), ("--redraws", args.redraws, 2),
+                                 ("--rounds", args.rounds, 1)):
+            if value is not None and value < low:
+                raise ConfigError(f"{flag} must be an integer >= {low}, got {value}")
+        from benchmarks.bench_signal import main as bench
+
+        return bench(presets=tuple(args.presets), seeds=args.seeds, redraws=args.redraws, rounds=args.rounds,
+                     json_out=args.json)
     from benchmarks import bench_robustness, bench_soak
 
     return {"soak": bench_soak, "robustness": bench_robustness}[args.target].run(args)
@@ -117,15 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the rows as JSON")
     c.set_defaults(func=_cmd_costs)
 
+    from training.train import parse_override
+
     s = sub.add_parser("schedules", help="run the seven Table I schedules with real training")
     s.add_argument("--preset", default="small", help="scenario preset: tiny, small or paper (default small)")
     s.add_argument("--rounds", type=int, default=16, help="federated rounds per schedule (default 16)")
-    s.add_argument("--seed", type=int, default=0, help="scenario seed: topology, data, initial modules (default 0)")
+    s.add_argument("--seeds", type=int, default=3, help="scenario seeds averaged (default 3)")
+    s.add_argument("--first-seed", type=int, default=0, help="first scenario seed (default 0)")
     s.add_argument("--local-steps", type=int, default=None, help="override federation.local_steps")
+    s.add_argument("--set", dest="overrides", action="append", default=[], type=parse_override, metavar="KEY=VALUE",
+                   help="scenario override, e.g. --set federation__local_epochs=2 (repeatable)")
     s.add_argument("--json", action="store_true", help="print the rows as JSON")
     s.set_defaults(func=_cmd_schedules)
 
-    from training.train import parse_override
 
     b = sub.add_parser("bench", help="run a benchmark")
     targets = b.add_subparsers(dest="target", required=True)
@@ -149,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
                    help="scenario override for every timed env, e.g. --set federation__eval_max_samples=2 "
                         "(repeatable)")
+    t = targets.add_parser("signal", help="per-round reward noise (re-drawn evaluation sets) against the gap "
+                                          "between the best and worst Table I schedule, per env id")
+    t.add_argument("--presets", nargs="+", default=["tiny", "small"], help="presets to measure (default tiny small)")
+    t.add_argument("--seeds", type=int, default=10, help="held-out seeds 10000.. per schedule (default 10)")
+    t.add_argument("--redraws", type=int, default=8,
+                   help="re-drawn evaluation sets per round for the noise, >= 2 (default 8)")
+    t.add_argument("--rounds", type=int, default=None, help="episode length (default: the preset's env.max_rounds)")
+    t.add_argument("--json", action="store_true", help="print the rows and the worst id as JSON")
     from benchmarks import bench_robustness, bench_soak
 
     bench_soak.add_arguments(targets.add_parser("soak", help="RSS over a long run with many resets"))

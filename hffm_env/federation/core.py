@@ -1087,6 +1087,22 @@ class Federation:
         cap = self.config.eval_max_samples
         return tuple({t: i[:cap] for t, i in x.items()} for x in self.view().shards.test)
 
+    def majority_rate(self) -> float:
+        """What always answering each task's most common answer would score on
+        :meth:`eval_shards`: the mean over (device, task) pairs of the share of the
+        device's scored samples whose answer is the task's most common one among all
+        scored samples."""
+        shards = self.eval_shards()
+        rates = []
+        for t in self.tasks:
+            labels = self.data.pools[t].label
+            held = [x[t] for x in shards if t in x and len(x[t])]
+            if not held:
+                continue
+            top = np.bincount(labels[np.concatenate(held)]).argmax()
+            rates += [float(np.mean(labels[i] == top)) for i in held]
+        return float(np.mean(rates)) if rates else float("nan")
+
     def measure(self, test: tuple[dict[str, np.ndarray], ...] | None = None
                 ) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]:
         """Accuracy and mean probability of the right answer of every active device's

@@ -70,3 +70,45 @@ def test_task_assignment_respects_bounds_or_says_why():
     with pytest.raises(ConfigError, match="no holder"):
         assign_tasks(DataConfig(tasks=("scene_qa", "style_qa", "sensor"), tasks_per_device=(1, 1)), 2,
                      np.random.default_rng(0))
+
+
+def _label_shares(data, split: str, task: str) -> list[np.ndarray]:
+    """Per holder of ``task``: its ``split`` shard's answer distribution."""
+    labels, k = data.pools[task].label, len(task_spec(task).answers)
+    shards = data.shards.test if split == "test" else data.shards.train
+    return [np.bincount(labels[s[task]], minlength=k) / len(s[task]) for s in shards if task in s]
+
+
+def test_global_protocol_scores_every_device_on_the_task_distribution():
+    """The reference's protocol: the test part is split off the pool before the
+    Dirichlet split and shared out IID; the local protocol tests on the own shard."""
+    common = dict(tasks=("scene_qa",), pool_size=3000, tasks_per_device=(1, 1), dirichlet_alpha=0.1)
+    glob = make_federated_data(DataConfig(**common), 6, seed=0)
+    local = make_federated_data(DataConfig(**common, eval_split="local"), 6, seed=0)
+    pool = glob.pools["scene_qa"].label
+    k = len(task_spec("scene_qa").answers)
+    everywhere = np.bincount(pool, minlength=k) / len(pool)
+
+    part = glob.shards.test_part["scene_qa"]
+    assert len(part) == 300                                     # test_fraction of the pool
+    shares = [s["scene_qa"] for s in glob.shards.test]
+    assert sorted(np.concatenate(shares).tolist()) == sorted(part.tolist())   # the part, shared out whole
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1                 # in near-equal shares
+    train = np.concatenate([s["scene_qa"] for s in glob.shards.train])
+    assert not np.intersect1d(train, part).size                                # never trained on
+    assert len(train) + len(part) == len(pool)
+    assert local.shards.test_part == {}
+
+    def tv(dists):          # mean total-variation distance to the pool's answer distribution
+        return float(np.mean([0.5 * np.abs(d - everywhere).sum() for d in dists]))
+
+    # own-shard test sets carry the training skew; global shares do not
+    assert tv(_label_shares(local, "test", "scene_qa")) > 2 * tv(_label_shares(glob, "test", "scene_qa"))
+    assert tv(_label_shares(glob, "train", "scene_qa")) > 2 * tv(_label_shares(glob, "test", "scene_qa"))
+
+
+def test_eval_split_is_validated():
+    from hffm_env import ConfigError
+
+    with pytest.raises(ConfigError, match="eval_split must be one of 'global', 'local'"):
+        DataConfig(eval_split="own")

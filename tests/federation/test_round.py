@@ -204,3 +204,46 @@ def test_training_improves_accuracy_over_rounds():
     for _ in range(5):
         last = fed.run_round([Aggregate(fed.kinds, "cloud")]).mean_accuracy
     assert last > first + 0.05
+
+
+def test_local_epochs_read_each_shard_once_and_charge_what_was_trained():
+    """``local_epochs=1``: every participant takes ceil(n/B) steps per task shard of
+    n samples, sees each of its training samples in that epoch, and pays compute for
+    the samples it really processed (so devices with more data train longer)."""
+    from hffm_env.model.train import plan_batches, step_tasks
+
+    fed = _fed(federation__local_epochs=1.0, federation__batch_size=4)
+    view, B = fed.view(), 4
+    devs = np.arange(fed.n_devices)
+    plan = plan_batches(view, devs, 0, B, np.random.default_rng(0), epochs=1.0)
+    steps = []
+    for d in devs:
+        shards = view.shards.train[d]
+        seq = step_tasks(view, int(d), 0, B, 1.0)
+        assert sorted(seq) == sorted(t for t, idx in shards.items() for _ in range(-(-len(idx) // B)))
+        seen = {t: np.concatenate([idx for step in plan for dd, tt, idx in step if dd == d and tt == t])
+                for t in shards}
+        assert all(set(seen[t].tolist()) == set(idx.tolist()) for t, idx in shards.items())
+        steps.append(len(seq))
+    assert len(set(steps)) > 1                      # unequal shards, unequal budgets
+
+    fed.run_round()
+    rows = fed.ledger.records(fed.round_index)
+    cycles = fed.scenario.network.compute.cycles_per_sample * np.array(steps) * B
+    freq = fed.topology.cpu_freq_hz[:fed.n_devices]
+    train = rows["stage"] == "train"
+    np.testing.assert_allclose(rows["seconds"][train], (cycles / freq)[rows["src"][train]], rtol=1e-12)
+
+
+def test_evaluation_set_is_fixed_so_only_the_model_moves_the_score():
+    """The set scored each round is drawn once with the data: a round that changes no
+    module scores exactly what the round before scored; a trained round changes it."""
+    fed = _fed(federation__local_steps=0)
+    shards = fed.eval_shards()
+    first = fed.run_round()
+    second = fed.run_round()
+    assert all(np.array_equal(a[t], b[t]) for a, b in zip(shards, fed.eval_shards()) for t in a)
+    assert first.p_correct == second.p_correct and first.accuracy == second.accuracy
+    fed2 = _fed(federation__local_steps=1)
+    assert fed2.run_round().p_correct != first.p_correct
+    assert all(0.0 < p < 1.0 for per in first.p_correct.values() for p in per.values())
