@@ -39,7 +39,7 @@ def _timed(totals):
     from hffm_env.network.ledger import Ledger
 
     patched = [(Federation, "train", "training"), (Federation, "aggregate", "aggregation"),
-               (Federation, "evaluate", "evaluation"), (Ledger, "end_round", "ledger"),
+               (Federation, "measure", "evaluation"), (Ledger, "end_round", "ledger"),
                (EnvCore, "observe", "observation"), (EnvCore, "action_masks", "observation")]
     saved = []
     for cls, name, label in patched:

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import subprocess
 import sys
@@ -49,13 +50,24 @@ def test_costs_rounds_must_cover_the_aggregation_cycle(capsys):
 
 
 def test_schedules_command_runs_every_table1_schedule(capsys):
-    assert main(["schedules", "--preset", "tiny", "--rounds", "2", "--local-steps", "1", "--json"]) == 0
+    assert main(["schedules", "--preset", "tiny", "--rounds", "2", "--seeds", "2", "--local-steps", "1",
+                 "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["schedule"] for r in rows] == ["star", "edge_only", "edge_only_d2d", "hfm_2", "hfm_8", "hfm_d2d_2",
-                                             "hfm_d2d_8"]
-    assert all(r["latency_s"] > 0 and 0.0 <= r["final_accuracy"] <= 1.0 for r in rows)
+    assert [r["method"] for r in rows] == ["star", "edge_only", "edge_only_d2d", "hfm_2", "hfm_8", "hfm_d2d_2",
+                                           "hfm_d2d_8", "local_only"]
+    for r in rows:
+        assert set(r) >= {"final_accuracy", "first_accuracy", "majority_rate", "latency_s", "energy_j"}
+        assert 0.0 <= r["first_accuracy"] <= 1.0 and 0.0 < r["majority_rate"] < 1.0
+        assert r["final_accuracy"] == pytest.approx(np.mean(r["final_accuracy_per_seed"]))
+        assert len(r["final_accuracy_per_seed"]) == 2
+    by = {r["method"]: r for r in rows}
+    assert by["local_only"]["latency_s"] < by["edge_only"]["latency_s"] < by["star"]["latency_s"]
+    # round 1 of every HF-FM schedule is the same edge aggregation
+    assert by["hfm_2"]["first_accuracy"] == by["hfm_8"]["first_accuracy"] == by["edge_only"]["first_accuracy"]
     assert main(["schedules", "--rounds", "0"]) == 2
     assert "--rounds must be" in capsys.readouterr().err
+    assert main(["schedules", "--seeds", "0"]) == 2
+    assert "--seeds must be" in capsys.readouterr().err
 
 
 def _assert_one_row_per_id(out: str) -> None:
