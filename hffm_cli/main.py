@@ -96,7 +96,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from benchmarks.bench_signal import main as bench
 
         return bench(presets=tuple(args.presets), seeds=args.seeds, redraws=args.redraws, rounds=args.rounds,
-                     json_out=args.json)
+                     json_out=args.json, overrides=dict(args.overrides))
     from benchmarks import bench_robustness, bench_soak
 
     return {"soak": bench_soak, "robustness": bench_robustness}[args.target].run(args)
@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--redraws", type=int, default=8,
                    help="re-drawn evaluation sets per round for the noise, >= 2 (default 8)")
     t.add_argument("--rounds", type=int, default=None, help="episode length (default: the preset's env.max_rounds)")
+    t.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
+                   help="scenario override for every measured env, e.g. --set federation__eval_max_samples=16 "
+                        "(repeatable)")
     t.add_argument("--json", action="store_true", help="print the rows and the worst id as JSON")
     from benchmarks import bench_robustness, bench_soak
 
