@@ -37,8 +37,7 @@ def test_redrawn_sets_have_the_configured_sizes_and_come_from_the_held_out_part(
     for d, per in enumerate(shards):
         assert set(a[d]) == set(per)
         for task, idx in per.items():
-            assert len(a[d][task]) == len(idx) == min(len(fed.members.test[d][task]),
-                                                      fed.config.eval_max_samples)
+            assert len(a[d][task]) == len(idx) == len(fed.members.test[d][task][:fed.config.eval_max_samples])
             assert np.isin(a[d][task], fed.data.shards.test_part[task]).all()
     for task, part in fed.data.shards.test_part.items():
         drawn = np.concatenate([x[task] for x in a if task in x])

@@ -90,6 +90,17 @@ class EnvCore:
         fed.accuracy, fed.p_correct = fed.measure()
         self._take_metrics(fed.accuracy, fed.p_correct)
 
+    def _rebase(self, events) -> None:
+        """The round's events (drawn after it was scored) changed who is scored on
+        what: score the changed devices' copies on their new sets, so the next Δscore
+        compares the same set before and after and only the model moves it."""
+        fed = self.fed
+        changed = {int(e["device"]) for e in events}
+        acc, prob = fed.measure(devices=changed)
+        fed.accuracy = {d: v for d, v in {**fed.accuracy, **acc}.items() if d not in changed or d in acc}
+        fed.p_correct = {d: v for d, v in {**fed.p_correct, **prob}.items() if d not in changed or d in prob}
+        self._take_metrics(fed.accuracy, fed.p_correct)
+
     def _take_metrics(self, accuracy: dict, p_correct: dict) -> None:
         self.accuracy = accuracy
         self.score = p_correct if self.config.reward_metric == "p_correct" else accuracy
@@ -402,6 +413,8 @@ class EnvCore:
         prev = self.mean_score
         self._take_metrics(res.accuracy, res.p_correct)
         delta = self.mean_score - prev
+        if res.events:
+            self._rebase(res.events)
         acc = res.mean_accuracy if np.isfinite(res.mean_accuracy) else 0.0
         served = res.inference.accuracy if res.inference is not None and len(res.inference.correct) else 0.0
         lat, en = res.latency_s / self.latency_scale, res.energy_j / self.energy_scale

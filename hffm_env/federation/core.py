@@ -1103,16 +1103,18 @@ class Federation:
             rates += [float(np.mean(labels[i] == top)) for i in held]
         return float(np.mean(rates)) if rates else float("nan")
 
-    def measure(self, test: tuple[dict[str, np.ndarray], ...] | None = None
+    def measure(self, test: tuple[dict[str, np.ndarray], ...] | None = None, devices=None
                 ) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]:
         """Accuracy and mean probability of the right answer of every active device's
-        copy on each of its active tasks, in one batched pass, on :meth:`eval_shards`
-        (or on ``test``: per device, task -> pool indices)."""
+        copy (or of ``devices``' only) on each of its active tasks, in one batched
+        pass, on :meth:`eval_shards` (or on ``test``: per device, task -> pool indices)."""
         view = self.view()
         sh = view.shards
         view = FederatedData(view.config, view.pools, Shards(sh.tasks, sh.modalities, sh.train,
                                                              self.eval_shards() if test is None else test))
-        devs = np.array([d for d in range(self.n_devices) if view.shards.tasks[d]], dtype=np.int64)
+        only = None if devices is None else set(int(d) for d in devices)
+        devs = np.array([d for d in range(self.n_devices) if view.shards.tasks[d] and (only is None or d in only)],
+                        dtype=np.int64)
         if not devs.size:
             return {}, {}
         return evaluate_metrics(self.backbone, self.bank, view, devs, devs, self.model_config)

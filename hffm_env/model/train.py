@@ -289,8 +289,8 @@ def evaluate_metrics(backbone: FrozenBackbone, bank: Bank, data: FederatedData, 
     prob: dict[int, dict[str, float]] = {int(d): {} for d in devices}
     row_of = dict(zip(map(int, devices), map(int, holders)))
     for task in sorted({t for d in devices for t in data.shards.tasks[d]}):
-        # a device with an empty shard of the task has no accuracy to report on it
-        holders_t = [int(d) for d in devices if task in data.shards.tasks[d] and len(shards[d][task])]
+        # a device with no (or an empty) shard of the task has no accuracy to report on it
+        holders_t = [int(d) for d in devices if task in data.shards.tasks[d] and len(shards[d].get(task, ()))]
         if not holders_t:
             continue
         idx = [shards[d][task] for d in holders_t]

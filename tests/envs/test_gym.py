@@ -195,3 +195,23 @@ def test_maskable_ppo_learns_a_few_steps():
     env = _make("hffm_env/Aggregation-v0", env__max_rounds=4)
     MaskablePPO("MultiInputPolicy", env, n_steps=8, batch_size=8, n_epochs=1, seed=0).learn(8)
     PPO("MultiInputPolicy", env, n_steps=8, batch_size=8, n_epochs=1, seed=0).learn(8)
+
+
+def test_only_the_model_moves_the_accuracy_term_even_when_events_change_the_set():
+    """No training, no aggregation, no relays: the model never changes, so the
+    reward's accuracy term is exactly 0 every round, although task arrivals, joins and
+    leaves change which (device, task) pairs are scored (the set is re-based on them)."""
+    env = gym.make("hffm_env/Relaying-v0", preset="tiny", federation__local_steps=0, env__default_schedule="none",
+                   federation__events__task_arrival=0.5, federation__events__join=0.3,
+                   federation__events__leave=0.3)
+    env.reset(seed=3)
+    core = env.unwrapped.core
+    events = 0
+    for _ in range(6):
+        _, _, _, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.int64))
+        events += len(info["events"])
+        assert info["reward_terms"]["accuracy"] == 0.0
+        _, fresh = core.fed.measure()
+        assert core.score == fresh and core.mean_score == pytest.approx(np.mean(
+            [p for per in fresh.values() for p in per.values()]))
+    assert events > 0

@@ -214,7 +214,7 @@ def _bad_role(t, m):
     (_missing, r"tensor 'synced/prompts\.tokens' is missing"),
     (_flipped, r"tensor 'adam\.v/experts\.gate_w' does not match its SHA-256 digest"),
     (_version, r"format_version '99' is not supported"),
-    (_bad_index, r"tensor 'members/test/0/scene_qa' holds indices outside \[0, 399\]"),
+    (_bad_index, r"tensor 'members/test/0/scene_qa' holds indices outside \[0, 1599\]"),
     (_bad_role, r"roles\.specialists\[0\] must be \[device, kind\] with kind among"),
 ], ids=["shape", "dtype", "missing", "corrupt", "version", "index", "role"])
 def test_hand_edited_checkpoint_fails_naming_the_culprit_and_changes_nothing(saved, tmp_path, edit, message):

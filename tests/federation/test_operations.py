@@ -24,25 +24,31 @@ def _warm(seed=0, rounds=6, **ov):
 
 # ---------------------------------------------------------------------- events and relays
 def test_relayed_head_and_encoder_beat_cold_start_right_after_arrival():
-    fed = _warm(rounds=8)
+    # a seed under which some device lacks scene_qa
+    seed = next(s for s in range(20) if not Federation(make_scenario("tiny"), seed=s).holds("heads.scene_qa").all())
+    fed = _warm(seed=seed, rounds=8)
     acc = fed.evaluate()
-    holders = sorted(np.nonzero(fed.holds("heads.sensor"))[0], key=lambda d: -acc[d]["sensor"])
-    newcomer = int(np.nonzero(~fed.holds("heads.sensor"))[0][0])
-    fed.set_modality(newcomer, "sensor", True)
-    fed.add_task(newcomer, "sensor")
+    holders = sorted(np.nonzero(fed.holds("heads.scene_qa"))[0], key=lambda d: -acc[d]["scene_qa"])
+    newcomer = int(np.nonzero(~fed.holds("heads.scene_qa"))[0][0])
+    fed.add_task(newcomer, "scene_qa")          # switches image and text on
     cold_kinds = {c.kind for c in fed.cold_starts if c.node == newcomer}
-    assert "heads.sensor" in cold_kinds
-    cold = fed.evaluate()[newcomer]["sensor"]
+    assert "heads.scene_qa" in cold_kinds
+    cold_acc, cold_p = (m[newcomer]["scene_qa"] for m in fed.measure())
     fed.begin_round()
     source = int(holders[0])
     same_cluster = fed.topology.cluster[source] == fed.topology.cluster[newcomer]
-    for kind in sorted(cold_kinds & {"heads.sensor", "sensor_encoder"}):
+    for kind in sorted(cold_kinds):
         fed.relay(kind, source, newcomer, "d2d" if same_cluster else "cloud")
-    warm = fed.evaluate()[newcomer]["sensor"]
+    warm_acc, warm_p = (m[newcomer]["scene_qa"] for m in fed.measure())
+    # the newcomer now answers as the source does: score the source on the newcomer's set
+    share = fed.eval_shards()[newcomer]["scene_qa"]
+    test = tuple({"scene_qa": share} if d == source else {} for d in range(fed.n_devices))
+    src_acc, src_p = (m[source]["scene_qa"] for m in fed.measure(test=test, devices=[source]))
     cost = fed.end_round().cost
-    assert warm > cold + 0.1
-    assert cost.per_module["heads.sensor"].bytes >= fed.wire_bytes["heads.sensor"]
-    assert not any(c.node == newcomer and c.kind == "heads.sensor" for c in fed.cold_starts)
+    assert (warm_acc, warm_p) == (src_acc, src_p)
+    assert warm_acc > cold_acc + 0.1 and warm_p > cold_p + 0.05
+    assert cost.per_module["heads.scene_qa"].bytes >= fed.wire_bytes["heads.scene_qa"]
+    assert not any(c.node == newcomer and c.kind == "heads.scene_qa" for c in fed.cold_starts)
 
 
 def test_relay_paths_charge_their_hops():
