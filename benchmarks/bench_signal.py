@@ -11,9 +11,10 @@ reward scales and their ratio:
   the default schedule ``hfm_2``, the bank is copied before every step; when the
   round scores itself (after its operations, before the events it draws for the next
   round), ``redraws`` fresh evaluation sets of the same structure and sizes as
-  ``fed.eval_shards()`` are drawn from each task's held-out part
-  (``shards.test_part``; the union of the task's current shares where there is none,
-  as with ``data.eval_split="local"``), the bank before and after the round is scored
+  ``fed.eval_shards()`` are dealt from each task's held-out part as the env deals
+  its own (``deal_shares``, per ``data.eval_shares``; from the union of the task's
+  current shares where there is no held-out part, as with
+  ``data.eval_split="local"``), the bank before and after the round is scored
   on each (``env.reward_metric``), and ``w_acc·(after − before)`` is that redraw's
   reward. The latency and energy terms do not depend on the set and drop out. noise =
   sqrt(mean over steps and seeds of the variance over the redraws, ddof=1). The
@@ -52,6 +53,7 @@ import numpy as np
 from agents import SCHEDULE_KEYS, BasePolicy
 from evaluation.evaluate import EVAL_SEED_BASE, mean_ci
 from hffm_env.envs import ENV_IDS
+from hffm_env.data.partition import deal_shares
 from hffm_env.federation.core import pair_mean
 
 TARGET = 0.1
@@ -59,14 +61,14 @@ NOISE_SCHEDULE = "hfm_2"        # the env's default aggregation: its episodes ca
 
 
 def redraw_eval_set(fed, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], ...]:
-    """A fresh evaluation set shaped like ``fed.eval_shards()``: per task, a
-    permutation of the task's held-out part handed out in consecutive slices, one per
-    device that is scored on the task, each as long as that device's current share.
-    Where the shares add up to more than the part (task arrivals draw their shares
-    from it independently), further permutations are appended."""
+    """A fresh evaluation set shaped like ``fed.eval_shards()``: per task, the task's
+    held-out part dealt out again (``deal_shares``, stratified or not as
+    ``data.eval_shares`` says), one share per device scored on the task, each as long
+    as that device's current share."""
     shards = fed.eval_shards()
     out: list[dict[str, np.ndarray]] = [{} for _ in shards]
     test_part = fed.data.shards.test_part
+    stratified = fed.data.config.eval_shares == "stratified"
     for task in fed.tasks:
         holders = [d for d, x in enumerate(shards) if task in x]
         if not holders:
@@ -74,12 +76,9 @@ def redraw_eval_set(fed, rng: np.random.Generator) -> tuple[dict[str, np.ndarray
         part = test_part.get(task)
         if part is None or not len(part):
             part = np.unique(np.concatenate([shards[d][task] for d in holders]))
-        sizes = np.array([len(shards[d][task]) for d in holders])
-        order = rng.permutation(part)
-        while len(order) < sizes.sum():
-            order = np.concatenate([order, rng.permutation(part)])
-        for d, start, n in zip(holders, np.cumsum(sizes) - sizes, sizes):
-            out[d][task] = np.sort(order[start:start + n])
+        sizes = [len(shards[d][task]) for d in holders]
+        for d, share in zip(holders, deal_shares(part, fed.data.pools[task].label, sizes, rng, stratified)):
+            out[d][task] = share
     return tuple(out)
 
 

@@ -8,6 +8,7 @@ from hffm_env._validation import ConfigError, check_choice, check_int, check_rea
 from hffm_env.data.registry import MODALITIES
 
 EVAL_SPLITS = ("global", "local")
+EVAL_SHARES = ("stratified", "random")
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,11 @@ class DataConfig:
     scored on: ``"global"`` (default, the reference's protocol) sets ``test_fraction``
     of each task's pool aside *before* the split and shares it out IID over the
     task's holders, so every device is tested on the task's global distribution;
+    ``eval_shares`` says how it is shared out: ``"stratified"`` (default) deals a
+    random permutation sorted by answer, so each share holds the test part's answer
+    mix to within one sample per answer, and the reward's score does not move with
+    the answer mix a random share happens to get; ``"random"`` gives consecutive
+    slices of a random permutation (the reference's ``random_split``).
     ``"local"`` holds out ``test_fraction`` of each device's own skewed shard instead
     (a personalisation study: never federating then scores well). ``modality_availability[m]``: probability that a device senses
     modality ``MODALITIES[m]`` (image, text, sensor); a device then draws between
@@ -31,6 +37,7 @@ class DataConfig:
     pool_size: int = 2000
     test_fraction: float = 0.1
     eval_split: str = "global"
+    eval_shares: str = "stratified"
     dirichlet_alpha: float = 0.1
     modality_availability: tuple[float, float, float] = (1.0, 1.0, 0.6)
     tasks_per_device: tuple[int, int] = (1, 2)
@@ -55,6 +62,7 @@ class DataConfig:
         check_int("pool_size", self.pool_size, low=16)
         check_real("test_fraction", self.test_fraction, low=0.0, high=0.5, low_inclusive=False)
         check_choice("eval_split", self.eval_split, EVAL_SPLITS)
+        check_choice("eval_shares", self.eval_shares, EVAL_SHARES)
         check_real("dirichlet_alpha", self.dirichlet_alpha, low=0.0, low_inclusive=False)
         if not isinstance(self.modality_availability, tuple) or len(self.modality_availability) != len(MODALITIES):
             raise ConfigError(f"modality_availability must be a tuple of {len(MODALITIES)} probabilities "

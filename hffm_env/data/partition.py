@@ -116,7 +116,8 @@ def partition(config: DataConfig, pools: dict, n_devices: int, rng: np.random.Ge
             n_test = test_part_size(config, len(labels), len(holders))
             part, rest = np.sort(order[:n_test]), np.sort(order[n_test:])
             shards = dirichlet_split(labels[rest], holders, config.dirichlet_alpha, config.min_shard, rng)
-            shares = np.array_split(rng.permutation(part), len(holders))
+            sizes = [len(x) for x in np.array_split(part, len(holders))]
+            shares = deal_shares(part, labels, sizes, rng, config.eval_shares == "stratified")
             for d, idx, share in zip(holders, shards, shares):
                 train[d][t], test[d][t] = rest[idx], np.sort(share)
             test_part[t] = part
@@ -128,6 +129,40 @@ def partition(config: DataConfig, pools: dict, n_devices: int, rng: np.random.Ge
             n_test = max(1, int(round(config.test_fraction * len(idx))))
             test[d][t], train[d][t] = np.sort(idx[:n_test]), np.sort(idx[n_test:])
     return Shards(tasks, mods, tuple(train), tuple(test), test_part)
+
+
+def deal_shares(part: np.ndarray, labels: np.ndarray, sizes, rng: np.random.Generator,
+                stratified: bool = True) -> list[np.ndarray]:
+    """Shares of ``part`` (indices into a pool whose answers are ``labels``), one of
+    each length in ``sizes``, from one random permutation of ``part``.
+
+    ``stratified``: the permutation is sorted by answer (stably, so ties stay in
+    random order) and share ``j`` takes every ``1/sizes[j]``-th place of it, so each
+    share's count of every answer is its proportional count to within one (a sample
+    stratified by answer). Else consecutive slices of the permutation (a simple
+    random split). Where ``sizes`` add up to more than ``part``, further permutations
+    are appended, and samples may then repeat.
+    """
+    sizes = np.asarray(sizes, dtype=int)
+    if (sizes < 0).any():
+        raise ValueError(f"sizes must be >= 0, got {sizes.tolist()}")
+    order = np.empty(0, dtype=np.int64)
+    while len(order) < sizes.sum():
+        block = rng.permutation(part)
+        if stratified:
+            block = block[np.argsort(labels[block], kind="stable")]
+        order = np.concatenate([order, block])
+    if not stratified:
+        return [np.sort(order[start:start + n]) for start, n in zip(np.cumsum(sizes) - sizes, sizes)]
+    # share j's i-th sample sits at (i + 1/2) / sizes[j] of the way through the order
+    owner = np.concatenate([np.full(n, j) for j, n in enumerate(sizes)] or [np.empty(0, int)])
+    place = np.concatenate([(np.arange(n) + 0.5) / n for n in sizes] or [np.empty(0)])
+    taken = owner[np.argsort(place, kind="stable")]
+    picked = order
+    if len(order) > len(taken):         # a systematic sample of the order, from a random start
+        step = len(order) / len(taken)
+        picked = order[np.floor((np.arange(len(taken)) + rng.random()) * step).astype(int)]
+    return [np.sort(picked[taken == j]) for j in range(len(sizes))]
 
 
 def test_part_size(config: DataConfig, pool_size: int, n_holders: int) -> int:

@@ -30,6 +30,7 @@ import torch
 
 from hffm_env._validation import ConfigError, check_choice, check_int
 from hffm_env.data import FederatedData, Shards, make_federated_data, task_spec
+from hffm_env.data.partition import deal_shares
 from hffm_env.data.registry import MODALITIES
 from hffm_env.federation.aggregation import (
     aggregate_into,
@@ -1190,7 +1191,8 @@ class Federation:
         the task's pool (the median shard size of its holders); its head starts cold,
         and the task's modalities are switched on (a new task brings its sensors).
         Under ``eval_split="global"`` the training shard comes from the task's train
-        part and the test share is an IID draw from its test part."""
+        part and the test share is drawn from its test part as ``data.eval_shares``
+        says (stratified by answer, or a simple random draw)."""
         d = self._check_device(device)
         check_choice("task", task, self.tasks)
         mem, cfg = self.members, self.data.config
@@ -1205,7 +1207,8 @@ class Federation:
             n_test = int(np.median([len(mem.test[x][task]) for x in holders])) if holders else 1
             n_train = min(max(n_train, cfg.min_shard), len(rest))
             train = self.event_rng.choice(rest, size=n_train, replace=False)
-            test = self.event_rng.choice(part, size=min(max(n_test, 1), len(part)), replace=False)
+            test = deal_shares(part, self.data.pools[task].label, [min(max(n_test, 1), len(part))], self.event_rng,
+                               cfg.eval_shares == "stratified")[0]
         else:
             size = int(np.median([len(mem.train[x][task]) + len(mem.test[x][task]) for x in holders])) if holders else 0
             size = max(size, int(np.ceil(cfg.min_shard / (1.0 - cfg.test_fraction))) + 1)

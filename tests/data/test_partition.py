@@ -107,8 +107,49 @@ def test_global_protocol_scores_every_device_on_the_task_distribution():
     assert tv(_label_shares(glob, "train", "scene_qa")) > 2 * tv(_label_shares(glob, "test", "scene_qa"))
 
 
+def test_stratified_shares_hold_the_test_parts_answer_mix():
+    """Stratified shares (the default) hold every answer in its proportional count to
+    within one; ``eval_shares="random"`` gives a simple random split of the same part."""
+    common = dict(tasks=("scene_qa",), pool_size=3000, tasks_per_device=(1, 1), dirichlet_alpha=0.1)
+    strat = make_federated_data(DataConfig(**common), 6, seed=0)
+    rand = make_federated_data(DataConfig(**common, eval_shares="random"), 6, seed=0)
+    labels, k = strat.pools["scene_qa"].label, len(task_spec("scene_qa").answers)
+    np.testing.assert_array_equal(strat.shards.test_part["scene_qa"], rand.shards.test_part["scene_qa"])
+    part = strat.shards.test_part["scene_qa"]
+    whole = np.bincount(labels[part], minlength=k)
+
+    def worst_miss(data):   # largest distance of a share's answer count from its proportional count
+        shares = [s["scene_qa"] for s in data.shards.test]
+        assert sorted(np.concatenate(shares).tolist()) == sorted(part.tolist())
+        return max(np.abs(np.bincount(labels[s], minlength=k) - whole * len(s) / len(part)).max() for s in shares)
+
+    assert worst_miss(strat) < 1.0
+    assert worst_miss(rand) > 2.0
+
+
+def test_deal_shares_sizes_and_systematic_draws():
+    from hffm_env.data.partition import deal_shares
+
+    labels = np.repeat(np.arange(4), [50, 30, 15, 5])
+    part = np.arange(100)
+    for stratified in (True, False):
+        shares = deal_shares(part, labels, [3, 30, 7], np.random.default_rng(1), stratified)
+        assert [len(x) for x in shares] == [3, 30, 7]
+        assert len(np.unique(np.concatenate(shares))) == 40                     # no sample twice
+    # one share of 20 drawn from 100: each answer's count within one of 20·its share
+    (one,) = deal_shares(part, labels, [20], np.random.default_rng(2), True)
+    assert np.abs(np.bincount(labels[one], minlength=4) - [10, 6, 3, 1]).max() < 1.0
+    # more asked for than the part holds: further permutations, every share full
+    shares = deal_shares(part, labels, [80, 80], np.random.default_rng(3), True)
+    assert [len(x) for x in shares] == [80, 80]
+    with pytest.raises(ValueError, match="sizes must be >= 0"):
+        deal_shares(part, labels, [-1], np.random.default_rng(0))
+
+
 def test_eval_split_is_validated():
     from hffm_env import ConfigError
 
     with pytest.raises(ConfigError, match="eval_split must be one of 'global', 'local'"):
         DataConfig(eval_split="own")
+    with pytest.raises(ConfigError, match="eval_shares must be one of 'stratified', 'random'"):
+        DataConfig(eval_shares="iid")
