@@ -195,7 +195,7 @@ def paper() -> Scenario:
     the whole of ArtVQA and GQA), so that an epoch of all 40 devices costs about two
     seconds on two cores; the shipped backbone is small (hidden 128, 4 layers), and
     trains at learning rate 3e-3 where ViLT-B/32 takes 1e-4. Every device is scored
-    on all of its test share (100 held-out samples per task, shared out IID).
+    on all of its test share (100 held-out samples per task, stratified by answer).
     """
     # 6 MB = 48,000 kbit in the reference; its split between adapters and heads is ours.
     return Scenario(name="paper", network=_paper_network(), payload_bytes={"adapters": 5.4e6, "heads": 0.6e6},
@@ -220,7 +220,7 @@ def small() -> Scenario:
     """20 devices in 5 clusters on the paper's network (links, channel and accounting
     of :func:`_paper_network`), four tasks; modules charged at their real size. Four
     local steps of 8 samples per round at learning rate 3e-3; every device is scored
-    on all of its test share (200 held-out samples per task, shared out IID)."""
+    on all of its test share (200 held-out samples per task, stratified by answer)."""
     return Scenario(name="small", network=_paper_network(devices=20, edges=5),
                     payload_bytes={"adapters": 1.0e6, "heads": 0.1e6},
                     data=DataConfig(tasks=("scene_qa", "style_qa", "sensor", "digits_qa"), pool_size=2000,
@@ -232,7 +232,7 @@ def small() -> Scenario:
 def tiny() -> Scenario:
     """8 devices in 2 clusters: fast, for tests and demos (one local step of 4 samples
     per round at learning rate 5e-3; every device is scored on all of its test share,
-    160 held-out samples per task shared out IID, so the reward's accuracy term sits
+    160 held-out samples per task stratified by answer, so the reward's accuracy term sits
     above its measurement noise)."""
     return Scenario(name="tiny", network=_two_tier(8, 2, 1500.0, 200.0, 100.0),
                     payload_bytes={"adapters": 0.2e6, "heads": 0.02e6},

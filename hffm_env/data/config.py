@@ -19,7 +19,7 @@ class DataConfig:
     task and split over the devices holding it (Dirichlet(``dirichlet_alpha``) over
     devices, per class, as the reference does). ``eval_split`` says what a device is
     scored on: ``"global"`` (default, the reference's protocol) sets ``test_fraction``
-    of each task's pool aside *before* the split and shares it out IID over the
+    of each task's pool aside *before* the split and shares it out over the
     task's holders, so every device is tested on the task's global distribution;
     ``eval_shares`` says how it is shared out: ``"stratified"`` (default) deals a
     random permutation sorted by answer, so each share holds the test part's answer

@@ -99,8 +99,9 @@ def partition(config: DataConfig, pools: dict, n_devices: int, rng: np.random.Ge
 
     ``eval_split="global"`` (the reference's protocol): each task's pool is split once
     into a test part (``test_fraction``) and a train part; only the train part is
-    Dirichlet-split over the task's holders, and the test part is shared out IID in
-    near-equal random shares, so every device is scored on the task's global answer
+    Dirichlet-split over the task's holders, and the test part is dealt out in
+    near-equal shares (``deal_shares``, stratified by answer unless
+    ``eval_shares="random"``), so every device is scored on the task's global answer
     distribution. ``eval_split="local"``: each device's Dirichlet shard is split into
     train and test, so a device is scored on its own skewed labels (personalisation).
     """

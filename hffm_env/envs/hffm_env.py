@@ -46,7 +46,8 @@ w_energy·energy/ref`` (``EnvConfig``). The score is the mean over (device, task
 pairs of the probability the device's model gives the right answer
 (``env.reward_metric="p_correct"``; ``"accuracy"`` for the share of right answers),
 on an evaluation set fixed for the episode: every device's test share of each of
-its tasks, drawn IID from the task's held-out part (``data.eval_split="global"``).
+its tasks, dealt from the task's held-out part stratified by answer
+(``data.eval_split="global"``, ``data.eval_shares="stratified"``).
 ``info`` carries ``mean_accuracy`` and ``mean_p_correct`` either way. Truncation after ``env.max_rounds`` rounds;
 termination when the energy spent exceeds ``env.energy_budget_j``.
 
