@@ -109,6 +109,14 @@ class SchedulePolicy(BasePolicy):
         return None
 
 
+class DefaultPolicy(BasePolicy):
+    """The env's own default for every exposed block: the default aggregation schedule
+    (``env.default_schedule``) and the fallback option of every other block, as the
+    env plays for the blocks an id does not expose."""
+
+    name = "default"
+
+
 class LocalOnlyPolicy(BasePolicy):
     """No aggregation at all: every device keeps fine-tuning its own copy (a reference
     point below every Table I schedule in cost)."""
@@ -231,13 +239,16 @@ class CombinedPolicy(BasePolicy):
         return None
 
 
-BASELINES = SCHEDULE_KEYS + ("local_only", "heuristics", "random")
+BASELINES = ("default",) + SCHEDULE_KEYS + ("local_only", "heuristics", "random")
 
 
 def make_policy(name: str, env, seed: int = 0) -> BasePolicy:
-    """A fixed policy by name: a schedule key (``hfm_4`` etc. too), ``local_only``, ``relay_nearest``,
+    """A fixed policy by name: ``default`` (the env's own default for every block), a
+    schedule key (``hfm_4`` etc. too), ``local_only``, ``relay_nearest``,
     ``specialize_most_data``, ``offload_cheapest``, ``heuristics`` (all three
     heuristics with HF-FM E_agg=2 aggregation), or ``random``."""
+    if name == "default":
+        return DefaultPolicy(env)
     if name == "random":
         return RandomPolicy(env, seed)
     if name == "local_only":
@@ -264,5 +275,6 @@ def applies(name: str, env_id: str) -> bool:
               "Offloading": {"offloading"}, "HFFM": {"aggregation", "relaying", "specialization", "offloading"}}
     exposed = blocks[env_id.split("/")[-1].split("-")[0]]
     needs = {"relay_nearest": {"relaying"}, "specialize_most_data": {"specialization"},
-             "offload_cheapest": {"offloading"}, "random": set(exposed), "heuristics": set(exposed)}
+             "offload_cheapest": {"offloading"}, "random": set(exposed), "heuristics": set(exposed),
+             "default": set(exposed)}
     return bool(needs.get(name, {"aggregation"}) & exposed)

@@ -5,7 +5,12 @@
 Each policy runs one episode on each of the held-out seeds 10,000, 10,001, … (training
 uses seeds below 10,000). Per policy the table gives latency per round (s), energy
 per round (J), final accuracy (%) and the episode return, each as mean ± the half
-width of a 95 % confidence interval (Student t over seeds). Written to ``--out`` as
+width of a 95 % confidence interval (Student t over seeds), and the paired
+difference in return against ``--baseline`` (default ``default``, the env's own
+default policy; ``best`` picks the fixed policy of highest mean return): per seed,
+the policy's return minus the baseline's on that seed, then mean ± 95 % CI of those
+differences. Seeds move returns far more than policies do, so the paired interval
+separates policies that the unpaired ones do not. Written to ``--out`` as
 ``table.md`` and ``table.csv``, with plots: ``accuracy_vs_energy.png`` (mean accuracy
 against cumulative energy, per policy), ``pareto.png`` (final accuracy against
 energy per round, the non-dominated policies joined) and, for saved models with a
@@ -152,42 +157,63 @@ def mean_ci(values) -> tuple[float, float]:
     return float(v.mean()), float(half)
 
 
+BEST_FIXED = "best"
+
+
 def evaluate(env_id: str, preset: str, seeds: int, policies: list[str], out: Path, overrides: dict | None = None,
-             progress: bool = True) -> list[dict]:
-    """Run every policy on ``seeds`` held-out seeds; write the table and plots; return the rows."""
+             progress: bool = True, baseline: str = "default") -> list[dict]:
+    """Run every policy on the same ``seeds`` held-out seeds; write the table and plots;
+    return the rows. ``baseline`` (a policy spec, run too if ``policies`` lacks it, or
+    ``"best"``: the fixed policy of highest mean return) is what the paired
+    differences in return are taken against."""
     import gymnasium as gym
 
     import hffm_env  # noqa: F401
 
     overrides = overrides or {}
+    specs = list(dict.fromkeys(policies))
+    if baseline != BEST_FIXED and baseline not in specs:
+        specs.append(baseline)
     out.mkdir(parents=True, exist_ok=True)
     episodes: dict[str, list[Episode]] = {}
+    names: dict[str, str] = {}
+    learned: set[str] = set()
     monitors = {}
     env = gym.make(env_id, preset=preset, **overrides)
     env.reset(seed=EVAL_SEED_BASE)
-    total = len(policies) * seeds
     from tqdm import tqdm
 
-    with tqdm(total=total, desc="episodes", disable=not progress, file=sys.stderr) as bar:
-        for spec in policies:
+    with tqdm(total=len(specs) * seeds, desc="episodes", disable=not progress, file=sys.stderr) as bar:
+        for spec in specs:
             policy = make_any_policy(spec, env)
-            name = getattr(policy, "name", spec)
-            if isinstance(policy, LearnedPolicy) and policy.monitor.is_dir():
-                monitors[name] = policy.monitor
+            name = names[spec] = getattr(policy, "name", spec)
+            if isinstance(policy, LearnedPolicy):
+                learned.add(name)
+                if policy.monitor.is_dir():
+                    monitors[name] = policy.monitor
             episodes[name] = []
             for i in range(seeds):
                 episodes[name].append(run_episode(env, policy, EVAL_SEED_BASE + i))
                 bar.update()
     env.close()
+    if baseline == BEST_FIXED:
+        fixed = [n for n in episodes if n not in learned]
+        if not fixed:
+            raise ValueError("baseline 'best' needs at least one fixed policy among the policies")
+        base = max(fixed, key=lambda n: np.mean([e.ret for e in episodes[n]]))
+    else:
+        base = names[baseline]
     rows = []
     for name, eps in episodes.items():
         lat = mean_ci([np.mean(e.latency_s) for e in eps])
         en = mean_ci([np.mean(e.energy_j) for e in eps])
         acc = mean_ci([100.0 * e.accuracy[-1] for e in eps])
         ret = mean_ci([e.ret for e in eps])
+        diff = mean_ci([e.ret - b.ret for e, b in zip(eps, episodes[base])])
         rows.append({"policy": name, "latency_s": lat[0], "latency_s_ci95": lat[1], "energy_j": en[0],
                      "energy_j_ci95": en[1], "final_accuracy_pct": acc[0], "final_accuracy_pct_ci95": acc[1],
-                     "return": ret[0], "return_ci95": ret[1], "episodes": len(eps)})
+                     "return_mean": ret[0], "return_ci95": ret[1], "baseline": base,
+                     "paired_diff_mean": diff[0], "paired_diff_ci95": diff[1], "episodes": len(eps)})
     _write_tables(rows, out, env_id, preset, seeds)
     _plots(episodes, rows, monitors, out)
     return rows
@@ -209,16 +235,29 @@ def _fmt(mean: float, half: float, digits: int) -> str:
     return f"{mean:.{digits}f} ± {half:.{digits}f}" if np.isfinite(half) else f"{mean:.{digits}f}"
 
 
+def _paired(r: dict) -> str:
+    if r["policy"] == r["baseline"]:
+        return "(baseline)"
+    text = _fmt(r["paired_diff_mean"], r["paired_diff_ci95"], 3)
+    half = r["paired_diff_ci95"]
+    if np.isfinite(half) and abs(r["paired_diff_mean"]) > half:
+        text += " *"
+    return text
+
+
 def table_markdown(rows: list[dict], env_id: str, preset: str, seeds: int) -> str:
+    base = rows[0]["baseline"]
     lines = [f"Policies on `{env_id}`, preset `{preset}`, {seeds} held-out seeds "
-             f"({EVAL_SEED_BASE}–{EVAL_SEED_BASE + seeds - 1}); mean ± 95 % CI",
-             "", "| policy | latency per round (s) | energy per round (J) | final accuracy (%) | return |",
-             "| --- | --- | --- | --- | --- |"]
+             f"({EVAL_SEED_BASE}–{EVAL_SEED_BASE + seeds - 1}); mean ± 95 % CI; paired difference in return "
+             f"against `{base}` on the same seeds (* : its 95 % CI excludes 0)",
+             "", "| policy | latency per round (s) | energy per round (J) | final accuracy (%) | return | "
+             f"return − {base} (paired) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['policy']} | {_fmt(r['latency_s'], r['latency_s_ci95'], 3)} | "
                      f"{_fmt(r['energy_j'], r['energy_j_ci95'], 3)} | "
                      f"{_fmt(r['final_accuracy_pct'], r['final_accuracy_pct_ci95'], 1)} | "
-                     f"{_fmt(r['return'], r['return_ci95'], 3)} |")
+                     f"{_fmt(r['return_mean'], r['return_ci95'], 3)} | {_paired(r)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -290,6 +329,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--seeds", type=int, default=5, help="held-out seeds (default 5)")
     p.add_argument("--policies", default=None,
                    help="comma-separated fixed-policy names and saved models (default: every fixed baseline)")
+    p.add_argument("--baseline", default="default",
+                   help="policy the paired differences in return are taken against: a policy name or saved model "
+                        "(run too if --policies lacks it), or 'best' for the fixed policy of highest mean return "
+                        "(default: default, the env's own default policy)")
     p.add_argument("--out", default="results", help="output directory (default results)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="scenario override, e.g. --set env__max_rounds=10 (repeatable)")
@@ -310,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         policies = ([p for p in BASELINES if applies(p, args.env)] if args.policies is None
                     else [p.strip() for p in args.policies.split(",") if p.strip()])
         evaluate(args.env, args.preset, args.seeds, policies, Path(args.out),
-                        dict(parse_override(o) for o in args.overrides))
+                 dict(parse_override(o) for o in args.overrides), baseline=args.baseline)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"hffm evaluate: error: {e}", file=sys.stderr)
         return 2

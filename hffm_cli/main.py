@@ -112,7 +112,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from evaluation.evaluate import main as evaluate_main
 
-    argv = ["--env", args.env, "--preset", args.preset, "--seeds", str(args.seeds), "--out", args.out]
+    argv = ["--env", args.env, "--preset", args.preset, "--seeds", str(args.seeds), "--out", args.out,
+            "--baseline", args.baseline]
     if args.policies is not None:
         argv += ["--policies", args.policies]
     for o in args.overrides:

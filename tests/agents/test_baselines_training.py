@@ -95,13 +95,59 @@ def test_evaluate_writes_table_with_every_row(tmp_path, capsys):
                  "--set", "env__max_rounds=2"]) == 0
     with open(out / "table.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["policy"] for r in rows] == ["star", "edge_only", "random", "a2c:m"]
+    # the baseline (the env's default policy) is run too, on the same seeds
+    assert [r["policy"] for r in rows] == ["star", "edge_only", "random", "a2c:m", "default"]
     assert all(int(r["episodes"]) == 2 for r in rows)
+    assert {"return_mean", "return_ci95", "paired_diff_mean", "paired_diff_ci95"} <= set(rows[0])
+    assert all(r["baseline"] == "default" for r in rows)
+    assert float(rows[-1]["paired_diff_mean"]) == 0.0
     md = (out / "table.md").read_text()
-    assert "± " in md and "a2c:m" in md
+    assert "± " in md and "a2c:m" in md and "(baseline)" in md
     for name in ("accuracy_vs_energy.png", "pareto.png", "learning_curves.png"):
         assert (out / name).stat().st_size > 1000, name
     assert hffm(["evaluate", "--seeds", "1", "--policies", "nonsense", "--out", str(out)]) == 2
+
+
+def test_paired_differences_against_the_baseline(tmp_path):
+    """Per seed, the policy's return minus the baseline's on that seed: the mean of
+    those differences, and a CI that is narrower than the unpaired ones when the
+    seeds move both policies together."""
+    from evaluation.evaluate import evaluate, mean_ci
+
+    common = dict(env_id="hffm_env/Aggregation-v0", preset="tiny", seeds=3, progress=False,
+                  overrides={"env__max_rounds": 2})
+    rows = evaluate(policies=["edge_only", "star", "local_only"], out=tmp_path / "a", baseline="best", **common)
+    by = {r["policy"]: r for r in rows}
+    best = max(("edge_only", "star", "local_only"), key=lambda n: by[n]["return_mean"])
+    assert all(r["baseline"] == best for r in rows)
+    assert by[best]["paired_diff_mean"] == 0.0
+    # the same seeds: a paired mean is the difference of the means
+    for r in rows:
+        assert r["paired_diff_mean"] == pytest.approx(r["return_mean"] - by[best]["return_mean"], abs=1e-9)
+    assert all(r["paired_diff_mean"] <= 0.0 for r in rows)
+    # recomputed from single-policy episodes on the same seeds
+    env = gym.make("hffm_env/Aggregation-v0", preset="tiny", env__max_rounds=2)
+    ret = {n: [run_episode(env, make_policy(n, env), 10_000 + i).ret for i in range(3)] for n in ("star", best)}
+    diff = mean_ci(np.subtract(ret["star"], ret[best]))
+    assert by["star"]["paired_diff_mean"] == pytest.approx(diff[0]) and by["star"]["paired_diff_ci95"] == pytest.approx(
+        diff[1])
+    with pytest.raises(ValueError, match="policy must be one of"):
+        evaluate(policies=["star"], out=tmp_path / "b", baseline="oracle", **common)
+
+
+def test_default_policy_is_the_envs_own_default():
+    """``default`` plays the env's default schedule and every other block's fallback:
+    on Relaying-v0 it never relays, on Aggregation-v0 it is ``env.default_schedule``."""
+    env = gym.make("hffm_env/Aggregation-v0", preset="tiny", env__default_schedule="edge_only")
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(make_policy("default", env).predict(obs)[0],
+                                  make_policy("edge_only", env).predict(obs)[0])
+    env = gym.make("hffm_env/Relaying-v0", preset="tiny")
+    obs, _ = env.reset(seed=0)
+    core = env.unwrapped.core
+    action, _ = make_policy("default", env).predict(obs)
+    np.testing.assert_array_equal(action, core._fallback("relaying", len(action)))
+    assert "default" in BASELINES and all(applies("default", i) for i in hffm_env.ENV_IDS)
 
 
 class _Touch:
