@@ -52,8 +52,8 @@ import numpy as np
 
 from agents import SCHEDULE_KEYS, BasePolicy
 from evaluation.evaluate import EVAL_SEED_BASE, mean_ci
-from hffm_env.envs import ENV_IDS
 from hffm_env.data.partition import deal_shares
+from hffm_env.envs import ENV_IDS
 from hffm_env.federation.core import pair_mean
 
 TARGET = 0.1

@@ -120,7 +120,7 @@ def partition(config: DataConfig, pools: dict, n_devices: int, rng: np.random.Ge
             sizes = [len(x) for x in np.array_split(part, len(holders))]
             shares = deal_shares(part, labels, sizes, rng, config.eval_shares == "stratified")
             for d, idx, share in zip(holders, shards, shares):
-                train[d][t], test[d][t] = rest[idx], np.sort(share)
+                train[d][t], test[d][t] = rest[idx], share
             test_part[t] = part
             continue
         min_size = int(np.ceil(config.min_shard / (1.0 - config.test_fraction)))
