@@ -14,7 +14,7 @@ block it knows and leaves the others to the env's default fixed policy's choice.
   D2D peer, else the edge copy, else the cloud copy, else any holder);
   specialization of the device with the most data for each encoder/head in each
   cluster; offloading to the cheapest target (local, peer, edge, cloud in that
-  order) whose copy's last known accuracy meets a floor.
+  order) whose copy's estimated score is within a tolerance of the best one's.
 * **local_only**: no aggregation (a cost floor; not in Table I).
 * **random**: uniform over the valid options of every dimension.
 """
@@ -169,14 +169,18 @@ class SpecializationHeuristic(BasePolicy):
 
 
 class OffloadHeuristic(BasePolicy):
-    """Run each request at the cheapest target whose copy's last known accuracy on the
-    request's task reaches ``accuracy_floor`` (else at the most accurate valid one)."""
+    """Run each request at the cheapest valid target (local, peer, edge, cloud in that
+    order) whose estimated score on the request's task is within ``tolerance`` of the
+    best target's. The estimate of a copy that is not trained for the task
+    (:meth:`~hffm_env.federation.core.Federation.answers`) is 0; otherwise it is the
+    last score of the device (local, peer), of the cluster's holders (edge) or of
+    every holder (cloud)."""
 
     name = "offload_cheapest"
 
-    def __init__(self, env, accuracy_floor: float = 0.5):
+    def __init__(self, env, tolerance: float = 0.02):
         super().__init__(env)
-        self.floor = accuracy_floor
+        self.tolerance = tolerance
 
     def decide(self, block, observation):
         if block != "offloading":
@@ -187,19 +191,21 @@ class OffloadHeuristic(BasePolicy):
         if not len(req):
             return out
         mask = fed.offload_mask()
-        acc = core.accuracy
+        score = core.score
         topo = fed.topology
         for i in range(min(len(req), len(out))):
             d, t = int(req.device[i]), req.task[i]
             peer = fed.peer_for(d, t)
-            cluster = [x for x in topo.members(topo.cluster[d]) if t in acc.get(int(x), {})]
-            everyone = [x for x in acc if t in acc[x]]
-            estimate = [acc.get(d, {}).get(t, 0.0), acc.get(peer, {}).get(t, 0.0) if peer >= 0 else 0.0,
-                        np.mean([acc[x][t] for x in cluster]) if cluster else 0.0,
-                        np.mean([acc[x][t] for x in everyone]) if everyone else 0.0]
+            holders = [x for x in score if t in score[x] and fed.answers(x, t)]
+            cluster = [x for x in holders if topo.cluster[x] == topo.cluster[d]]
+            estimate = [score[d][t] if fed.answers(d, t) and t in score.get(d, {}) else 0.0,
+                        score.get(peer, {}).get(t, 0.0) if peer >= 0 and fed.answers(peer, t) else 0.0,
+                        float(np.mean([score[x][t] for x in cluster]))
+                        if cluster and fed.answers(int(topo.parent[d]), t) else 0.0,
+                        float(np.mean([score[x][t] for x in holders])) if holders and fed.answers(topo.top, t) else 0.0]
             valid = [j for j in range(len(OFFLOAD_TARGETS)) if mask[i, j]]
-            good = [j for j in valid if estimate[j] >= self.floor]
-            out[i] = good[0] if good else max(valid, key=lambda j: estimate[j])
+            best = max(estimate[j] for j in valid)
+            out[i] = next(j for j in valid if estimate[j] >= best - self.tolerance)
         return out
 
 

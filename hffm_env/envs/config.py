@@ -17,7 +17,7 @@ class EnvConfig:
 
     Reward of a step (one round)::
 
-        w_acc · Δscore + w_inference · served_accuracy
+        w_acc · Δscore + w_inference · served_score
             − w_latency · latency_s / latency_scale_s − w_energy · energy_j / energy_scale_j
 
     ``Δscore`` is the change of the mean held-out score over (device, task) pairs, on
@@ -25,8 +25,10 @@ class EnvConfig:
     only the model moves it. ``reward_metric`` chooses the score: ``"p_correct"``
     (default), the mean probability the model gives the right answer, smooth and far
     less noisy than ``"accuracy"``, the share of right answers (always in ``info``);
-    ``served_accuracy`` the share of this round's inference requests answered
-    right (0 without requests). ``latency_scale_s``/``energy_scale_j`` None: the cost
+    ``served_score`` the same metric over this round's inference requests: the mean
+    probability the serving copy gave the right answer (``"p_correct"``) or the
+    share answered right (0 without requests; ``info["served_accuracy"]`` is the
+    share either way). ``latency_scale_s``/``energy_scale_j`` None: the cost
     of one cloud aggregation of every module by every device on the episode's network
     (``Federation.reference_round_cost``), so 1 means "as much as a full FedAvg round".
 
@@ -35,7 +37,9 @@ class EnvConfig:
     ``max_cold_starts`` are the fixed numbers of slots the observation and the action
     have for pending inference requests and cold starts (the rest are served by the
     default policy). ``default_schedule`` is the aggregation a non-aggregating env
-    runs (a Table I schedule key, or ``none``).
+    runs (a Table I schedule key, or ``none``): edge-only by default, under which
+    copies differ across clusters, so where a module is relayed from and where a
+    request runs change the answer, not only the cost.
 
     A choice its mask rules out (``action_masks()``) either raises ``InvalidAction``
     (``invalid_action="raise"``) or is replaced by the default policy's choice for that
@@ -55,7 +59,7 @@ class EnvConfig:
     energy_scale_j: float | None = None
     max_requests: int = 16
     max_cold_starts: int = 16
-    default_schedule: str = "hfm_2"
+    default_schedule: str = "edge_only"
     invalid_action: str = "penalize"
     invalid_penalty: float = 0.01
     shared_reward: bool = True

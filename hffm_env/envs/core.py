@@ -16,9 +16,11 @@ Decisions (``EnvConfig``/``DECISIONS``), each a block of a ``MultiDiscrete`` act
 * **offloading** — per pending request slot, one of ``OFFLOAD_TARGETS``.
 
 A decision an env does not expose is taken by the default fixed policy:
-aggregation follows ``EnvConfig.default_schedule`` (HF-FM with E_agg = 2 by
-default), cold starts stay cold, no specialists, requests run locally when the
-device can host the model and at the edge otherwise.
+aggregation follows ``EnvConfig.default_schedule`` (edge-only by default: every
+cluster averages at its edge server each round and clusters never mix, so copies
+differ across clusters and the cloud holds none), cold starts are relayed from a
+specialist of the module when there is one and stay cold otherwise, no specialists, requests run locally when the device can host the model and at the
+edge otherwise.
 """
 
 from __future__ import annotations
@@ -251,7 +253,7 @@ class EnvCore:
         """For each of ``RELAY_OPTIONS``: the (source node, path) it would use, or None when unavailable."""
         fed, topo = self.fed, self.fed.topology
         ki = fed.kind_index(kind)
-        held = fed.trained_ever[:self.n_devices, ki] & fed.members.active
+        held = fed.trained_ever[:self.n_devices, ki] & fed.members.active & ~fed.cold(kind)
         held[target] = False
         cands = np.nonzero(held)[0]
 
@@ -340,12 +342,28 @@ class EnvCore:
         return out
 
     def _fallback(self, decision: str, n: int) -> np.ndarray:
-        """The default policy's choice per dimension (0 everywhere but offloading)."""
+        """The default policy's choice per dimension: the default offloading target,
+        relaying from a specialist (:meth:`default_relay`), 0 everywhere else."""
         out = np.zeros(n, dtype=np.int64)
         if decision == "offloading" and len(self.fed.requests):
             default = [OFFLOAD_TARGETS.index(t) for t in self.fed.default_offload()][:n]
             out[:len(default)] = default
+        if decision == "relaying":
+            for i, cs in enumerate(self.fed.cold_starts[:n]):
+                out[i] = self.default_relay(cs.node, cs.kind)
         return out
+
+    def default_relay(self, target: int, kind: str) -> int:
+        """The default policy's ``RELAY_OPTIONS`` index for a cold start: specialists
+        are the known providers of their modules (paper Sec. V-C), so a cold start
+        is relayed from a specialist of the kind when one can send it (over D2D when
+        the best D2D peer is one, else through the servers), and stays cold otherwise."""
+        sources = self.relay_sources(target, kind)
+        for option in ("d2d_peer", "best_anywhere"):
+            src = sources[RELAY_OPTIONS.index(option)]
+            if src is not None and self.fed.is_specialist(src[0], kind):
+                return RELAY_OPTIONS.index(option)
+        return 0
 
     def ops(self, parts: dict[str, np.ndarray]) -> list:
         fed = self.fed
@@ -356,12 +374,15 @@ class EnvCore:
                 for j, k in enumerate(self.special_kinds):
                     if want[d, j] != fed.is_specialist(d, k):
                         ops.append(Specialize(d, k, revoke=not want[d, j]))
-        if "relaying" in parts:
-            for i, cs in enumerate(fed.cold_starts[:len(parts["relaying"])]):
-                choice = int(parts["relaying"][i])
-                if choice:
-                    src, path = self.relay_sources(cs.node, cs.kind)[choice]
-                    ops.append(Relay(cs.kind, src, cs.node, path))
+        # the cold starts the action has no slot for (all of them when relaying is not
+        # exposed) take the default policy's choice
+        pending = list(fed.cold_starts)
+        given = parts["relaying"][:len(pending)] if "relaying" in parts else np.zeros(0, dtype=np.int64)
+        for i, cs in enumerate(pending):
+            choice = int(given[i]) if i < len(given) else self.default_relay(cs.node, cs.kind)
+            if choice:
+                src, path = self.relay_sources(cs.node, cs.kind)[choice]
+                ops.append(Relay(cs.kind, src, cs.node, path))
         if "aggregation" in parts:
             ops += self._aggregation_ops(parts["aggregation"])
         else:
@@ -405,6 +426,7 @@ class EnvCore:
 
     # ------------------------------------------------------------------ step
     def step(self, action) -> tuple[float, bool, bool, dict]:
+        c = self.config
         parts = self.split(action)
         ops = self.ops(parts)
         res = self.fed.run_round(ops)
@@ -416,12 +438,14 @@ class EnvCore:
         if res.events:
             self._rebase(res.events)
         acc = res.mean_accuracy if np.isfinite(res.mean_accuracy) else 0.0
-        served = res.inference.accuracy if res.inference is not None and len(res.inference.correct) else 0.0
+        served_acc, served = 0.0, 0.0
+        if res.inference is not None and len(res.inference.correct):
+            served_acc = res.inference.accuracy
+            served = res.inference.mean_p_correct if c.reward_metric == "p_correct" else served_acc
         lat, en = res.latency_s / self.latency_scale, res.energy_j / self.energy_scale
         self.energy_spent += res.energy_j
         self.latency_spent += res.latency_s
         self.last = {"delta_score": delta, "latency": lat, "energy": en}
-        c = self.config
         terms = {"accuracy": c.w_acc * delta, "inference": c.w_inference * served,
                  "latency": -c.w_latency * lat, "energy": -c.w_energy * en}
         if self.invalid:
@@ -432,7 +456,7 @@ class EnvCore:
         info = {
             "round": self.round, "mean_accuracy": acc, "mean_p_correct": _mean(res.p_correct),
             "delta_score": delta, "latency_s": res.latency_s,
-            "energy_j": res.energy_j, "served_accuracy": served, "reward_terms": terms,
+            "energy_j": res.energy_j, "served_accuracy": served_acc, "served_score": served, "reward_terms": terms,
             "accuracy_per_task": res.task_accuracy,
             "accuracy_per_node": {int(d): dict(v) for d, v in res.accuracy.items()},
             "per_module": {k: {"bytes": v.bytes, "seconds": v.seconds, "joules": v.joules}

@@ -189,7 +189,7 @@ class SpecializationEnv(HFFMEnv):
     """``hffm_env/Specialization-v0``: which devices specialise in which encoders and heads."""
 
     def __init__(self, preset: str = "tiny", render_mode: str | None = None, **overrides):
-        super().__init__(("specialization",), preset, render_mode, **overrides)
+        super().__init__(("specialization",), preset, render_mode, scenario_defaults=EVENT_DEFAULTS, **overrides)
 
 
 class OffloadingEnv(HFFMEnv):

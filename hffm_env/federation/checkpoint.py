@@ -94,7 +94,7 @@ def save_checkpoint(fed: Federation, path: str | os.PathLike) -> None:
         }),
         "accuracy": json.dumps({str(int(d)): {t: float(a) for t, a in per.items()}
                                 for d, per in fed.accuracy.items()}),
-        "cold_starts": json.dumps([[int(c.node), c.kind, c.cause] for c in fed.cold_starts]),
+        "cold_starts": json.dumps([[int(c.node), c.kind, c.cause, int(c.rounds)] for c in fed.cold_starts]),
         "requests": json.dumps({"task": list(fed.requests.task)}),
         "sha256": json.dumps({k: _digest(t) for k, t in sorted(tensors.items())}),
     }
@@ -386,13 +386,15 @@ class _Reader:
         fed = self.fed
         pending = self.field("cold_starts")
         if not isinstance(pending, list):
-            raise self.fail("metadata field 'cold_starts' must be a list of [device, kind, cause]")
+            raise self.fail("metadata field 'cold_starts' must be a list of [device, kind, cause, rounds]")
         out = []
         for i, c in enumerate(pending):
-            if not isinstance(c, list) or len(c) != 3 or c[1] not in fed.kinds or c[2] not in COLD_START_CAUSES:
-                raise self.fail(f"cold_starts[{i}] must be [device, kind, cause] with kind among {list(fed.kinds)} "
-                                f"and cause among {list(COLD_START_CAUSES)}, got {c!r}")
-            out.append(ColdStart(self.node(f"cold_starts[{i}] device", c[0], fed.n_devices), c[1], c[2]))
+            if not isinstance(c, list) or len(c) != 4 or c[1] not in fed.kinds or c[2] not in COLD_START_CAUSES \
+                    or not isinstance(c[3], int) or isinstance(c[3], bool) or c[3] < 0:
+                raise self.fail(f"cold_starts[{i}] must be [device, kind, cause, rounds] with kind among "
+                                f"{list(fed.kinds)}, cause among {list(COLD_START_CAUSES)} and rounds an integer "
+                                f">= 0, got {c!r}")
+            out.append(ColdStart(self.node(f"cold_starts[{i}] device", c[0], fed.n_devices), c[1], c[2], c[3]))
         return out
 
     def requests(self) -> Requests:

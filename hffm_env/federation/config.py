@@ -141,8 +141,13 @@ class FaultConfig:
 class InferenceConfig:
     """Collaborative inference (paper Sec. V-D).
 
-    Each active device draws Poisson(``requests_per_device``) requests per round, each
-    on one of its tasks with an input from its held-out shard. Running a request
+    Each active device draws Poisson(``requests_per_device``) requests per round. A
+    share ``foreign_fraction`` of them is for a task the device does not hold (one its
+    modules were never trained for: a user asks something new), with an input from
+    that task's held-out samples; the rest are on one of its own tasks with an input
+    from its held-out shard. Where a request runs decides which copy answers it: a
+    device answering a task it does not hold answers with untrained modules, while a
+    peer, edge server or cloud that holds a trained copy answers well. Running a request
     takes ``cycles_per_inference`` CPU cycles at the node that serves it; the input
     (its modalities' raw bytes) and ``answer_bytes`` travel between requester and
     server. A device can host the model only if its memory (drawn per device from
@@ -151,6 +156,7 @@ class InferenceConfig:
     """
 
     requests_per_device: float = 0.0
+    foreign_fraction: float = 0.5
     cycles_per_inference: float = 2.0e8
     answer_bytes: float = 16.0
     model_bytes: float | None = None
@@ -158,6 +164,7 @@ class InferenceConfig:
 
     def __post_init__(self) -> None:
         check_non_negative("inference.requests_per_device", self.requests_per_device)
+        check_real("inference.foreign_fraction", self.foreign_fraction, low=0.0, high=1.0)
         check_positive("inference.cycles_per_inference", self.cycles_per_inference)
         check_non_negative("inference.answer_bytes", self.answer_bytes)
         if self.model_bytes is not None:
@@ -175,7 +182,7 @@ class FederationConfig:
     ``n`` samples, as the reference trains one epoch per round in batches of 8; a
     device with more data trains and pays for more steps) (a ``participation`` fraction of the active
     devices, drawn each round; specialists always take part, and train the module
-    they own ``specialist_steps`` more steps, 0 by default). ``experts_per_device`` (None: all) is how many of
+    they own ``specialist_steps`` more steps, paying the compute). ``experts_per_device`` (None: all) is how many of
     the MoE experts a device trains, drawn once per device. ``payload_scale``
     multiplies every module's real byte size on the wire (1 charges the real bank;
     the ``paper`` preset scales to the reference's 6 MB of adapters and heads).
@@ -191,7 +198,12 @@ class FederationConfig:
     gossip consensus applies no rule. Gossip uses ``gossip_weights`` for
     ``gossip_rounds`` rounds unless an operation says otherwise.
     ``specialists_contribute``: specialists' updates enter aggregations
-    (their own copies are never overwritten). ``eval_max_samples`` caps the held-out
+    (their own copies are never overwritten, and they are charged no download).
+    A cold start (a module a device needs and never trained, after a task arrival, a
+    modality switched on or a join) lasts until the module is relayed to the device,
+    or until the device has trained it from scratch on its own data for
+    ``cold_start_rounds`` rounds; until then the device is outside that module's
+    aggregations (its data does not reach the federation and it receives nothing). ``eval_max_samples`` caps the held-out
     samples per device and task evaluated each round (the first ones of the shard;
     None: all).
     """
@@ -200,7 +212,8 @@ class FederationConfig:
     local_epochs: float | None = None
     batch_size: int = 8
     participation: float = 1.0
-    specialist_steps: int = 0
+    specialist_steps: int = 1
+    cold_start_rounds: int = 5
     experts_per_device: int | None = None
     payload_scale: float = 1.0
     rule: str = "mean"
@@ -225,6 +238,7 @@ class FederationConfig:
         check_int("federation.batch_size", self.batch_size, low=1)
         check_real("federation.participation", self.participation, low=0.0, high=1.0, low_inclusive=False)
         check_int("federation.specialist_steps", self.specialist_steps, low=0)
+        check_int("federation.cold_start_rounds", self.cold_start_rounds, low=1)
         if self.experts_per_device is not None:
             check_int("federation.experts_per_device", self.experts_per_device, low=1)
         check_positive("federation.payload_scale", self.payload_scale)

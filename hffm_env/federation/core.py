@@ -90,11 +90,15 @@ def pair_mean(per_device: dict[int, dict[str, float]]) -> float:
 
 @dataclass(frozen=True)
 class ColdStart:
-    """A module device ``node`` needs and has never trained (paper Sec. V-B)."""
+    """A module device ``node`` needs and has never trained (paper Sec. V-B). It
+    lasts until the module is relayed to the device or the device has trained it
+    from scratch for ``federation.cold_start_rounds`` rounds (``rounds`` so far);
+    meanwhile the device is outside the module's aggregations."""
 
     node: int
     kind: str
     cause: str          # "task_arrival" | "modality_on" | "join"
+    rounds: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,10 +122,18 @@ class InferenceResult:
     correct: np.ndarray
     latency_s: np.ndarray
     failed: np.ndarray | None = None     # requests a fault left unserved (counted wrong)
+    p_correct: np.ndarray | None = None  # probability the serving copy gave the right answer (0 if failed)
 
     @property
     def accuracy(self) -> float:
         return float(self.correct.mean()) if len(self.correct) else float("nan")
+
+    @property
+    def mean_p_correct(self) -> float:
+        """Mean probability of the right answer over the requests (the smooth twin of :attr:`accuracy`)."""
+        if self.p_correct is None or not len(self.p_correct):
+            return float("nan")
+        return float(self.p_correct.mean())
 
 
 @dataclass(frozen=True)
@@ -372,6 +384,12 @@ class Federation:
     def is_specialist(self, node: int, kind: str) -> bool:
         return (int(node), kind) in self.roles.specialists
 
+    def cold(self, kind: str) -> np.ndarray:
+        """Devices with a pending cold start of ``kind`` (bool ``[n_devices]``)."""
+        out = np.zeros(self.n_devices, dtype=bool)
+        out[[c.node for c in self.cold_starts if c.kind == kind]] = True
+        return out
+
     # ------------------------------------------------------------------ the round
     def _require_open(self, what: str) -> None:
         if not self._open:
@@ -481,6 +499,8 @@ class Federation:
                 for k in self._kinds_held_by(int(d)):
                     self.last_train[d, self.kind_index(k)] = self.round_index
                     self.trained_ever[d, self.kind_index(k)] = True
+            trained = set(map(int, participants))
+            self.cold_starts = [replace(c, rounds=c.rounds + 1) if c.node in trained else c for c in self.cold_starts]
         self._participants = participants
         self._train_specialists(flip)
         self._losses = losses
@@ -499,23 +519,29 @@ class Federation:
         return [t for t in tasks if any(ENCODER_OF[m] == kind for m in task_spec(t).modalities)]
 
     def _train_specialists(self, flip: np.ndarray) -> None:
+        """Each specialist's ``specialist_steps`` extra steps on the modules it owns
+        (all of them in the same steps: one pass trains them together), charged as
+        compute after its own training."""
         steps = self.config.specialist_steps
         if not steps:
             return
-        by_kind: dict[str, list[int]] = {}
+        owned: dict[int, list[str]] = {}
         for node, kind in sorted(self.roles.specialists):
             if self._tasks_for(node, kind):
-                by_kind.setdefault(kind, []).append(node)
-        for kind, nodes in by_kind.items():
-            view = self.view({d: self._tasks_for(d, kind) for d in nodes})
+                owned.setdefault(node, []).append(kind)
+        by_kinds: dict[tuple[str, ...], list[int]] = {}
+        for node, kinds in owned.items():
+            by_kinds.setdefault(tuple(kinds), []).append(node)
+        for kinds, nodes in by_kinds.items():
+            view = self.view({d: sorted({t for k in kinds for t in self._tasks_for(d, k)}) for d in nodes})
             devs = np.array(nodes, dtype=np.int64)
             local_train(self.backbone, self.bank, self.adam, view, devs, devs, steps, self.config.batch_size,
                         self.rng, self.model_config, expert_mask=self.expert_mask, flip_labels=flip,
-                        only_kinds=(kind,))
+                        only_kinds=kinds)
             deadline = self.config.faults.round_deadline_s
             # the extra steps follow the device's own training: the deadline counts both
             left = None if deadline is None else np.maximum(deadline - self._train_s[devs], 0.0)
-            seconds = self.net.charge_compute(self.ledger, "train", f"specialist:{kind}", devs,
+            seconds = self.net.charge_compute(self.ledger, "train", "specialist", devs,
                                               steps * self.config.batch_size, slowdown=self._slowdown[devs],
                                               deadline_s=left)
             self._train_s[devs] += seconds
@@ -524,8 +550,9 @@ class Federation:
                     self._late[d] = True
                     self._faults.append({"fault": "deadline_miss", "device": int(d),
                                          "compute_s": float(self._train_s[d]), "deadline_s": deadline})
-            self.last_train[devs, self.kind_index(kind)] = self.round_index
-            self.trained_ever[devs, self.kind_index(kind)] = True
+            cols = [self.kind_index(k) for k in kinds]
+            self.last_train[np.ix_(devs, cols)] = self.round_index
+            self.trained_ever[np.ix_(devs, cols)] = True
 
     # ------------------------------------------------------------------ what a node sends
     def _sent(self, names: list[str], rows: np.ndarray, privacy: bool) -> dict[str, torch.Tensor]:
@@ -635,16 +662,19 @@ class Federation:
         # kinds with the same participants and weights move (and mix) together
         groups: dict[tuple, list[str]] = {}
         for k in kinds:
-            part = self.holds(k) & in_scope & took_part
+            # a device with the module cold is outside its federation until relayed or trained
+            part = self.holds(k) & in_scope & took_part & ~self.cold(k)
+            special = np.array([self.is_specialist(d, k) for d in range(self.n_devices)])
             if not self.config.specialists_contribute:
-                part &= ~np.array([self.is_specialist(d, k) for d in range(self.n_devices)])
+                part &= ~special
             if part.any():
                 devs = np.nonzero(part)[0]
-                key = (tuple(devs), tuple(self.sample_counts(k)[devs]))
+                # kinds move together only when the same specialists keep their copies
+                key = (tuple(devs), tuple(self.sample_counts(k)[devs]), tuple(np.nonzero(special & part)[0]))
                 groups.setdefault(key, []).append(k)
         parts = []
         off = topo.tier_offsets[1]
-        for (devs, counts), ks in groups.items():
+        for (devs, counts, special), ks in groups.items():
             devs = np.array(devs, dtype=np.int64)
             # specialists, devices that dropped after uploading and servers that are down keep their rows
             keep = {k: np.array([d for d in np.nonzero(self.holds(k))[0] if self.is_specialist(d, k)], dtype=np.int64)
@@ -658,7 +688,8 @@ class Federation:
             payload = {k: self.wire_bytes[k] for k in ks}
             if gossip:
                 self._charge_gossip(payload, devs, gossip_rounds or self.config.gossip_rounds)
-            parts.append((payload, devs, devs[~self._dropped_after[devs]]))
+            # specialists keep their own copies: they receive (and pay for) nothing
+            parts.append((payload, devs, devs[~self._dropped_after[devs] & ~np.isin(devs, special)]))
             for k in ks:
                 record["participants"][k] = devs.tolist()
         if parts and not gossip:
@@ -900,19 +931,43 @@ class Federation:
 
     # ------------------------------------------------------------------ inference
     def _draw_requests(self) -> Requests:
-        rate = self.config.inference.requests_per_device
+        """Each active device's requests: Poisson(``requests_per_device``), a share
+        ``foreign_fraction`` of them on a task it does not hold (drawn among the tasks
+        some active device holds), the rest on its own tasks; each input is a held-out
+        sample (of the device's own share, or of all holders' shares of a foreign task)."""
+        inf = self.config.inference
+        mem = self.members
         devs, tasks, samples = [], [], []
-        if rate > 0:
+        if inf.requests_per_device > 0:
+            held_out = {t: np.unique(np.concatenate([mem.test[x][t] for x in range(self.n_devices)
+                                                     if t in mem.active_tasks(x) and len(mem.test[x][t])] or
+                                                    [np.zeros(0, dtype=np.int64)]))
+                        for t in self.tasks}
             for d in range(self.n_devices):
-                ts = [t for t in self.members.active_tasks(d) if len(self.members.test[d][t])]
-                if not ts:
+                own = [t for t in mem.active_tasks(d) if len(mem.test[d][t])]
+                if not own:
                     continue
-                for _ in range(self.event_rng.poisson(rate)):
-                    t = ts[self.event_rng.integers(len(ts))]
+                foreign = [t for t in self.tasks if t not in mem.tasks[d] and len(held_out[t])]
+                for _ in range(self.event_rng.poisson(inf.requests_per_device)):
+                    if foreign and self.event_rng.random() < inf.foreign_fraction:
+                        t = foreign[self.event_rng.integers(len(foreign))]
+                        pool = held_out[t]
+                    else:
+                        t = own[self.event_rng.integers(len(own))]
+                        pool = mem.test[d][t]
                     devs.append(d)
                     tasks.append(t)
-                    samples.append(int(self.event_rng.choice(self.members.test[d][t])))
+                    samples.append(int(self.event_rng.choice(pool)))
         return Requests(np.array(devs, dtype=np.int64), tuple(tasks), np.array(samples, dtype=np.int64))
+
+    def answers(self, node: int, task: str) -> bool:
+        """Whether ``node``'s copy of ``task``'s head is a trained one: a device that
+        holds the task with its head not cold, or a server that has received it."""
+        k = self.kind_index(f"heads.{task}")
+        if node >= self.n_devices:
+            return bool(self.last_sync[node, k] >= 0)
+        return bool(task in self.members.active_tasks(node) and self.trained_ever[node, k]
+                    and not self.cold(f"heads.{task}")[node])
 
     def can_host(self) -> np.ndarray:
         """Devices whose memory holds the model (bool ``[n_devices]``)."""
@@ -920,14 +975,17 @@ class Federation:
 
     def peer_for(self, device: int, task: str) -> int:
         """The D2D peer that would serve ``device``'s request on ``task``: among the
-        active devices of its cluster that can host the model, the one with the best
-        last accuracy on the task (lowest id on ties); −1 when there is none."""
+        active devices of its cluster that can host the model, one whose head of the
+        task is trained (:meth:`answers`) first, a specialist of that head next, then
+        the best last accuracy on the task (lowest id on ties); −1 when there is none."""
         topo = self.topology
         host = self.can_host()
         cands = [int(p) for p in topo.members(topo.cluster[device]) if p != device and host[p]]
         if not cands:
             return -1
-        return max(cands, key=lambda p: (self.accuracy.get(p, {}).get(task, 0.0), -p))
+        head = f"heads.{task}"
+        return max(cands, key=lambda p: (self.answers(p, task), self.is_specialist(p, head),
+                                         self.accuracy.get(p, {}).get(task, 0.0), -p))
 
     def offload_mask(self) -> np.ndarray:
         """Valid targets per pending request (bool ``[n_requests, 4]`` in ``OFFLOAD_TARGETS`` order)."""
@@ -964,9 +1022,11 @@ class Federation:
             holder[i] = {"local": d, "peer": self.peer_for(int(d), t) if tgt == "peer" else -1,
                          "edge": topo.parent[d], "cloud": topo.top}[tgt]
         failed = self._blocked_requests(targets, holder)
-        correct = self._infer(holder) & ~failed
+        correct, p_right = self._infer(holder)
+        correct &= ~failed
+        p_right[failed] = 0.0
         latency = self._charge_inference(targets, holder, failed)
-        self._inference = InferenceResult(targets, correct, latency, failed)
+        self._inference = InferenceResult(targets, correct, latency, failed, p_right)
         self._ops.append({"op": "offload", "targets": {t: targets.count(t) for t in OFFLOAD_TARGETS}})
         return self._inference
 
@@ -991,9 +1051,11 @@ class Federation:
 
     @flush_denormals
     @torch.inference_mode()
-    def _infer(self, holder: np.ndarray) -> np.ndarray:
+    def _infer(self, holder: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per request: whether the holder's copy answers right, and the probability it gives the right answer."""
         r = self.requests
         correct = np.zeros(len(r), dtype=bool)
+        p_right = np.zeros(len(r))
         for task in sorted(set(r.task)):
             sel = np.array([t == task for t in r.task])
             inputs, labels = task_inputs(self.data, task, r.sample[sel][:, None])
@@ -1002,7 +1064,8 @@ class Federation:
             logits = m3t.forward(self.backbone, params, inputs, task, task_spec(task).modalities,
                                  self.model_config.experts_top_k)
             correct[sel] = (logits.argmax(-1) == labels).numpy()[:, 0]
-        return correct
+            p_right[sel] = torch.softmax(logits.double(), -1).gather(-1, labels[..., None]).numpy()[:, 0, 0]
+        return correct, p_right
 
     def input_bytes(self, task: str) -> float:
         """Raw bytes of one input of ``task`` (uint8 image, int16 tokens, float32 signal)."""
@@ -1069,7 +1132,8 @@ class Federation:
             self._faults.append({"fault": "packet_loss", "retransmitted_packets": self.net.retransmitted_packets,
                                  "retransmitted_bytes": self.net.retransmitted_bytes})
         self._open = False
-        self.cold_starts = []
+        # a cold start trained from scratch long enough joins its module's federation
+        self.cold_starts = [c for c in self.cold_starts if c.rounds < self.config.cold_start_rounds]
         events = self._draw_events()
         self.requests = self._draw_requests()
         loss = float(np.nanmean(self._losses)) if np.isfinite(self._losses).any() else float("nan")
@@ -1175,9 +1239,11 @@ class Federation:
         self.members.version += 1
         self._view_cache = None
         d = event["device"]
-        self.cold_starts = [c for c in self.cold_starts if c.node != d]
-        for k in self._kinds_held_by(d):
-            if not self.trained_ever[d, self.kind_index(k)]:
+        held = self._kinds_held_by(d)
+        self.cold_starts = [c for c in self.cold_starts if c.node != d or c.kind in held]
+        pending = {c.kind for c in self.cold_starts if c.node == d}
+        for k in held:
+            if not self.trained_ever[d, self.kind_index(k)] and k not in pending:
                 self.cold_starts.append(ColdStart(d, k, event["event"]))
         return event
 
