@@ -8,7 +8,7 @@ reward scales and their ratio:
   changes. The reward's accuracy term is ``w_acc·Δscore``, the change of the mean
   score over (device, task) pairs on an evaluation set fixed for the episode
   (``federation.eval_max_samples`` held-out samples per pair). During the episodes of
-  the default schedule ``hfm_2``, the bank is copied before every step; when the
+  the envs' default schedule (``env.default_schedule``, edge-only), the bank is copied before every step; when the
   round scores itself (after its operations, before the events it draws for the next
   round), ``redraws`` fresh evaluation sets of the same structure and sizes as
   ``fed.eval_shards()`` are dealt from each task's held-out part as the env deals
@@ -26,8 +26,8 @@ reward scales and their ratio:
   of the ids that expose it) for one episode on each held-out seed 10,000 + i; a
   schedule's score is its mean per-round reward. best and worst are the schedules of
   highest and lowest mean over seeds; gap = mean over seeds of best − worst (paired),
-  with the half width of its 95 % confidence interval (Student t). ``hfm_2``'s
-  episodes are the ones the noise is measured on.
+  with the half width of its 95 % confidence interval (Student t). The default
+  schedule's episodes are the ones the noise is measured on.
 
 The target is noise/gap ≤ 0.1 (``TARGET``) for every id on ``tiny`` and ``small``.
 The text output is one row per (preset, id) and a last line naming the worst id
@@ -53,11 +53,11 @@ import numpy as np
 from agents import SCHEDULE_KEYS, BasePolicy
 from evaluation.evaluate import EVAL_SEED_BASE, mean_ci
 from hffm_env.data.partition import deal_shares
-from hffm_env.envs import ENV_IDS
+from hffm_env.envs import ENV_IDS, EnvConfig
 from hffm_env.federation.core import pair_mean
 
 TARGET = 0.1
-NOISE_SCHEDULE = "hfm_2"        # the env's default aggregation: its episodes carry the noise measurement
+NOISE_SCHEDULE = EnvConfig().default_schedule   # the env's default aggregation: its episodes carry the noise
 
 
 def redraw_eval_set(fed, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], ...]:
@@ -154,7 +154,7 @@ def run_episode(env, policy, seed: int, redraws: int = 0) -> tuple[list[float], 
 def measure_id(env_id: str, preset: str, seeds: int = 10, redraws: int = 8, rounds: int | None = None,
                schedules: tuple[str, ...] = SCHEDULE_KEYS, progress=None, overrides: dict | None = None) -> dict:
     """The row of one (preset, id): noise, gap and its CI, noise/gap, best and worst
-    schedule. ``schedules`` must hold ``hfm_2`` (the noise is measured on its
+    schedule. ``schedules`` must hold the default schedule (the noise is measured on its
     episodes); ``progress(schedule, seconds)`` is called after each schedule."""
     import gymnasium as gym
 

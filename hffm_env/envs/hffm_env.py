@@ -4,15 +4,16 @@
 
 | id | the agent decides | the rest (default fixed policy) |
 | --- | --- | --- |
-| ``hffm_env/Aggregation-v0`` | per cluster and module group: none, D2D consensus, edge, edge via head, cloud, cloud via head, star | cold starts stay cold, no specialists, requests local if the device can host the model else edge |
-| ``hffm_env/Relaying-v0`` | per pending cold start: none, D2D peer, edge copy, cloud copy, best holder anywhere | aggregation by ``env.default_schedule`` (HF-FM, E_agg = 2) |
+| ``hffm_env/Aggregation-v0`` | per cluster and module group: none, D2D consensus, edge, edge via head, cloud, cloud via head, star | cold starts relayed from a specialist if any (else cold), no specialists, requests local if the device can host the model else edge |
+| ``hffm_env/Relaying-v0`` | per pending cold start: none, D2D peer, edge copy, cloud copy, best holder anywhere | aggregation by ``env.default_schedule`` (edge-only) |
 | ``hffm_env/Specialization-v0`` | per device and encoder/head: specialist or not | as above |
 | ``hffm_env/Offloading-v0`` | per pending inference request: local, D2D peer, edge, cloud | as above |
 | ``hffm_env/HFFM-v0`` | all four (one ``MultiDiscrete``, blocks in that order) | — |
 
-``Relaying-v0`` and ``HFFM-v0`` switch events on (task arrival 0.1, modality on/off
-0.05, join/leave 0.02 per device and round) and ``Offloading-v0`` and ``HFFM-v0``
-inference requests (1 per device and round) unless overridden.
+``Relaying-v0``, ``Specialization-v0`` and ``HFFM-v0`` switch events on (task arrival
+0.1, modality on/off 0.05, join/leave 0.02 per device and round) and
+``Offloading-v0`` and ``HFFM-v0`` inference requests (1 per device and round, half
+on a task the requester does not hold) unless overridden.
 
 ## Observation (``Dict`` of ``Box``, float32; ``D`` devices, ``C`` clusters, ``K`` module kinds, ``T`` tasks)
 
@@ -41,7 +42,7 @@ options (sb3-contrib ``MaskablePPO``). A masked or out-of-space action raises
 
 ## Reward, episode end
 
-``w_acc·Δscore + w_inference·served accuracy − w_latency·latency/ref −
+``w_acc·Δscore + w_inference·served score − w_latency·latency/ref −
 w_energy·energy/ref`` (``EnvConfig``). The score is the mean over (device, task)
 pairs of the probability the device's model gives the right answer
 (``env.reward_metric="p_correct"``; ``"accuracy"`` for the share of right answers),
