@@ -181,8 +181,9 @@ class FederationConfig:
     ``local_epochs`` passes over them (``ceil(E·n/batch_size)`` steps per task shard of
     ``n`` samples, as the reference trains one epoch per round in batches of 8; a
     device with more data trains and pays for more steps) (a ``participation`` fraction of the active
-    devices, drawn each round; specialists always take part, and train the module
-    they own ``specialist_steps`` more steps, paying the compute). ``experts_per_device`` (None: all) is how many of
+    devices, drawn each round; specialists always take part, and train the modules
+    they own ``specialist_steps`` more steps after uploading, while the aggregations
+    run, paying the compute). ``experts_per_device`` (None: all) is how many of
     the MoE experts a device trains, drawn once per device. ``payload_scale``
     multiplies every module's real byte size on the wire (1 charges the real bank;
     the ``paper`` preset scales to the reference's 6 MB of adapters and heads).

@@ -88,6 +88,9 @@ def pair_mean(per_device: dict[int, dict[str, float]]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+SPECIALIST_GROUP = 2_000_000     # ledger groups of specialists' extra steps: one per device, apart from clusters
+
+
 @dataclass(frozen=True)
 class ColdStart:
     """A module device ``node`` needs and has never trained (paper Sec. V-B). It
@@ -445,8 +448,8 @@ class Federation:
         return list(self._faults)
 
     def train(self) -> np.ndarray:
-        """Local training of the round's participants, then the specialists' extra
-        steps on the modules they own; charges each device's compute."""
+        """Local training of the round's participants; charges each device's compute.
+        (The specialists' extra steps follow their uploads, in :meth:`end_round`.)"""
         self._require_open("train()")
         if self._trained:
             raise RuntimeError("train() was already called in this round")
@@ -502,7 +505,7 @@ class Federation:
             trained = set(map(int, participants))
             self.cold_starts = [replace(c, rounds=c.rounds + 1) if c.node in trained else c for c in self.cold_starts]
         self._participants = participants
-        self._train_specialists(flip)
+        self._flip = flip
         self._losses = losses
         return losses
 
@@ -518,12 +521,16 @@ class Federation:
             return tasks
         return [t for t in tasks if any(ENCODER_OF[m] == kind for m in task_spec(t).modalities)]
 
-    def _train_specialists(self, flip: np.ndarray) -> None:
-        """Each specialist's ``specialist_steps`` extra steps on the modules it owns
-        (all of them in the same steps: one pass trains them together), charged as
-        compute after its own training."""
+    def _train_specialists(self) -> None:
+        """Each specialist's ``specialist_steps`` extra steps on the modules it owns,
+        all of them in the same steps (one pass trains them together). A specialist
+        keeps its own copies, so it need not wait for the aggregate: the steps run
+        after its upload, while the round's aggregations are under way, and land in
+        its next contribution. Their compute is charged in the ``aggregate`` stage as
+        a group of its own per device, so the round waits for them only where they
+        outlast the aggregations; the energy always counts."""
         steps = self.config.specialist_steps
-        if not steps:
+        if not steps or not self._trained:
             return
         owned: dict[int, list[str]] = {}
         for node, kind in sorted(self.roles.specialists):
@@ -536,20 +543,10 @@ class Federation:
             view = self.view({d: sorted({t for k in kinds for t in self._tasks_for(d, k)}) for d in nodes})
             devs = np.array(nodes, dtype=np.int64)
             local_train(self.backbone, self.bank, self.adam, view, devs, devs, steps, self.config.batch_size,
-                        self.rng, self.model_config, expert_mask=self.expert_mask, flip_labels=flip,
+                        self.rng, self.model_config, expert_mask=self.expert_mask, flip_labels=self._flip,
                         only_kinds=kinds)
-            deadline = self.config.faults.round_deadline_s
-            # the extra steps follow the device's own training: the deadline counts both
-            left = None if deadline is None else np.maximum(deadline - self._train_s[devs], 0.0)
-            seconds = self.net.charge_compute(self.ledger, "train", "specialist", devs,
-                                              steps * self.config.batch_size, slowdown=self._slowdown[devs],
-                                              deadline_s=left)
-            self._train_s[devs] += seconds
-            if deadline is not None:
-                for d in devs[(self._train_s[devs] > deadline) & ~self._late[devs]]:
-                    self._late[d] = True
-                    self._faults.append({"fault": "deadline_miss", "device": int(d),
-                                         "compute_s": float(self._train_s[d]), "deadline_s": deadline})
+            self.net.charge_compute(self.ledger, "aggregate", "specialist", devs, steps * self.config.batch_size,
+                                    slowdown=self._slowdown[devs], group=SPECIALIST_GROUP + devs, step="specialist")
             cols = [self.kind_index(k) for k in kinds]
             self.last_train[np.ix_(devs, cols)] = self.round_index
             self.trained_ever[np.ix_(devs, cols)] = True
@@ -1121,11 +1118,13 @@ class Federation:
 
     # ------------------------------------------------------------------ closing
     def end_round(self) -> RoundResult:
-        """Evaluate every active device on its active tasks, close the ledger's round,
+        """Serve pending requests if no operation did, run the specialists' extra steps,
+        evaluate every active device on its active tasks, close the ledger's round,
         and draw the next round's events and inference requests."""
         self._require_open("end_round()")
         if len(self.requests) and self._inference is None:
             self.serve()
+        self._train_specialists()
         self.accuracy, self.p_correct = self.measure()
         cost = self.ledger.end_round()
         if self.net.retransmitted_packets or self.net.retransmitted_bytes:

@@ -358,15 +358,23 @@ def test_retransmissions_are_reported_even_below_one_packet_and_do_not_move_the_
     assert np.array_equal(rates[0], rates[1], equal_nan=True)   # the top tier has no uplink: NaN
 
 
-def test_specialists_extra_steps_count_against_the_deadline():
-    fed = _fed(federation__specialist_steps=4, federation__faults__round_deadline_s=1e-9)
-    fed.begin_round()
-    fed.specialize(0, "adapters")
-    fed.train()
-    assert 0 in _hit(fed, "deadline_miss")
-    rec = fed.aggregate(KIND, "edge")
-    assert 0 not in rec["participants"].get("adapters", [])
-    assert fed.end_round().cost.stage_latency_s["train"] == pytest.approx(1e-9)
+def test_specialists_extra_steps_follow_the_upload_and_miss_no_deadline():
+    def round_of(deadline):
+        fed = _fed(federation__specialist_steps=4, federation__faults__round_deadline_s=deadline)
+        fed.begin_round()
+        fed.specialize(0, "adapters")
+        fed.train()
+        rec = fed.aggregate(KIND, "edge")
+        return fed, rec, fed.end_round().cost
+
+    _, _, free = round_of(None)
+    own = free.stage_latency_s["train"]
+    # four extra steps take four times the device's own step, after its upload
+    fed, rec, cost = round_of(own * 1.01)
+    assert 0 not in _hit(fed, "deadline_miss")
+    assert 0 in rec["participants"]["adapters"]
+    assert cost.stage_latency_s["train"] == pytest.approx(own)
+    assert cost.per_module["specialist"].seconds > 0
 
 
 def test_cloud_fallback_clusters_are_not_held_to_d2d_reachability():
