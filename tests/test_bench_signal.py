@@ -74,15 +74,15 @@ def test_the_base_policy_plays_the_default_schedule_in_the_aggregation_block(key
 
 
 def test_the_row_reports_noise_gap_and_the_schedules():
-    row = bench_signal.measure_id(ENV_ID, "tiny", seeds=2, redraws=2, rounds=3, schedules=("star", "hfm_2"))
+    row = bench_signal.measure_id(ENV_ID, "tiny", seeds=2, redraws=2, rounds=3, schedules=("star", "edge_only"))
     assert row["env_id"] == ENV_ID and row["preset"] == "tiny"
     assert (row["rounds"], row["seeds"], row["redraws"]) == (3, 2, 2)
     assert 0 < row["noise"] < math.inf
-    assert set(row["schedule_means"]) == {"star", "hfm_2"} and {row["best"], row["worst"]} == {"star", "hfm_2"}
+    assert set(row["schedule_means"]) == {"star", "edge_only"} and {row["best"], row["worst"]} == {"star", "edge_only"}
     means = row["schedule_means"]
     assert row["gap"] == pytest.approx(means[row["best"]] - means[row["worst"]]) and row["gap"] >= 0
     assert row["noise_over_gap"] == pytest.approx(row["noise"] / row["gap"])
-    with pytest.raises(ValueError, match="hfm_2"):
+    with pytest.raises(ValueError, match="edge_only"):
         bench_signal.measure_id(ENV_ID, "tiny", seeds=1, redraws=2, rounds=1, schedules=("star",))
     assert bench_signal.worst_row([{"noise_over_gap": 0.2}, {"noise_over_gap": math.inf}])["noise_over_gap"] == math.inf
 
