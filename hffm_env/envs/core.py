@@ -19,8 +19,8 @@ A decision an env does not expose is taken by the default fixed policy:
 aggregation follows ``EnvConfig.default_schedule`` (edge-only by default: every
 cluster averages at its edge server each round and clusters never mix, so copies
 differ across clusters and the cloud holds none), cold starts are relayed from a
-specialist of the module when there is one and stay cold otherwise, no specialists, requests run locally when the device can host the model and at the
-edge otherwise.
+specialist of the module when there is one and stay cold otherwise, no specialists,
+requests run locally when the device can host the model and at the edge otherwise.
 """
 
 from __future__ import annotations

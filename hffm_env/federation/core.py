@@ -53,7 +53,8 @@ from hffm_env.model.backbone import FrozenBackbone, build_vilt
 from hffm_env.model.banks import ENCODER_OF, Bank, gather, init_bank, kind_of, payload_bytes
 from hffm_env.model.config import ModelConfig
 from hffm_env.model.numerics import flush_denormals
-from hffm_env.model.train import AdamState, evaluate_metrics, local_train, step_tasks, task_inputs, used_names
+from hffm_env.model.train import (AdamState, evaluate_metrics, local_train, right_answer_probability, step_tasks,
+                                  task_inputs, used_names)
 from hffm_env.model import m3t
 from hffm_env.network.fog import FogNetwork
 from hffm_env.network.config import LinkFaultConfig
@@ -387,6 +388,12 @@ class Federation:
     def is_specialist(self, node: int, kind: str) -> bool:
         return (int(node), kind) in self.roles.specialists
 
+    def specialist_mask(self, kind: str) -> np.ndarray:
+        """Devices that are specialists of ``kind`` (bool ``[n_devices]``)."""
+        out = np.zeros(self.n_devices, dtype=bool)
+        out[[d for d, k in self.roles.specialists if k == kind]] = True
+        return out
+
     def cold(self, kind: str) -> np.ndarray:
         """Devices with a pending cold start of ``kind`` (bool ``[n_devices]``)."""
         out = np.zeros(self.n_devices, dtype=bool)
@@ -465,9 +472,7 @@ class Federation:
             participants = eligible[take]
         else:
             participants = eligible
-        flip = np.zeros(self.n_nodes, dtype=bool)
-        for d, (attack, _) in self.roles.attack.items():
-            flip[d] = attack == "label_flip"
+        flip = self._label_flippers()
         losses = np.zeros(0)
         if participants.size and (cfg.local_steps or cfg.local_epochs is not None):
             skipped: set[int] = set()
@@ -505,9 +510,15 @@ class Federation:
             trained = set(map(int, participants))
             self.cold_starts = [replace(c, rounds=c.rounds + 1) if c.node in trained else c for c in self.cold_starts]
         self._participants = participants
-        self._flip = flip
         self._losses = losses
         return losses
+
+    def _label_flippers(self) -> np.ndarray:
+        """Nodes that train on flipped labels (bool ``[n_nodes]``): the label-flipping attackers."""
+        flip = np.zeros(self.n_nodes, dtype=bool)
+        for d, (attack, _) in self.roles.attack.items():
+            flip[d] = attack == "label_flip"
+        return flip
 
     def _kinds_held_by(self, d: int) -> list[str]:
         return [k for k in self.kinds if self._tasks_for(d, k)]
@@ -543,7 +554,7 @@ class Federation:
             view = self.view({d: sorted({t for k in kinds for t in self._tasks_for(d, k)}) for d in nodes})
             devs = np.array(nodes, dtype=np.int64)
             local_train(self.backbone, self.bank, self.adam, view, devs, devs, steps, self.config.batch_size,
-                        self.rng, self.model_config, expert_mask=self.expert_mask, flip_labels=self._flip,
+                        self.rng, self.model_config, expert_mask=self.expert_mask, flip_labels=self._label_flippers(),
                         only_kinds=kinds)
             self.net.charge_compute(self.ledger, "aggregate", "specialist", devs, steps * self.config.batch_size,
                                     slowdown=self._slowdown[devs], group=SPECIALIST_GROUP + devs, step="specialist")
@@ -661,7 +672,7 @@ class Federation:
         for k in kinds:
             # a device with the module cold is outside its federation until relayed or trained
             part = self.holds(k) & in_scope & took_part & ~self.cold(k)
-            special = np.array([self.is_specialist(d, k) for d in range(self.n_devices)])
+            special = self.specialist_mask(k)
             if not self.config.specialists_contribute:
                 part &= ~special
             if part.any():
@@ -674,8 +685,7 @@ class Federation:
         for (devs, counts, special), ks in groups.items():
             devs = np.array(devs, dtype=np.int64)
             # specialists, devices that dropped after uploading and servers that are down keep their rows
-            keep = {k: np.array([d for d in np.nonzero(self.holds(k))[0] if self.is_specialist(d, k)], dtype=np.int64)
-                    for k in ks}
+            keep = {k: np.nonzero(self.holds(k) & self.specialist_mask(k))[0] for k in ks}
             frozen = np.concatenate([devs[self._dropped_after[devs]], off + to_cloud]).astype(np.int64)
             restores = [self._snapshot([k], keep[k]) for k in ks] + [self._snapshot(ks, frozen)]
             self._aggregate_values(ks, devs, np.maximum(np.array(counts, dtype=np.float64), 1.0), scope, path, rule,
@@ -1061,7 +1071,7 @@ class Federation:
             logits = m3t.forward(self.backbone, params, inputs, task, task_spec(task).modalities,
                                  self.model_config.experts_top_k)
             correct[sel] = (logits.argmax(-1) == labels).numpy()[:, 0]
-            p_right[sel] = torch.softmax(logits.double(), -1).gather(-1, labels[..., None]).numpy()[:, 0, 0]
+            p_right[sel] = right_answer_probability(logits, labels).numpy()[:, 0]
         return correct, p_right
 
     def input_bytes(self, task: str) -> float:

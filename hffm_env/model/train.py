@@ -263,6 +263,11 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
     return np.array([np.mean(losses[int(d)]) if losses[int(d)] else np.nan for d in devices])
 
 
+def right_answer_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The softmax of ``logits [..., A]`` at ``labels [...]`` (float64, shaped as ``labels``)."""
+    return torch.softmax(logits.double(), -1).gather(-1, labels[..., None]).squeeze(-1)
+
+
 def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices: np.ndarray,
              holders: np.ndarray, config: ModelConfig, split: str = "test",
              max_batch: int = 256) -> dict[int, dict[str, float]]:
@@ -310,7 +315,7 @@ def evaluate_metrics(backbone: FrozenBackbone, bank: Bank, data: FederatedData, 
             inputs, labels = task_inputs(data, task, padded)
             logits = m3t.forward(backbone, params, inputs, task, task_spec(task).modalities, config.experts_top_k)
             correct += ((logits.argmax(-1) == labels) & valid).sum(1).numpy()
-            p = torch.softmax(logits.double(), -1).gather(-1, labels[..., None]).squeeze(-1)
+            p = right_answer_probability(logits, labels)
             p_right += torch.where(valid, p, 0.0).sum(1).numpy()
         for d, c, q, i in zip(holders_t, correct, p_right, idx):
             acc[d][task] = float(c / len(i))

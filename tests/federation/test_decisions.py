@@ -102,15 +102,29 @@ def test_only_trained_copies_answer_and_the_peer_is_one_of_them():
 
 def test_served_probability_follows_the_serving_copy():
     fed = Federation(make_scenario("tiny", federation__inference__requests_per_device=2.0,
-                                   federation__inference__foreign_fraction=1.0), seed=0)
+                                   federation__inference__foreign_fraction=0.5), seed=0)
     for _ in range(3):
         fed.run_round([Aggregate(fed.kinds, "edge")])
     fed.begin_round()
     req = fed.requests
-    edge = tuple("edge" for _ in range(len(req)))
-    res = fed.serve(edge)
-    assert res.p_correct.shape == (len(req),) and np.all((res.p_correct >= 0) & (res.p_correct <= 1))
+    mask = fed.offload_mask()
+    local = [i for i in range(len(req)) if mask[i, 0]]
+    assert local
+    res = fed.serve(tuple("local" if mask[i, 0] else "edge" for i in range(len(req))))
     assert res.mean_p_correct == pytest.approx(float(res.p_correct.mean()))
+    # a request on one of its own tasks run locally gets what the requester's own copy
+    # gives its input; one on a foreign task is answered by a copy never trained for it
+    own = [i for i in local if req.task[i] in fed.active_tasks(int(req.device[i]))]
+    assert own and len(own) < len(local)
+    for i in local:
+        d, t = int(req.device[i]), req.task[i]
+        if i not in own:
+            assert not fed.answers(d, t)
+            continue
+        test = tuple({t: req.sample[i:i + 1]} if x == d else {} for x in range(fed.n_devices))
+        acc, prob = fed.measure(test=test, devices=[d])
+        assert res.p_correct[i] == pytest.approx(prob[d][t], rel=1e-5)
+        assert res.correct[i] == bool(acc[d][t])
     fed.end_round()
 
 
