@@ -29,7 +29,12 @@ import numpy as np
 
 from agents import sample_valid_action
 
-TARGETS = {"tiny": 20.0, "paper": 2.0}
+# env steps/s of the slowest id with two SubprocVecEnv workers on the 2-core reference
+# machine: ``tiny`` keeps 2/3 of the 18.3 it ran at before every device was scored on
+# its whole test share; ``paper`` has no target (it pays for the reference's one epoch
+# per round). One-env figures are reported, not targets.
+TARGETS = {"tiny": round(18.3 * 2 / 3, 1)}
+TARGET_N_ENVS = 2
 
 
 @contextmanager
@@ -152,14 +157,17 @@ def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: s
     from hffm_env import ENV_IDS
 
     steps = steps or {"tiny": 60, "paper": 12}
+    named = " ".join(f"{k}={v}" for k, v in (overrides or {}).items() if k != "model__backbone_dtype")
+    with_named = f", with {named}" if named else ""
     overrides = {**(overrides or {}), "model__backbone_dtype": backbone_dtype}
     if n_envs > 1:
         print(f"hffm bench env: env steps/s of {n_envs} SubprocVecEnv workers (1 thread each) together, random valid "
-              f"actions, resets included, backbone matmuls in {backbone_dtype}")
+              f"actions, resets included, backbone matmuls in {backbone_dtype}{with_named}")
         print(f"{'id':<30} {'preset':<7} {'steps/s':>8}")
     else:
         print(f"hffm bench env: steps/s with random valid actions, resets included ({torch.get_num_threads()} "
-              f"threads, backbone matmuls in {backbone_dtype}); median of {blocks} interleaved blocks per id")
+              f"threads, backbone matmuls in {backbone_dtype}{with_named}); median of {blocks} interleaved blocks "
+              "per id")
         print(f"{'id':<30} {'preset':<7} {'steps/s':>8} {'blocks':>11}  time split: training aggregation evaluation "
               "ledger observation other")
     worst = {}
@@ -179,12 +187,9 @@ def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: s
                       + " ".join(f"{s.get(k, 0.0):>5.0%}" for k in ("training", "aggregation", "evaluation",
                                                                    "ledger", "observation", "other")))
         worst[preset] = min(r["steps_per_s"] for r in results)
-    how = f"{n_envs} workers together" if n_envs > 1 else "one env"
-    named = {k: v for k, v in overrides.items() if k != "model__backbone_dtype"}   # the dtype is named already
-    if named:
-        how += ", with " + " ".join(f"{k}={v}" for k, v in named.items())
+    how = (f"{n_envs} workers together" if n_envs > 1 else "one env") + with_named
     for preset, w in worst.items():
-        target = TARGETS.get(preset)
+        target = TARGETS.get(preset) if n_envs == TARGET_N_ENVS else None
         if target:
             print(f"target {preset} >= {target:g} steps/s ({backbone_dtype} backbone, {how}): slowest id {w:.1f} -> "
                   f"{'met' if w >= target else 'NOT met'}")

@@ -112,7 +112,8 @@ def test_env_benchmark_interleaves_blocks_across_ids(monkeypatch, capsys):
     assert bench_env.main(presets=("tiny",), steps={"tiny": 2}, blocks=2) == 0
     out = capsys.readouterr().out
     _assert_one_row_per_id(out)
-    assert "median of 2 interleaved blocks" in out and "target tiny >= 20" in out
+    # the target is one of two workers together: one env reports its rate only
+    assert "median of 2 interleaved blocks" in out and "target" not in out
     assert main(["bench", "env", "--blocks", "0"]) == 2
     assert "--blocks must be an integer >= 1" in capsys.readouterr().err
 
@@ -148,7 +149,8 @@ def test_env_benchmark_times_vectorised_workers_as_hffm_train_runs_them(capsys):
     assert bench_main(presets=("tiny",), steps={"tiny": 2}, n_envs=2) == 0
     out = capsys.readouterr().out
     _assert_one_row_per_id(out)
-    assert "2 SubprocVecEnv workers" in out and "2 workers together" in out
+    assert "2 SubprocVecEnv workers" in out
+    assert "target tiny >= 12.2 steps/s (float32 backbone, 2 workers together)" in out
     assert main(["bench", "env", "--n-envs", "0"]) == 2
     assert "--n-envs must be an integer >= 1" in capsys.readouterr().err
 

@@ -84,8 +84,10 @@ def module_kinds(scenario: Scenario) -> tuple[str, ...]:
 
 
 def pair_mean(per_device: dict[int, dict[str, float]]) -> float:
-    """Mean of a per-device, per-task metric over (device, task) pairs (NaN if none)."""
-    vals = [a for per in per_device.values() for a in per.values()]
+    """Mean of a per-device, per-task metric over (device, task) pairs (NaN if none),
+    summed in (device, task) order whatever the dicts' order: the same values give the
+    same mean to the bit."""
+    vals = [per_device[d][t] for d in sorted(per_device) for t in sorted(per_device[d])]
     return float(np.mean(vals)) if vals else float("nan")
 
 
@@ -547,20 +549,21 @@ class Federation:
         for node, kind in sorted(self.roles.specialists):
             if self._tasks_for(node, kind):
                 owned.setdefault(node, []).append(kind)
-        by_kinds: dict[tuple[str, ...], list[int]] = {}
-        for node, kinds in owned.items():
-            by_kinds.setdefault(tuple(kinds), []).append(node)
-        for kinds, nodes in by_kinds.items():
-            view = self.view({d: sorted({t for k in kinds for t in self._tasks_for(d, k)}) for d in nodes})
-            devs = np.array(nodes, dtype=np.int64)
-            local_train(self.backbone, self.bank, self.adam, view, devs, devs, steps, self.config.batch_size,
-                        self.rng, self.model_config, expert_mask=self.expert_mask, flip_labels=self._label_flippers(),
-                        only_kinds=kinds)
-            self.net.charge_compute(self.ledger, "aggregate", "specialist", devs, steps * self.config.batch_size,
-                                    slowdown=self._slowdown[devs], group=SPECIALIST_GROUP + devs, step="specialist")
-            cols = [self.kind_index(k) for k in kinds]
-            self.last_train[np.ix_(devs, cols)] = self.round_index
-            self.trained_ever[np.ix_(devs, cols)] = True
+        if not owned:
+            return
+        nodes = sorted(owned)
+        view = self.view({d: sorted({t for k in owned[d] for t in self._tasks_for(d, k)}) for d in nodes})
+        devs = np.array(nodes, dtype=np.int64)
+        # one batched pass per step for every specialist, each on its own modules
+        local_train(self.backbone, self.bank, self.adam, view, devs, devs, steps, self.config.batch_size,
+                    self.rng, self.model_config, expert_mask=self.expert_mask, flip_labels=self._label_flippers(),
+                    only_kinds=[tuple(owned[d]) for d in nodes])
+        self.net.charge_compute(self.ledger, "aggregate", "specialist", devs, steps * self.config.batch_size,
+                                slowdown=self._slowdown[devs], group=SPECIALIST_GROUP + devs, step="specialist")
+        for d in nodes:
+            cols = [self.kind_index(k) for k in owned[d]]
+            self.last_train[d, cols] = self.round_index
+            self.trained_ever[d, cols] = True
 
     # ------------------------------------------------------------------ what a node sends
     def _sent(self, names: list[str], rows: np.ndarray, privacy: bool) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ a test checks the pooled output against ``ViltModel.forward``.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,8 +40,10 @@ def check_architecture(config: ModelConfig, loaded) -> None:
     """A loaded ViLT must have the shapes the ModelConfig promises the trainable modules."""
     from hffm_env._validation import ConfigError
 
-    pairs = {"hidden_size": loaded.hidden_size, "num_layers": loaded.num_hidden_layers,
-             "image_size": loaded.image_size, "patch_size": loaded.patch_size, "vocab_size": loaded.vocab_size}
+    if not 1 <= config.num_layers <= loaded.num_hidden_layers:
+        raise ConfigError(f"num_layers must be in 1..{loaded.num_hidden_layers} (the layers of the backbone in "
+                          f"{config.backbone!r}), got {config.num_layers!r}")
+    pairs = {"hidden_size": loaded.hidden_size, "image_size": loaded.image_size, "patch_size": loaded.patch_size, "vocab_size": loaded.vocab_size}
     for name, value in pairs.items():
         if getattr(config, name) != value:
             raise ConfigError(f"{name} must be {value} to match the backbone in {config.backbone!r}, "
@@ -67,19 +70,31 @@ def build_vilt(config: ModelConfig):
                                     "'random' or a local directory written by ViltModel.save_pretrained)")
         model = ViltModel.from_pretrained(str(path), local_files_only=True)
         check_architecture(config, model.config)
-        return model
+        return truncated(model, config.num_layers)
+    shipped = config.backbone == "default"
     with torch.random.fork_rng(devices=[]):
         # CPU generator only (torch.manual_seed would also queue a CUDA reseed); the
         # fork restores it after this block
         torch.default_generator.manual_seed(config.init_seed)
-        model = ViltModel(vilt_config(config))
-    if config.backbone == "default":
+        model = ViltModel(vilt_config(replace(config, num_layers=SHIPPED_ARCHITECTURE["num_layers"]) if shipped
+                                      else config))
+    if shipped:
         from safetensors.torch import load_file
 
         if not SHIPPED_WEIGHTS.is_file():
             raise FileNotFoundError(f"{SHIPPED_WEIGHTS} is missing: rebuild it with "
                                     "`python -m training.pretrain_backbone --out hffm_env/assets`")
         model.load_state_dict(load_file(str(SHIPPED_WEIGHTS)), strict=True)
+    return truncated(model, config.num_layers)
+
+
+def truncated(model, num_layers: int):
+    """``model`` with only its first ``num_layers`` transformer layers (its final layer
+    norm and pooler kept): a shallower backbone that keeps the pretrained features of
+    those layers, at a proportional fraction of the compute."""
+    if num_layers < model.config.num_hidden_layers:
+        model.encoder.layer = model.encoder.layer[:num_layers]
+        model.config.num_hidden_layers = num_layers
     return model
 
 
@@ -133,17 +148,28 @@ class _FrozenLayer(nn.Module):
         ln = self.norms[which]
         return F.layer_norm(h, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
 
-    def forward(self, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, bias: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        """The layer's output ``[N, T, H]``; with ``first_only`` that of the first token
+        alone, ``[N, 1, H]`` (it still attends to every token): what a last layer
+        needs when only that token is read afterwards."""
         n, t, hid = h.shape
         low = self.dtype
         x = self._norm("before", h).to(low)
         if x.requires_grad:
-            qkv = [self._linear(p, x) for p in ("query", "key", "value")]
+            qkv = [self._linear("query", x[:, :1] if first_only else x)] + [self._linear(p, x) for p in ("key", "value")]
         else:
-            qkv = F.linear(x, self.qkv_w, self.qkv_b).split(self.qkv_w.shape[0] // 3, dim=-1)
-        q, k, v = (y.view(n, t, self.num_heads, -1).transpose(1, 2) for y in qkv)
+            w, b = self.qkv_w, self.qkv_b
+            if first_only:
+                q_w, kv_w = w[:hid], w[hid:]
+                q_b, kv_b = (None, None) if b is None else (b[:hid], b[hid:])
+                qkv = [F.linear(x[:, :1], q_w, q_b), *F.linear(x, kv_w, kv_b).split(hid, dim=-1)]
+            else:
+                qkv = F.linear(x, w, b).split(hid, dim=-1)
+        q, k, v = (y.reshape(n, -1, self.num_heads, hid // self.num_heads).transpose(1, 2) for y in qkv)
         scores = torch.matmul(q, k.transpose(-1, -2)).to(h.dtype) / math.sqrt(q.shape[-1]) + bias
-        context = torch.matmul(scores.softmax(-1).to(low), v).permute(0, 2, 1, 3).contiguous().view(n, t, hid)
+        context = torch.matmul(scores.softmax(-1).to(low), v).permute(0, 2, 1, 3).reshape(n, q.shape[2], hid)
+        if first_only:
+            h = h[:, :1]
         h = self._linear("attn_out", context).to(h.dtype) + h
         x = self._norm("after", h).to(low)
         return self._linear("out", self.activation["fn"](self._linear("inter", x))).to(h.dtype) + h

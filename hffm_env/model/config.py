@@ -21,11 +21,13 @@ class ModelConfig:
 
     ``backbone``: ``"default"`` loads the small backbone pretrained by
     ``training/pretrain_backbone.py`` and shipped with the package (its architecture
-    is ``SHIPPED_ARCHITECTURE``, which the fields below must then match);
+    is ``SHIPPED_ARCHITECTURE``, which the fields below must then match, but for
+    ``num_layers``, which may be fewer: the backbone then keeps its first
+    ``num_layers`` layers, at that fraction of the compute);
     ``"random"`` builds the architecture below with freshly initialised weights from
     ``init_seed``; any other string is a local directory (``config.json`` + weights,
     as ``ViltModel.save_pretrained`` writes it, e.g. a copy of ViLT-B/32) — nothing is
-    ever downloaded. Adapters are double adapters (two parallel
+    ever downloaded (there too ``num_layers`` may keep only the first layers). Adapters are double adapters (two parallel
     bottleneck adapters of ``adapter_bottleneck`` after every layer's output; 256 in
     the paper). The sensor signal is cut into patches of ``sensor_patch`` samples,
     each embedded by the trainable sensor encoder. ``n_prompts`` learnable prompt
@@ -67,7 +69,9 @@ class ModelConfig:
             raise ConfigError(f"backbone must be 'default', 'random' or a local directory, got {self.backbone!r}")
         if self.backbone == "default":
             for name, value in SHIPPED_ARCHITECTURE.items():
-                if getattr(self, name) != value:
+                if name == "num_layers":
+                    check_int(f"num_layers (the shipped backbone has {value})", self.num_layers, low=1, high=value)
+                elif getattr(self, name) != value:
                     raise ConfigError(f"{name} must be {value} with backbone='default' (the shipped backbone's "
                                       f"architecture), got {getattr(self, name)!r}; use backbone='random' for "
                                       "another architecture")

@@ -93,13 +93,16 @@ def forward(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: d
     d = params["adapters.down_w"].shape[0]
     bias = backbone.attention_bias(mask, h.dtype)
     up_b = params["adapters.up_b"].sum(dim=2)                            # the two adapters' biases
+    last = len(backbone.layers) - 1
     for i, layer in enumerate(backbone.layers):
-        h = layer(h, bias)
+        # the pooler reads only the first ([CLS]) token: the last layer, its adapters
+        # and the experts after it are computed for that token alone
+        h = layer(h, bias, first_only=i == last)
         z = h.reshape(d, -1, hid)                                         # [D, B·T, H]
         a = F.gelu(torch.baddbmm(params["adapters.down_b"][:, i, None], z, params["adapters.down_w"][:, i]))
         z = z + torch.baddbmm(up_b[:, i, None], a, params["adapters.up_w"][:, i])
-        if i == len(backbone.layers) - 1:
+        if i == last:
             z = mixture_of_experts(params, z, top_k)
-        h = z.reshape(n, t, hid)
+        h = z.reshape(n, -1, hid)
     pooled = backbone.pool(h).view(d, -1, hid)                            # [D, B, H]
     return torch.baddbmm(params[f"heads.{task}.b"][:, None], pooled, params[f"heads.{task}.w"])

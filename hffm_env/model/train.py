@@ -47,11 +47,13 @@ class AdamState:
 
 def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dict[str, torch.Tensor],
                  lr: float, weight_decay: float, expert_mask: torch.Tensor | None = None,
-                 current: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                 current: dict[str, torch.Tensor] | None = None,
+                 row_mask: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """AdamW (decoupled weight decay, bias-corrected) on rows ``holders`` of each named bank.
 
     ``expert_mask [D, E]`` (bool) limits the expert parameters' update to the experts
-    each holder trains; the others keep their values and optimiser state. A holder
+    each holder trains; the others keep their values and optimiser state. So does
+    ``row_mask`` (name -> bool ``[D]``) for the holders that train that name. A holder
     whose gradient or updated modules are not finite (float overflow, e.g. after an
     attacker's scaled update) skips the step entirely: its modules and optimiser state
     stay as they were. ``current`` may pass rows ``holders`` of the named banks already
@@ -72,12 +74,17 @@ def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dic
     keeps, steps = [], []
     for n, g in zip(names, gs):
         step = state.step[n].index_select(0, holders)
-        if n in EXPERT_PARAMS and expert_mask is not None:
-            keeps.append(expert_mask.view(*expert_mask.shape, *([1] * (g.dim() - 2))))
-            steps.append(step + expert_mask.long())
-        else:
+        keep = expert_mask if n in EXPERT_PARAMS and expert_mask is not None else None
+        rows = None if row_mask is None else row_mask.get(n)
+        if rows is not None and not bool(rows.all()):
+            rows = rows.view(-1, *([1] * (step.dim() - 1))).expand_as(step)
+            keep = rows if keep is None else keep & rows
+        if keep is None:
             keeps.append(None)
             steps.append(step + 1)
+        else:
+            keeps.append(keep.view(*keep.shape, *([1] * (g.dim() - keep.dim()))))
+            steps.append(step + keep.long())
     # the bias corrections of every name at once; an expert never trained has step 0:
     # its row is kept below, the clamp only avoids 0/0
     t = torch.cat([s.flatten() for s in steps]).clamp(min=1).to(gs[0].dtype)
@@ -221,7 +228,8 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
                 devices: np.ndarray, holders: np.ndarray, steps: int, batch_size: int,
                 rng: np.random.Generator, config: ModelConfig,
                 expert_mask: np.ndarray | None = None, flip_labels: np.ndarray | None = None,
-                only_kinds: tuple[str, ...] | None = None, skipped: set[int] | None = None,
+                only_kinds: tuple[str, ...] | list[tuple[str, ...]] | None = None,
+                skipped: set[int] | None = None,
                 epochs: float | None = None) -> np.ndarray:
     """``steps`` local AdamW steps of every device in ``devices`` on its own shards
     (or ``epochs`` passes over them, see :func:`plan_batches`),
@@ -229,10 +237,18 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
     which experts each holder trains (all by default); ``flip_labels [n_holders]``
     (bool) marks holders that train on flipped labels (answer ``a`` → ``A−1−a``, a
     label-flipping attacker); ``only_kinds`` limits training to those module kinds
-    (names as :func:`~hffm_env.model.banks.kind_of` gives them). Devices whose AdamW
+    (names as :func:`~hffm_env.model.banks.kind_of` gives them), or with a list (one
+    tuple per device, same order) each device to its own kinds, all in the same
+    passes. Devices whose AdamW
     step was skipped as non-finite are added to ``skipped`` when given. Returns each
     device's mean loss."""
     row_of = dict(zip(map(int, devices), map(int, holders)))
+    kinds_of = None
+    if only_kinds is not None:
+        per_device = isinstance(only_kinds, list)
+        if per_device and len(only_kinds) != len(devices):
+            raise ValueError(f"only_kinds must hold one tuple per device ({len(devices)}), got {len(only_kinds)}")
+        kinds_of = {int(d): set(only_kinds[i] if per_device else only_kinds) for i, d in enumerate(devices)}
     plan = plan_batches(data, devices, steps, batch_size, rng, epochs)
     losses = {int(d): [] for d in devices}
     for step in plan:
@@ -245,17 +261,20 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
                 if flip.any():
                     labels = torch.where(flip[:, None], len(task_spec(task).answers) - 1 - labels, labels)
             names = trainable_names(bank, task, task_spec(task).modalities)
-            if only_kinds is not None:
-                names = [n for n in names if kind_of(n) in only_kinds]
+            row_mask = None
+            if kinds_of is not None:
+                names = [n for n in names if any(kind_of(n) in kinds_of[d] for d, _ in group)]
                 if not names:
                     continue
+                row_mask = {n: torch.tensor([kind_of(n) in kinds_of[d] for d, _ in group]) for n in names}
             loss, per_holder, leaves = group_loss(backbone, bank, rows, task, inputs, labels, names,
                                                   config.experts_top_k)
             grads = torch.autograd.grad(loss, [leaves[n] for n in names])
             mask = None if expert_mask is None else torch.as_tensor(expert_mask)[rows]
             with torch.no_grad():
                 bad = adamw_update(bank, adam, rows, dict(zip(names, grads)), config.learning_rate,
-                                   config.weight_decay, mask, current={n: leaves[n].detach() for n in names})
+                                   config.weight_decay, mask, current={n: leaves[n].detach() for n in names},
+                                   row_mask=row_mask)
             if skipped is not None and bad.any():
                 skipped.update(int(group[i][0]) for i in torch.nonzero(bad).flatten().tolist())
             for (d, _), value in zip(group, per_holder.tolist()):

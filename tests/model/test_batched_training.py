@@ -41,10 +41,25 @@ def test_backbone_matches_vilt_forward_and_leaves_global_rng_alone():
         ref = vilt(input_ids=tok, attention_mask=am, pixel_values=pix).pooler_output
         h = torch.cat([bb.embed_text(tok), bb.embed_image(pix)], 1)
         bias = bb.attention_bias(torch.cat([am, torch.ones(4, 17, dtype=torch.long)], 1), h.dtype)
-        for layer in bb.layers:
+        for layer in bb.layers[:-1]:
             h = layer(h, bias)
-        assert torch.allclose(bb.pool(h), ref, atol=1e-5)
+        full = bb.layers[-1](h, bias)
+        first = bb.layers[-1](h, bias, first_only=True)     # what a pass computes of the last layer
+        assert first.shape == (4, 1, MC.hidden_size)
+        assert torch.allclose(first, full[:, :1], atol=1e-6)
+        assert torch.allclose(bb.pool(full), ref, atol=1e-5)
+        assert torch.allclose(bb.pool(first), ref, atol=1e-5)
     assert not any(p.requires_grad for p in bb.parameters())
+
+
+def test_a_truncated_backbone_keeps_the_first_layers_of_the_shipped_one():
+    full, two = build_vilt(MC), build_vilt(ModelConfig(num_layers=2))
+    assert len(two.encoder.layer) == two.config.num_hidden_layers == 2
+    kept = {k: v for k, v in full.state_dict().items() if not k.startswith(("encoder.layer.2.", "encoder.layer.3."))}
+    assert kept.keys() == two.state_dict().keys()
+    assert all(torch.equal(v, two.state_dict()[k]) for k, v in kept.items())
+    bb = FrozenBackbone(two)
+    assert len(bb.layers) == bb.num_layers == 2
 
 
 def test_bank_layout_and_payloads(data):
@@ -277,3 +292,25 @@ def test_a_pass_without_a_graph_gives_the_logits_of_one_with_bit_for_bit(data, d
             without = m3t.forward(backbone, {n: bank[n][rows] for n in names}, inputs, task,
                                   task_spec(task).modalities)
         assert torch.equal(with_graph.detach(), without)
+
+
+def test_each_device_trains_only_its_own_kinds_in_one_pass(data):
+    """``only_kinds`` per device: a kind a device does not own keeps its values and
+    optimiser state on that device, while the device beside it trains it."""
+    bb = FrozenBackbone(build_vilt(MC))
+    bank = _bank(data)
+    start = {k: v.clone() for k, v in bank.items()}
+    adam = T.AdamState.zeros_like(bank)
+    devs = np.array([0, 1])
+    T.local_train(bb, bank, adam, data, devs, devs, 2, 4, np.random.default_rng(0), MC,
+                  only_kinds=[("adapters",), ("prompts", "experts")])
+    changed = {k: [not torch.equal(bank[k][d], start[k][d]) for d in devs] for k in bank}
+    assert changed["adapters.down_w"] == [True, False]
+    assert changed["prompts.tokens"] == [False, True]
+    assert changed["experts.down_w"] == [False, True]
+    assert all(changed[k] == [False, False] for k in bank if k.startswith("heads."))
+    assert adam.step["adapters.down_w"][:2].tolist() == [2, 0]
+    assert adam.step["prompts.tokens"][:2].tolist() == [0, 2]
+    assert float(adam.m["adapters.down_w"][1].abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="one tuple per device"):
+        T.local_train(bb, bank, adam, data, devs, devs, 1, 4, np.random.default_rng(0), MC, only_kinds=[("adapters",)])

@@ -44,6 +44,8 @@ def test_backbone_choices_are_validated(tmp_path):
     with pytest.raises(ConfigError, match="hidden_size must be 128 with backbone='default'"):
         ModelConfig(hidden_size=64)
     ModelConfig(backbone="random", hidden_size=64)
+    with pytest.raises(ConfigError, match=r"num_layers \(the shipped backbone has 4\) must be an integer in \[1, 4\]"):
+        ModelConfig(num_layers=5)
     with pytest.raises(FileNotFoundError, match="not found"):
         build_vilt(ModelConfig(backbone=str(tmp_path / "nope")))
     # a user's own weights, from a local directory as save_pretrained writes it
