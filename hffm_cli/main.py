@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from hffm_env import ConfigError
+from hffm_env import ENV_IDS, ConfigError
 
 
 def _cmd_costs(args: argparse.Namespace) -> int:
@@ -89,6 +89,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         bad = [p for p in args.presets if p not in PRESETS]
         if bad:
             raise ConfigError(f"--presets must be among {', '.join(PRESETS)}, got {' '.join(bad)}")
+        bad = [i for i in args.ids if i not in ENV_IDS]
+        if bad:
+            raise ConfigError(f"--ids must be among {', '.join(ENV_IDS)}, got {' '.join(bad)}")
         for flag, value, low in (("--seeds", args.seeds, 1), ("--redraws", args.redraws, 2),
                                  ("--rounds", args.rounds, 1)):
             if value is not None and value < low:
@@ -96,7 +99,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from benchmarks.bench_signal import main as bench
 
         return bench(presets=tuple(args.presets), seeds=args.seeds, redraws=args.redraws, rounds=args.rounds,
-                     json_out=args.json, overrides=dict(args.overrides))
+                     json_out=args.json, env_ids=tuple(args.ids), overrides=dict(args.overrides))
     from benchmarks import bench_robustness, bench_soak
 
     return {"soak": bench_soak, "robustness": bench_robustness}[args.target].run(args)
@@ -181,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--redraws", type=int, default=8,
                    help="re-drawn evaluation sets per round for the noise, >= 2 (default 8)")
     t.add_argument("--rounds", type=int, default=None, help="episode length (default: the preset's env.max_rounds)")
+    t.add_argument("--ids", nargs="+", default=list(ENV_IDS),
+                   help="env ids to measure (default all; split them over processes to use more cores)")
     t.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
                    help="scenario override for every measured env, e.g. --set federation__eval_max_samples=16 "
                         "(repeatable)")

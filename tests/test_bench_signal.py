@@ -88,7 +88,8 @@ def test_the_row_reports_noise_gap_and_the_schedules():
 
 
 @pytest.mark.parametrize("argv, flag", [(["--redraws", "1"], "--redraws"), (["--seeds", "0"], "--seeds"),
-                                        (["--rounds", "0"], "--rounds"), (["--presets", "huge"], "--presets")])
+                                        (["--rounds", "0"], "--rounds"), (["--presets", "huge"], "--presets"),
+                                        (["--ids", "hffm_env/Nope-v0"], "--ids")])
 def test_bad_flags_name_the_flag(argv, flag, capsys):
     assert hffm(["bench", "signal", *argv]) == 2
     assert flag in capsys.readouterr().err
