@@ -139,7 +139,7 @@ def apply_overrides(scenario: Scenario, overrides: dict[str, Any]) -> Scenario:
 
 # ---------------------------------------------------------------------- presets
 def _paper_network(devices: int = 40, edges: int = 10) -> NetworkConfig:
-    """The reference implementation's cost constants and accounting (DESIGN.md §8),
+    """The reference implementation's cost constants and accounting (docs/network.md),
     with ``devices`` devices and ``edges`` edge servers.
 
     Compatibility choices, all local to this preset, each reproducing what the

@@ -1,4 +1,4 @@
-"""The direction of dependencies (DESIGN.md §1): the library imports none of the layers above it."""
+"""The direction of dependencies (docs/index.md, Layers): the library imports none of the layers above it."""
 
 import ast
 import pathlib
