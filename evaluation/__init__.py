@@ -1,2 +1,2 @@
-"""Evaluation of policies on held-out seeds: Table-I-style tables, learning curves,
-accuracy-vs-energy plots. Planned in issue #6; nothing is implemented here yet."""
+"""Evaluation of policies on held-out seeds (``evaluate``): Table-I-style tables with
+paired differences against a baseline, learning curves, accuracy-vs-energy plots."""

@@ -1,2 +1,3 @@
-"""Training entry points (SB3, sb3-contrib, SuperSuit, RLlib) and the backbone
-pretraining script. Planned in issues #3 and #6; nothing is implemented here yet."""
+"""Training entry points: Stable-Baselines3 and sb3-contrib (``train``), Ray RLlib
+(``rllib_train``), the demo (``demo``) and the backbone pretraining script
+(``pretrain_backbone``)."""

@@ -17,7 +17,7 @@ DEMO_ENV = "hffm_env/Aggregation-v0"
 DEMO_PRESET = "tiny"
 DEMO_STEPS = 4096
 DEMO_OVERRIDES: dict = {}
-# PPO settings found for this budget (README, Training and evaluation): short rollouts,
+# PPO settings found for this budget (docs/training.md): short rollouts,
 # a higher learning rate, no entropy bonus and a short horizon learn the cost side fast.
 # Two SubprocVecEnv workers use both cores (about 1.4x the env steps per second of one
 # env), and each 64-round rollout then comes from two episodes with different seeds.

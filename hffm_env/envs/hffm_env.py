@@ -17,7 +17,7 @@ on a task the requester does not hold) unless overridden.
 
 ## Observation (``Dict`` of ``Box``, float32; ``D`` devices, ``C`` clusters, ``K`` module kinds, ``T`` tasks)
 
-* ``devices [D, 5 + 2T + 5K + 3]``: active; modalities on (image, text, sensor); tasks
+* ``devices [D, 9 + 2T + 5K]``: active; modalities on (image, text, sensor); tasks
   active; training samples / pool size; cluster index (scaled to [0, 1]); is cluster
   head; can host the model; uplink rate as log10(1 + Mbit/s); last score per
   task (``env.reward_metric``); per kind: rounds since the copy was last received (in episodes of
@@ -37,8 +37,10 @@ on a task the requester does not hold) unless overridden.
 ## Action
 
 ``MultiDiscrete`` (see :mod:`hffm_env.envs.core`); ``action_masks()`` gives the valid
-options (sb3-contrib ``MaskablePPO``). A masked or out-of-space action raises
-``InvalidAction`` naming the decision, index and allowed options.
+options (sb3-contrib ``MaskablePPO``). An out-of-space action raises. A masked choice
+is replaced by the default policy's and costs ``env.invalid_penalty`` of reward
+(``env.invalid_action="penalize"``, the default), or raises ``InvalidAction`` naming
+the decision, index and allowed options (``"raise"``).
 
 ## Reward, episode end
 
