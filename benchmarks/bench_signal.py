@@ -51,7 +51,8 @@ import time
 import numpy as np
 
 from agents import SCHEDULE_KEYS, BasePolicy
-from evaluation.evaluate import EVAL_SEED_BASE, mean_ci
+from evaluation import EVAL_SEED_BASE
+from evaluation.evaluate import mean_ci
 from hffm_env.data.partition import deal_shares
 from hffm_env.envs import ENV_IDS, EnvConfig
 from hffm_env.federation.core import pair_mean

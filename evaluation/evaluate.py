@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-EVAL_SEED_BASE = 10_000
+from evaluation import EVAL_SEED_BASE
 
 
 @dataclass

@@ -25,8 +25,9 @@ import json
 import sys
 from pathlib import Path
 
+from evaluation import EVAL_SEED_BASE
+
 ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo")
-EVAL_SEED_BASE = 10_000
 MULTI_AGENT_ENV = "hffm_v0"
 
 

@@ -4,24 +4,20 @@
 torch, load on ``gym.make``). ``EnvConfig`` is the ``env`` part of a scenario.
 """
 
-from hffm_env.envs.config import DECISIONS, EnvConfig
+from hffm_env.envs.config import DECISIONS, ENV_SPECS, EnvConfig
 
-ENV_IDS = {
-    "hffm_env/Aggregation-v0": "hffm_env.envs.hffm_env:AggregationEnv",
-    "hffm_env/Relaying-v0": "hffm_env.envs.hffm_env:RelayingEnv",
-    "hffm_env/Specialization-v0": "hffm_env.envs.hffm_env:SpecializationEnv",
-    "hffm_env/Offloading-v0": "hffm_env.envs.hffm_env:OffloadingEnv",
-    "hffm_env/HFFM-v0": "hffm_env.envs.hffm_env:FullEnv",
-}
+ENV_IDS = tuple(ENV_SPECS)
+ENTRY_POINT = "hffm_env.envs.hffm_env:HFFMEnv"
 
 
 def register_envs() -> None:
-    """Register every id with Gymnasium (idempotent)."""
+    """Register every id with Gymnasium (idempotent): one entry point, the id's
+    decisions and scenario defaults as its keyword arguments."""
     import gymnasium as gym
 
-    for env_id, entry_point in ENV_IDS.items():
+    for env_id, kwargs in ENV_SPECS.items():
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=entry_point)
+            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs=dict(kwargs))
 
 
 __all__ = ["DECISIONS", "ENV_IDS", "EnvConfig", "register_envs"]

@@ -10,6 +10,23 @@ DECISIONS = ("aggregation", "relaying", "specialization", "offloading")
 REWARD_METRICS = ("p_correct", "accuracy")
 DEFAULT_SCHEDULES = ("star", "edge_only", "edge_only_d2d", "hfm_2", "hfm_8", "hfm_d2d_2", "hfm_d2d_8", "none")
 
+# Scenario defaults of the ids whose decisions need something to decide on (an
+# explicit override still wins): events make cold starts, requests make offloading.
+EVENT_DEFAULTS = {"federation__events__task_arrival": 0.1, "federation__events__modality_on": 0.05,
+                  "federation__events__modality_off": 0.05, "federation__events__join": 0.02,
+                  "federation__events__leave": 0.02}
+REQUEST_DEFAULTS = {"federation__inference__requests_per_device": 1.0}
+
+# The registered ids: the decisions each exposes and its scenario defaults (the
+# keyword arguments ``gym.make`` passes to ``HFFMEnv``).
+ENV_SPECS = {
+    "hffm_env/Aggregation-v0": {"decisions": ("aggregation",), "scenario_defaults": {}},
+    "hffm_env/Relaying-v0": {"decisions": ("relaying",), "scenario_defaults": EVENT_DEFAULTS},
+    "hffm_env/Specialization-v0": {"decisions": ("specialization",), "scenario_defaults": EVENT_DEFAULTS},
+    "hffm_env/Offloading-v0": {"decisions": ("offloading",), "scenario_defaults": REQUEST_DEFAULTS},
+    "hffm_env/HFFM-v0": {"decisions": DECISIONS, "scenario_defaults": {**EVENT_DEFAULTS, **REQUEST_DEFAULTS}},
+}
+
 
 @dataclass(frozen=True)
 class EnvConfig:

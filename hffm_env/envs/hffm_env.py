@@ -79,10 +79,6 @@ from hffm_env.federation.core import pair_mean
 from hffm_env.envs.render import CoreRenderer
 from hffm_env.scenario import make_scenario
 
-EVENT_DEFAULTS = {"federation__events__task_arrival": 0.1, "federation__events__modality_on": 0.05,
-                  "federation__events__modality_off": 0.05, "federation__events__join": 0.02,
-                  "federation__events__leave": 0.02}
-REQUEST_DEFAULTS = {"federation__inference__requests_per_device": 1.0}
 
 
 class HFFMEnv(gym.Env):
@@ -92,11 +88,14 @@ class HFFMEnv(gym.Env):
     ----------
     decisions:
         Which of ``aggregation``, ``relaying``, ``specialization``, ``offloading`` the
-        agent takes (the registered ids fix this).
+        agent takes (each registered id passes its own, ``ENV_SPECS``).
     preset:
         Scenario preset: ``tiny``, ``small`` or ``paper``.
     render_mode:
         None, ``"rgb_array"`` or ``"human"``.
+    scenario_defaults:
+        ``__``-path overrides applied before ``overrides`` (each id's events or
+        requests, ``ENV_SPECS``).
     **overrides:
         ``__``-path overrides of the scenario, e.g. ``env__max_rounds=10``,
         ``federation__local_steps=4``, ``network__d2d_radius_m=50``.
@@ -172,40 +171,3 @@ class HFFMEnv(gym.Env):
 
     def close(self):
         self._renderer.close()
-
-
-class AggregationEnv(HFFMEnv):
-    """``hffm_env/Aggregation-v0``: which module groups each cluster aggregates, where, by which path."""
-
-    def __init__(self, preset: str = "tiny", render_mode: str | None = None, **overrides):
-        super().__init__(("aggregation",), preset, render_mode, **overrides)
-
-
-class RelayingEnv(HFFMEnv):
-    """``hffm_env/Relaying-v0``: whether, from where and by which path to serve each cold start."""
-
-    def __init__(self, preset: str = "tiny", render_mode: str | None = None, **overrides):
-        super().__init__(("relaying",), preset, render_mode, scenario_defaults=EVENT_DEFAULTS, **overrides)
-
-
-class SpecializationEnv(HFFMEnv):
-    """``hffm_env/Specialization-v0``: which devices specialise in which encoders and heads."""
-
-    def __init__(self, preset: str = "tiny", render_mode: str | None = None, **overrides):
-        super().__init__(("specialization",), preset, render_mode, scenario_defaults=EVENT_DEFAULTS, **overrides)
-
-
-class OffloadingEnv(HFFMEnv):
-    """``hffm_env/Offloading-v0``: where each inference request runs."""
-
-    def __init__(self, preset: str = "tiny", render_mode: str | None = None, **overrides):
-        super().__init__(("offloading",), preset, render_mode, scenario_defaults=REQUEST_DEFAULTS, **overrides)
-
-
-class FullEnv(HFFMEnv):
-    """``hffm_env/HFFM-v0``: all four decisions."""
-
-    def __init__(self, preset: str = "tiny", render_mode: str | None = None, **overrides):
-        super().__init__(("aggregation", "relaying", "specialization", "offloading"), preset, render_mode,
-                         scenario_defaults={**EVENT_DEFAULTS, **REQUEST_DEFAULTS}, **overrides)
-

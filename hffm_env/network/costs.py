@@ -11,7 +11,7 @@ import numpy as np
 from hffm_env._validation import ConfigError, check_int
 from hffm_env.network.config import NetworkConfig
 from hffm_env.network.fog import FogNetwork, Payload
-from hffm_env.network.schedules import run_schedule, table1_schedules
+from hffm_env.network.schedules import charge_schedule, table1_schedules
 
 # method key -> (latency s, energy as printed: J labelled "kJ", accuracy %)
 PAPER_TABLE1: dict[str, tuple[float, float, float]] = {
@@ -46,7 +46,7 @@ def table1_costs(network: NetworkConfig, payload: Payload, rounds: int = 8, seed
         lat, en = [], []
         for seed in range(first_seed, first_seed + seeds):
             net = FogNetwork(network, np.random.default_rng(seed))
-            mean_lat, mean_en = run_schedule(net, schedule, rounds, payload).mean()
+            mean_lat, mean_en = charge_schedule(net, schedule, rounds, payload).mean()
             lat.append(mean_lat)
             en.append(mean_en)
         paper = PAPER_TABLE1.get(key) if compare_with_paper else None

@@ -211,9 +211,10 @@ def charge_round(net: FogNetwork, ledger: Ledger, schedule: AggregationSchedule,
     return level
 
 
-def run_schedule(net: FogNetwork, schedule: AggregationSchedule, rounds: int, payload: Payload,
-                 ledger: Ledger | None = None) -> Ledger:
-    """Run ``rounds`` rounds of a schedule's communication (fading redrawn each round)."""
+def charge_schedule(net: FogNetwork, schedule: AggregationSchedule, rounds: int, payload: Payload,
+                    ledger: Ledger | None = None) -> Ledger:
+    """Charge ``rounds`` rounds of a schedule's communication on ``net`` (fading redrawn
+    each round), no training: the cost side of :func:`hffm_env.federation.schedules.run_schedule`."""
     check_int("rounds", rounds, low=1)
     ledger = ledger if ledger is not None else Ledger()
     for r in range(1, rounds + 1):

@@ -57,6 +57,20 @@ def test_make_without_import_uses_the_module_prefix():
     assert "devices" in out
 
 
+def test_every_id_is_one_entry_point_with_its_decisions_and_defaults():
+    from hffm_env.envs import ENTRY_POINT
+    from hffm_env.envs.config import EVENT_DEFAULTS, REQUEST_DEFAULTS
+
+    specs = {i: gym.spec(i) for i in IDS}
+    assert {s.entry_point for s in specs.values()} == {ENTRY_POINT}
+    assert specs["hffm_env/Relaying-v0"].kwargs["decisions"] == ("relaying",)
+    assert specs["hffm_env/HFFM-v0"].kwargs["scenario_defaults"] == {**EVENT_DEFAULTS, **REQUEST_DEFAULTS}
+    env = gym.make("hffm_env/Relaying-v0", federation__events__join=0.0)
+    events = env.unwrapped.scenario.federation.events
+    assert events.task_arrival == EVENT_DEFAULTS["federation__events__task_arrival"] and events.join == 0.0
+    assert env.unwrapped.core.decisions == ("relaying",)
+
+
 def test_same_seed_same_trajectory_different_seed_differs():
     def run(seed):
         env = _make("hffm_env/HFFM-v0", env__max_rounds=4)

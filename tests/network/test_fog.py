@@ -6,7 +6,7 @@ import pytest
 from hffm_env import make_scenario
 from hffm_env.network import FogNetwork, Ledger
 from hffm_env.network.channel import transfer_cost
-from hffm_env.network.schedules import AggregationSchedule, charge_round, run_schedule, table1_schedules
+from hffm_env.network.schedules import AggregationSchedule, charge_round, charge_schedule, table1_schedules
 
 
 def _net(preset="small", seed=0, **ov):
@@ -135,7 +135,7 @@ def test_costs_deterministic_by_seed():
     runs = []
     for seed in (5, 5, 6):
         net = FogNetwork(sc.network, np.random.default_rng(seed))
-        runs.append(run_schedule(net, table1_schedules()["hfm_d2d_2"], 6, sc.payload_bytes).mean())
+        runs.append(charge_schedule(net, table1_schedules()["hfm_d2d_2"], 6, sc.payload_bytes).mean())
     assert runs[0] == runs[1] and runs[0] != runs[2]
 
 

@@ -9,7 +9,7 @@ from hffm_env import ConfigError, make_scenario
 from hffm_env.network import FogNetwork, LinkConfig
 from hffm_env.network.channel import link_rate_bps, noise_power_w, shannon_rate_bps
 from hffm_env.network.config import ChannelConfig
-from hffm_env.network.schedules import run_schedule, table1_schedules
+from hffm_env.network.schedules import charge_schedule, table1_schedules
 
 CH = ChannelConfig(reference_gain_db=-30.0, reference_distance_m=1.0, pathloss_exponent=3.0, shadowing_std_db=0.0)
 GAIN = np.array([1e-9, 1e-10, 1e-11])
@@ -19,7 +19,7 @@ def _edge_only(**overrides):
     """Uplink rates and the (latency s, energy J) of one edge-only round on seed 0 of the paper preset."""
     sc = make_scenario("paper", **overrides)
     net = FogNetwork(sc.network, np.random.default_rng(0))
-    latency_s, energy_j = run_schedule(net, table1_schedules()["edge_only"], 1, sc.payload_bytes).mean()
+    latency_s, energy_j = charge_schedule(net, table1_schedules()["edge_only"], 1, sc.payload_bytes).mean()
     devices = net.topology.tier_slice(0)
     return net.uplink_rate_bps[devices].copy(), latency_s, energy_j
 

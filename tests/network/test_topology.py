@@ -86,9 +86,9 @@ def test_extra_tier_by_config():
     assert np.array_equal(t.parent[t.tier_slice(1)] - t.tier_offsets[2], nearest)
     # the schedules and the ledger work on it unchanged: AP every round, edge every 2, cloud every 4
     from hffm_env.network import FogNetwork
-    from hffm_env.network.schedules import AggregationSchedule, run_schedule
+    from hffm_env.network.schedules import AggregationSchedule, charge_schedule
 
-    ledger = run_schedule(FogNetwork(cfg, np.random.default_rng(0)), AggregationSchedule("h3", periods=(1, 2, 4)),
+    ledger = charge_schedule(FogNetwork(cfg, np.random.default_rng(0)), AggregationSchedule("h3", periods=(1, 2, 4)),
                           4, {"adapters": 1e6})
     links = [set(ledger.summaries[r].per_link) for r in range(4)]
     assert links[0] == {"device->access_point", "access_point->device"}
