@@ -33,7 +33,7 @@ from hffm_env.envs.config import DECISIONS
 from hffm_env.federation.core import Federation, RoundResult, module_kinds, pair_mean
 from hffm_env.federation.ops import OFFLOAD_TARGETS, Aggregate, Offload, Relay, Specialize
 from hffm_env.federation.schedules import schedule_ops
-from hffm_env.model.banks import gather
+from hffm_env.model.banks import gather, parse_kind
 from hffm_env.network.schedules import table1_schedules
 from hffm_env.scenario import Scenario
 
@@ -65,11 +65,10 @@ class EnvCore:
         self.kinds = module_kinds(scenario)
         self.groups = []
         for g in AGG_GROUPS:
-            ks = [k for k in self.kinds if k in g or (k.startswith("heads.") and "heads" in g)
-                  or (k.endswith("_encoder") and "encoders" in g)]
+            ks = [k for k in self.kinds if parse_kind(k).in_group(g)]
             if ks:
                 self.groups.append(tuple(ks))
-        self.special_kinds = tuple(k for k in self.kinds if k.endswith("_encoder") or k.startswith("heads."))
+        self.special_kinds = tuple(k for k in self.kinds if parse_kind(k).family in ("heads", "encoders"))
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int) -> None:
@@ -260,7 +259,8 @@ class EnvCore:
         def rank(d):
             spec = fed.is_specialist(d, kind)
             acc = self.score.get(int(d), {})
-            score = acc.get(kind[6:], 0.0) if kind.startswith("heads.") else (np.mean(list(acc.values())) if acc else 0.0)
+            task = parse_kind(kind).task
+            score = acc.get(task, 0.0) if task else (np.mean(list(acc.values())) if acc else 0.0)
             return (spec, score, -int(d))
 
         comp = fed.net.d2d_components(working=False)     # what is known before the round

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from hffm_env.model.banks import HEAD_PREFIX
+
 KIND_COLOURS = {"adapters": "tab:red", "prompts": "tab:pink", "experts": "tab:purple", "gate": "tab:purple",
                 "image_encoder": "tab:olive", "text_encoder": "tab:olive", "sensor_encoder": "tab:olive",
                 "heads": "tab:orange", "inference": "tab:blue"}
 
 
 def _colour(module: str) -> str:
-    if module.startswith("heads."):
+    if module.startswith(HEAD_PREFIX):
         return KIND_COLOURS["heads"]
     return KIND_COLOURS.get(module, "black")
 

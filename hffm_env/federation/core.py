@@ -50,7 +50,7 @@ from hffm_env.federation.ops import (
     Specialize,
 )
 from hffm_env.model.backbone import FrozenBackbone, build_vilt
-from hffm_env.model.banks import ENCODER_OF, Bank, gather, init_bank, kind_of, payload_bytes
+from hffm_env.model.banks import ENCODER_OF, Bank, gather, head_kind, init_bank, kind_of, parse_kind, payload_bytes
 from hffm_env.model.config import ModelConfig
 from hffm_env.model.numerics import flush_denormals
 from hffm_env.model.train import (AdamState, evaluate_metrics, local_train, right_answer_probability, step_tasks,
@@ -80,7 +80,7 @@ def module_kinds(scenario: Scenario) -> tuple[str, ...]:
     sizes = payload_bytes(fresh)
     used = {m for t in tasks for m in task_spec(t).modalities}
     return tuple([k for k in SHARED_KINDS if sizes.get(k, 0) > 0] + [ENCODER_OF[m] for m in MODALITIES if m in used]
-                 + [f"heads.{t}" for t in tasks])
+                 + [head_kind(t) for t in tasks])
 
 
 def pair_mean(per_device: dict[int, dict[str, float]]) -> float:
@@ -330,9 +330,9 @@ class Federation:
         out: list[str] = []
         for k in kinds:
             if k == "heads":
-                out += [x for x in self.kinds if x.startswith("heads.")]
+                out += [x for x in self.kinds if parse_kind(x).is_head]
             elif k == "encoders":
-                out += [x for x in self.kinds if x.endswith("_encoder")]
+                out += [x for x in self.kinds if parse_kind(x).is_encoder]
             else:
                 self.kind_index(k)
                 out.append(k)
@@ -528,11 +528,12 @@ class Federation:
     def _tasks_for(self, d: int, kind: str) -> list[str]:
         """The active tasks of device ``d`` whose training feeds module ``kind``."""
         tasks = self.members.active_tasks(d)
-        if kind.startswith("heads."):
-            return [kind[6:]] if kind[6:] in tasks else []
-        if kind in SHARED_KINDS:
-            return tasks
-        return [t for t in tasks if any(ENCODER_OF[m] == kind for m in task_spec(t).modalities)]
+        k = parse_kind(kind)
+        if k.is_head:
+            return [k.task] if k.task in tasks else []
+        if k.is_encoder:
+            return [t for t in tasks if k.modality in task_spec(t).modalities]
+        return tasks
 
     def _train_specialists(self) -> None:
         """Each specialist's ``specialist_steps`` extra steps on the modules it owns,
@@ -973,11 +974,11 @@ class Federation:
     def answers(self, node: int, task: str) -> bool:
         """Whether ``node``'s copy of ``task``'s head is a trained one: a device that
         holds the task with its head not cold, or a server that has received it."""
-        k = self.kind_index(f"heads.{task}")
+        k = self.kind_index(head_kind(task))
         if node >= self.n_devices:
             return bool(self.last_sync[node, k] >= 0)
         return bool(task in self.members.active_tasks(node) and self.trained_ever[node, k]
-                    and not self.cold(f"heads.{task}")[node])
+                    and not self.cold(head_kind(task))[node])
 
     def can_host(self) -> np.ndarray:
         """Devices whose memory holds the model (bool ``[n_devices]``)."""
@@ -993,7 +994,7 @@ class Federation:
         cands = [int(p) for p in topo.members(topo.cluster[device]) if p != device and host[p]]
         if not cands:
             return -1
-        head = f"heads.{task}"
+        head = head_kind(task)
         return max(cands, key=lambda p: (self.answers(p, task), self.is_specialist(p, head),
                                          self.accuracy.get(p, {}).get(task, 0.0), -p))
 
@@ -1296,7 +1297,7 @@ class Federation:
         mem.tasks[d].append(task)
         mem.modalities[d] |= set(task_spec(task).modalities)
         mem.train[d][task], mem.test[d][task] = np.sort(train), np.sort(test)
-        self._reset_rows(d, [f"heads.{task}"])
+        self._reset_rows(d, [head_kind(task)])
         return self._changed({"event": "task_arrival", "device": d, "task": task})
 
     def set_modality(self, device: int, modality: str, on: bool) -> dict:

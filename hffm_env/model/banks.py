@@ -25,6 +25,7 @@ Aggregation is then tensor algebra over the holder axis, relaying an index copy.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -36,6 +37,53 @@ Bank = dict[str, torch.Tensor]
 MODULE_KINDS = ("adapters", "prompts", "image_encoder", "text_encoder", "sensor_encoder", "experts", "gate", "heads")
 ENCODER_OF = {"image": "image_encoder", "text": "text_encoder", "sensor": "sensor_encoder"}
 EXPERT_PARAMS = ("experts.down_w", "experts.down_b", "experts.up_w", "experts.up_b")
+MODALITY_OF = {kind: modality for modality, kind in ENCODER_OF.items()}
+HEAD_PREFIX = "heads."
+
+
+@dataclass(frozen=True)
+class ModuleKind:
+    """A module kind's name read once: its ``family`` (``"heads"`` for a task head,
+    ``"encoders"`` for a modality encoder, else the shared kind's own name), the
+    ``task`` of a head and the ``modality`` of an encoder. Kinds travel as their
+    names (dict keys, checkpoints, ledger modules); :func:`parse_kind` reads one."""
+
+    name: str
+    family: str
+    task: str | None = None
+    modality: str | None = None
+
+    @property
+    def is_head(self) -> bool:
+        return self.family == "heads"
+
+    @property
+    def is_encoder(self) -> bool:
+        return self.family == "encoders"
+
+    def in_group(self, group) -> bool:
+        """Whether a group of kind names holds this kind, ``"heads"`` and
+        ``"encoders"`` standing for their whole family."""
+        return self.name in group or self.family in group
+
+
+@lru_cache(maxsize=1024)
+def parse_kind(name: str) -> ModuleKind:
+    """The :class:`ModuleKind` of a kind name (``heads.<task>``, ``<modality>_encoder``
+    or a shared kind); ValueError for anything else."""
+    if name.startswith(HEAD_PREFIX) and len(name) > len(HEAD_PREFIX):
+        return ModuleKind(name, "heads", task=name[len(HEAD_PREFIX):])
+    if name in MODALITY_OF:
+        return ModuleKind(name, "encoders", modality=MODALITY_OF[name])
+    if name in MODULE_KINDS and name != "heads":
+        return ModuleKind(name, name)
+    raise ValueError(f"module kind must be heads.<task>, one of {', '.join(MODALITY_OF)} or one of "
+                     f"{', '.join(k for k in MODULE_KINDS if k not in MODALITY_OF and k != 'heads')}, got {name!r}")
+
+
+def head_kind(task: str) -> str:
+    """The kind name of ``task``'s head."""
+    return HEAD_PREFIX + task
 
 
 @lru_cache(maxsize=4096)
@@ -82,8 +130,8 @@ def init_bank(config: ModelConfig, answers_per_task: dict[str, int], n_holders: 
         "experts.gate_b": torch.zeros(config.n_experts, dtype=dtype),
     }
     for task, n_answers in sorted(answers_per_task.items()):
-        one[f"heads.{task}.w"] = normal(h, n_answers, std=1.0 / math.sqrt(h))
-        one[f"heads.{task}.b"] = torch.zeros(n_answers, dtype=dtype)
+        one[f"{head_kind(task)}.w"] = normal(h, n_answers, std=1.0 / math.sqrt(h))
+        one[f"{head_kind(task)}.b"] = torch.zeros(n_answers, dtype=dtype)
     return {k: v.unsqueeze(0).repeat(n_holders, *([1] * v.dim())).contiguous() for k, v in one.items()}
 
 
@@ -104,4 +152,4 @@ def gather(bank: Bank, names, rows: torch.Tensor) -> Bank:
 
 def select(bank: Bank, kinds: tuple[str, ...]) -> list[str]:
     """Parameter names of the given module kinds (``"heads"`` matches every head)."""
-    return [n for n in bank if kind_of(n) in kinds or (n.startswith("heads.") and "heads" in kinds)]
+    return [n for n in bank if parse_kind(kind_of(n)).in_group(kinds)]

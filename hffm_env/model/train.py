@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from hffm_env.data import FederatedData, TaskData, task_spec
 from hffm_env.model import m3t
 from hffm_env.model.backbone import FrozenBackbone
-from hffm_env.model.banks import ENCODER_OF, EXPERT_PARAMS, Bank, gather, kind_of
+from hffm_env.model.banks import ENCODER_OF, EXPERT_PARAMS, Bank, gather, head_kind, kind_of, parse_kind
 from hffm_env.model.config import ModelConfig
 from hffm_env.model.numerics import flush_denormals
 
@@ -203,7 +203,7 @@ def task_inputs(data: FederatedData, task: str, index: np.ndarray) -> tuple[dict
 
 def used_names(bank: Bank, task: str) -> list[str]:
     """Parameters a pass on ``task`` reads: every module but the other tasks' heads."""
-    return [n for n in bank if not n.startswith("heads.") or n.startswith(f"heads.{task}.")]
+    return [n for n in bank if not parse_kind(kind_of(n)).is_head or kind_of(n) == head_kind(task)]
 
 
 def trainable_names(bank: Bank, task: str, modalities: tuple[str, ...]) -> list[str]:

@@ -314,3 +314,17 @@ def test_each_device_trains_only_its_own_kinds_in_one_pass(data):
     assert float(adam.m["adapters.down_w"][1].abs().sum()) == 0.0
     with pytest.raises(ValueError, match="one tuple per device"):
         T.local_train(bb, bank, adam, data, devs, devs, 1, 4, np.random.default_rng(0), MC, only_kinds=[("adapters",)])
+
+
+def test_a_module_kind_name_is_read_once_into_family_task_and_modality():
+    from hffm_env.model.banks import head_kind, parse_kind
+
+    head = parse_kind(head_kind("scene_qa"))
+    assert (head.family, head.task, head.modality, head.is_head) == ("heads", "scene_qa", None, True)
+    enc = parse_kind("sensor_encoder")
+    assert (enc.family, enc.modality, enc.is_encoder) == ("encoders", "sensor", True)
+    assert parse_kind("gate").family == "gate" and parse_kind("gate").in_group(("experts", "gate"))
+    assert head.in_group(("heads",)) and enc.in_group(("encoders",)) and not enc.in_group(("heads", "adapters"))
+    for bad in ("heads", "heads.", "audio_encoder", "adapter"):
+        with pytest.raises(ValueError, match="module kind must be"):
+            parse_kind(bad)
