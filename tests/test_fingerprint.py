@@ -2,8 +2,11 @@
 
 A refactor must leave them unchanged. The fingerprint holds, per id and step, the
 reward, the sum of every observation part, the mean accuracy, the latency and the
-energy, compared to rtol 1e-6 (float sums move by a few ULPs across CPUs; a real
-change moves them far more). A change of the numerics that is meant re-takes it:
+energy, taken with one torch thread and compared to 1e-5 (relative or absolute):
+another thread count or CPU moves float sums by a few ULPs, which four rounds of
+training grow to about 1e-6 in the reward; a real change moves them far more (a
+learning rate 0.2 % higher moves the first reward by 1.5e-4). A change of the
+numerics that is meant re-takes it:
 
     python -m tests.test_fingerprint --update
 """
@@ -24,6 +27,17 @@ ROUNDS = 4
 
 
 def trajectory(env_id: str) -> list[list[float]]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _trajectory(env_id)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _trajectory(env_id: str) -> list[list[float]]:
     env = gym.make(env_id, preset="tiny", env__max_rounds=ROUNDS)
     obs, _ = env.reset(seed=7)
     rng = np.random.default_rng(7)
@@ -40,7 +54,7 @@ def trajectory(env_id: str) -> list[list[float]]:
 @pytest.mark.parametrize("env_id", list(hffm_env.ENV_IDS))
 def test_seeded_trajectory_matches_the_stored_fingerprint(env_id):
     stored = json.loads(FILE.read_text())[env_id]
-    np.testing.assert_allclose(trajectory(env_id), stored, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(trajectory(env_id), stored, rtol=1e-5, atol=1e-5)
 
 
 if __name__ == "__main__":

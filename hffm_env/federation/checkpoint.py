@@ -49,7 +49,8 @@ from safetensors.torch import save_file
 
 from hffm_env.data.registry import MODALITIES
 from hffm_env.federation.config import ATTACKS
-from hffm_env.federation.core import ColdStart, Federation, Requests, _Membership, _Roles
+from hffm_env.federation.core import Federation
+from hffm_env.federation.records import ColdStart, Membership, Requests, Roles
 
 FORMAT = "hffm_env.federation.checkpoint"
 FORMAT_VERSION = 1
@@ -318,7 +319,7 @@ class _Reader:
         return out
 
     # -------------------------------------------------------------- structured state
-    def shards(self, m: dict[str, list]) -> _Membership:
+    def shards(self, m: dict[str, list]) -> Membership:
         fed = self.fed
         split_of = {}
         for split in ("train", "test"):
@@ -336,7 +337,7 @@ class _Reader:
             if lacking:
                 raise self.fail(f"device {d} holds task(s) {lacking} but has no train/test shard for them")
         active = self.tensors["members/active"].numpy().copy()
-        return _Membership(active, [set(x) for x in m["modalities"]], [list(x) for x in m["tasks"]],
+        return Membership(active, [set(x) for x in m["modalities"]], [list(x) for x in m["tasks"]],
                            split_of["train"], split_of["test"], version=fed.members.version + 1)
 
     def check_indices(self, key: str, idx: np.ndarray, n: int) -> None:
@@ -349,12 +350,12 @@ class _Reader:
             raise self.fail(f"{what} must be a device id in [0, {n - 1}], got {d!r}")
         return d
 
-    def roles(self) -> _Roles:
+    def roles(self) -> Roles:
         fed = self.fed
         r = self.field("roles")
         if not isinstance(r, dict) or not all(isinstance(r.get(k), list) for k in ("specialists", "attack")):
             raise self.fail("metadata field 'roles' must hold lists 'specialists' and 'attack'")
-        roles = _Roles()
+        roles = Roles()
         for i, s in enumerate(r["specialists"]):
             if not isinstance(s, list) or len(s) != 2 or s[1] not in fed.kinds:
                 raise self.fail(f"roles.specialists[{i}] must be [device, kind] with kind among {list(fed.kinds)}, "
