@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/hffm demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -n 2
 
 costs: $(STAMP)

@@ -388,7 +388,7 @@ def main(preset: str = "small", rounds: int = 30, seeds: int = 2, fraction: floa
          noise_multipliers=(0.0, 0.5, 1.0, 2.0), clip_norm: float = 0.2, last: int = 5,
          clean_robust: bool = True, json_out: bool = False, *, first_seed: int = 0, bucket_size: int = 2,
          bucketed=BUCKETED_RULES, rules=None) -> int:
-    import torch   # here, not at import: `hffm -h` builds this parser without torch
+    import torch  # here, not at import: `hffm -h` builds this parser without torch
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

@@ -40,7 +40,7 @@ def soak(steps: int, env_id: str, preset: str, every: int, seed: int):
     import gymnasium as gym
 
     import hffm_env  # noqa: F401  (registers the ids)
-    from agents import sample_valid_action   # here: `hffm -h` builds this module's parser without torch
+    from agents import sample_valid_action  # here: `hffm -h` builds this module's parser without torch
 
     env = gym.make(env_id, preset=preset)
     rng = np.random.default_rng(seed)

@@ -1,11 +1,11 @@
 """The ``hffm`` command line as a user runs it."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-import subprocess
-import sys
 
 from hffm_cli.main import main
 

@@ -33,8 +33,7 @@ SOURCE_SEED_BASE = 1_000_003
 
 def main(argv: list[str] | None = None) -> int:
     from hffm_env.data import DataConfig, task_pool, task_spec
-    from hffm_env.model import ModelConfig, init_bank
-    from hffm_env.model import m3t
+    from hffm_env.model import ModelConfig, init_bank, m3t
     from hffm_env.model.backbone import SHIPPED_ARCHITECTURE, build_vilt
     from hffm_env.model.train import pool_inputs, used_names
 

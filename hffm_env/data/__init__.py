@@ -17,7 +17,15 @@ from hffm_env.data import digits as _digits  # noqa: F401  (registers digits_qa)
 from hffm_env.data import synthetic as _synthetic  # noqa: F401  (registers the synthetic suite)
 from hffm_env.data.config import DataConfig
 from hffm_env.data.partition import Shards, assign_tasks, dirichlet_split, partition
-from hffm_env.data.registry import MODALITIES, TaskData, TaskSpec, build_task, register_task, registered_tasks, task_spec
+from hffm_env.data.registry import (
+    MODALITIES,
+    TaskData,
+    TaskSpec,
+    build_task,
+    register_task,
+    registered_tasks,
+    task_spec,
+)
 from hffm_env.data.tokenizer import WordTokenizer
 from hffm_env.data.vqa_folder import load_vqa_folder, register_vqa_folder
 

@@ -75,10 +75,9 @@ import numpy as np
 from gymnasium import spaces
 
 from hffm_env.envs.core import EnvCore
-from hffm_env.federation.core import pair_mean
 from hffm_env.envs.render import CoreRenderer
+from hffm_env.federation.core import pair_mean
 from hffm_env.scenario import make_scenario
-
 
 
 class HFFMEnv(gym.Env):

@@ -9,8 +9,8 @@ import pytest
 
 import hffm_env
 from agents import BASELINES, applies, make_policy, schedule_from_key
-from hffm_cli.main import main as hffm
 from evaluation.evaluate import run_episode
+from hffm_cli.main import main as hffm
 
 EXTRA = ("relay_nearest", "specialize_most_data", "offload_cheapest", "local_only")
 

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from hffm_env import ConfigError
-from hffm_env.data import (DataConfig, TaskData, WordTokenizer, build_task, load_vqa_folder, register_task,
-                           register_vqa_folder, registered_tasks, task_pool)
+from hffm_env.data import (
+    DataConfig,
+    TaskData,
+    WordTokenizer,
+    build_task,
+    load_vqa_folder,
+    register_task,
+    register_vqa_folder,
+    registered_tasks,
+    task_pool,
+)
 from hffm_env.data.synthetic import SCENE_ANSWERS, STYLES, render_scenes
 
 CFG = DataConfig(pool_size=200)
@@ -37,7 +46,7 @@ def test_pools_are_cached_and_read_only():
 
 
 def test_scene_pixels_match_ground_truth():
-    from hffm_env.data.synthetic import COLORS, COLOR_NAMES
+    from hffm_env.data.synthetic import COLOR_NAMES, COLORS
 
     scene = render_scenes(np.random.default_rng(0), 50, 32)
     palette = np.array([COLORS[c] for c in COLOR_NAMES])

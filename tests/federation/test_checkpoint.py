@@ -12,8 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from hffm_env import make_scenario
-from hffm_env.federation import Aggregate, Federation, Specialize
-from hffm_env.federation import checkpoint
+from hffm_env.federation import Aggregate, Federation, Specialize, checkpoint
 from hffm_env.federation.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 

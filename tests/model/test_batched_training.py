@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from hffm_env.data import DataConfig, make_federated_data, task_spec
-from hffm_env.model import ModelConfig, init_bank, payload_bytes
-from hffm_env.model import m3t
+from hffm_env.model import ModelConfig, init_bank, m3t, payload_bytes
 from hffm_env.model import train as T
 from hffm_env.model.backbone import FrozenBackbone, build_vilt
 from hffm_env.model.banks import EXPERT_PARAMS
@@ -104,8 +103,6 @@ def test_batched_training_equals_each_device_alone(data):
                     if k not in T.trainable_names(params, task, mods):
                         p.grad = None
                 frozen = {k: params[k].detach().clone() for k in EXPERT_PARAMS}
-                state = {k: {s: v.clone() for s, v in opt.state[params[k]].items()} for k in EXPERT_PARAMS
-                         if params[k] in opt.state}
                 opt.step()
                 if not mask[d].all():  # a device alone simply does not train the other experts
                     with torch.no_grad():
@@ -145,7 +142,7 @@ def test_training_learns_and_evaluation_is_per_node_per_task(data):
 
 def test_no_prompts_and_image_only_tasks_train():
     from hffm_env.data import TaskData, register_task
-    from hffm_env.data.synthetic import render_scenes, STYLES
+    from hffm_env.data.synthetic import STYLES, render_scenes
 
     @register_task("style_from_pixels_test", modalities=("image",), answers=STYLES, replace=True)
     def build(n, rng, config):

@@ -8,7 +8,6 @@ The paper's figures come from one drawn topology; we average 100 topologies.
 import pytest
 
 from hffm_env import make_scenario
-
 from hffm_env.network.costs import PAPER_TABLE1, table1_costs
 
 
