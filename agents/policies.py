@@ -21,31 +21,15 @@ block it knows and leaves the others to the env's default fixed policy's choice.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from hffm_env.envs.core import AGG_OPTIONS, RELAY_OPTIONS
 from hffm_env.federation.ops import OFFLOAD_TARGETS
-from hffm_env.network.schedules import AggregationSchedule
+from hffm_env.network.schedules import TABLE1_KEYS, schedule_from_key
 
-SCHEDULE_KEYS = ("star", "edge_only", "edge_only_d2d", "hfm_2", "hfm_8", "hfm_d2d_2", "hfm_d2d_8")
+SCHEDULE_KEYS = TABLE1_KEYS
 
 
-def schedule_from_key(key: str) -> AggregationSchedule:
-    """``star``, ``edge_only``, ``edge_only_d2d``, ``hfm_<E>`` or ``hfm_d2d_<E>``."""
-    if key == "star":
-        return AggregationSchedule("FFM star topology", star=True)
-    if key == "edge_only":
-        return AggregationSchedule("FFM edge aggregation only", periods=(1, None))
-    if key == "edge_only_d2d":
-        return AggregationSchedule("FFM edge aggregation only + D2D", periods=(1, None), d2d=True)
-    m = re.fullmatch(r"hfm(_d2d)?_(\d+)", key)
-    if m:
-        e = int(m.group(2))
-        d2d = bool(m.group(1))
-        return AggregationSchedule(f"HF-FM{'+D2D' if d2d else ''} (E_agg={e})", periods=(1, e), d2d=d2d)
-    raise ValueError(f"schedule must be star, edge_only, edge_only_d2d, hfm_<E> or hfm_d2d_<E>, got {key!r}")
 
 
 class BasePolicy:

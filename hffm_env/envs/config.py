@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hffm_env._validation import ConfigError, check_choice, check_int, check_non_negative, check_positive
+from hffm_env.network.schedules import TABLE1_KEYS
 
 DECISIONS = ("aggregation", "relaying", "specialization", "offloading")
 REWARD_METRICS = ("p_correct", "accuracy")
-DEFAULT_SCHEDULES = ("star", "edge_only", "edge_only_d2d", "hfm_2", "hfm_8", "hfm_d2d_2", "hfm_d2d_8", "none")
+DEFAULT_SCHEDULES = TABLE1_KEYS + ("none",)
 
 # Scenario defaults of the ids whose decisions need something to decide on (an
 # explicit override still wins): events make cold starts, requests make offloading.

@@ -13,6 +13,7 @@ the payload of the modules it actually moves.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,18 +59,34 @@ class AggregationSchedule:
         return level
 
 
+def table1_keys(global_periods: tuple[int, ...] = (2, 8)) -> tuple[str, ...]:
+    """The keys of the paper's Table I schedules, with E_agg in ``global_periods``."""
+    return (("star", "edge_only", "edge_only_d2d") + tuple(f"hfm_{e}" for e in global_periods)
+            + tuple(f"hfm_d2d_{e}" for e in global_periods))
+
+
+# the seven schedules of Table I, by key: the one list every layer names them by
+TABLE1_KEYS = table1_keys()
+
+
+def schedule_from_key(key: str) -> AggregationSchedule:
+    """``star``, ``edge_only``, ``edge_only_d2d``, ``hfm_<E>`` or ``hfm_d2d_<E>``."""
+    if key == "star":
+        return AggregationSchedule("FFM star topology", star=True)
+    if key == "edge_only":
+        return AggregationSchedule("FFM edge aggregation only", periods=(1, None))
+    if key == "edge_only_d2d":
+        return AggregationSchedule("FFM edge aggregation only + D2D", periods=(1, None), d2d=True)
+    m = re.fullmatch(r"hfm(_d2d)?_(\d+)", key)
+    if m and int(m.group(2)) >= 1:
+        e, d2d = int(m.group(2)), bool(m.group(1))
+        return AggregationSchedule(f"HF-FM{'+D2D' if d2d else ''} (E_agg={e})", periods=(1, e), d2d=d2d)
+    raise ValueError(f"schedule must be star, edge_only, edge_only_d2d, hfm_<E> or hfm_d2d_<E>, got {key!r}")
+
+
 def table1_schedules(global_periods: tuple[int, ...] = (2, 8)) -> dict[str, AggregationSchedule]:
     """The seven fixed schedules of the paper's Table I (E_agg in ``global_periods``)."""
-    out = {
-        "star": AggregationSchedule("FFM star topology", star=True),
-        "edge_only": AggregationSchedule("FFM edge aggregation only", periods=(1, None)),
-        "edge_only_d2d": AggregationSchedule("FFM edge aggregation only + D2D", periods=(1, None), d2d=True),
-    }
-    for e in global_periods:
-        out[f"hfm_{e}"] = AggregationSchedule(f"HF-FM (E_agg={e})", periods=(1, e))
-    for e in global_periods:
-        out[f"hfm_d2d_{e}"] = AggregationSchedule(f"HF-FM+D2D (E_agg={e})", periods=(1, e), d2d=True)
-    return out
+    return {k: schedule_from_key(k) for k in table1_keys(global_periods)}
 
 
 def _carriers(net: FogNetwork, senders: np.ndarray, level: int) -> list[np.ndarray]:
