@@ -51,7 +51,7 @@ class BasePolicy:
             choice = self._default(block, n) if choice is None else np.asarray(choice, dtype=np.int64).copy()
             # a fixed policy never plays a masked option: such dimensions take the default's
             bad = ~self.core.masks(block)[np.arange(n), choice]
-            choice[bad] = self.core._fallback(block, n)[bad]
+            choice[bad] = self.core.default_choices(block)[bad]
             parts.append(choice)
         return np.concatenate(parts).astype(np.int64), state
 
@@ -61,7 +61,7 @@ class BasePolicy:
     def _default(self, block: str, n: int) -> np.ndarray:
         if block == "aggregation":
             return self._schedule_choice(self.core.config.default_schedule, observation=None)
-        return self.core._fallback(block, n)
+        return self.core.default_choices(block)
 
     def _round(self) -> int:
         return self.core.round + 1                       # the round this action drives (1-based)
@@ -170,7 +170,7 @@ class OffloadHeuristic(BasePolicy):
         if block != "offloading":
             return None
         core, fed = self.core, self.core.fed
-        out = core._fallback("offloading", len(core.action_nvec("offloading")))
+        out = core.default_choices("offloading")
         req = fed.requests
         if not len(req):
             return out

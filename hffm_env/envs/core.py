@@ -334,16 +334,18 @@ class EnvCore:
             i = int(np.nonzero(bad)[0][0])
             if self.config.invalid_action == "raise":
                 raise InvalidAction(f"{d} action[{i}]={part[i]} is masked out; allowed: {np.nonzero(m[i])[0].tolist()}")
-            fallback = self._fallback(d, len(part))
+            fallback = self.default_choices(d)
             for i in np.nonzero(bad)[0]:
                 self.invalid.append({"decision": d, "index": int(i), "choice": int(part[i]),
                                      "replaced_by": int(fallback[i])})
             part[bad] = fallback[bad]
         return out
 
-    def _fallback(self, decision: str, n: int) -> np.ndarray:
-        """The default policy's choice per dimension: the default offloading target,
-        relaying from a specialist (:meth:`default_relay`), 0 everywhere else."""
+    def default_choices(self, decision: str) -> np.ndarray:
+        """What replaces a masked choice in ``decision``'s block, per dimension: the
+        default offloading target, relaying from a specialist (:meth:`default_relay`),
+        0 everywhere else (no aggregation, no specialist)."""
+        n = len(self.action_nvec(decision))
         out = np.zeros(n, dtype=np.int64)
         if decision == "offloading" and len(self.fed.requests):
             default = [OFFLOAD_TARGETS.index(t) for t in self.fed.default_offload()][:n]

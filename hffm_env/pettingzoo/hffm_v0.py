@@ -141,7 +141,7 @@ class HFFMParallelEnv(ParallelEnv):
             S = len(core.special_kinds)
             spec = np.zeros(core.n_devices * S, dtype=np.int64)
             req = core.fed.requests
-            off = core._fallback("offloading", core.config.max_requests)
+            off = core.default_choices("offloading")
             for d in range(core.n_devices):
                 a = np.asarray(actions[f"device_{d}"]).astype(np.int64)
                 if not self._act_spaces[f"device_{d}"].contains(a):
