@@ -72,7 +72,7 @@ def save_checkpoint(fed: Federation, path: str | os.PathLike) -> None:
     path = os.fspath(path)
     if not isinstance(fed, Federation):
         raise TypeError(f"fed must be a Federation, got {type(fed).__name__}")
-    if fed._open:
+    if fed.round_open:
         raise CheckpointError(f"cannot save checkpoint {path!r}: round {fed.round_index} is still open; "
                               "call end_round() first")
     tensors = _tensors_of(fed)
@@ -184,7 +184,7 @@ def load_checkpoint(fed: Federation, path: str | os.PathLike) -> None:
         raise TypeError(f"fed must be a Federation, got {type(fed).__name__}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file at {path!r}")
-    if fed._open:
+    if fed.round_open:
         raise CheckpointError(f"cannot load checkpoint {path!r}: round {fed.round_index} is still open; "
                               "call end_round() first")
     meta, tensors = _read(path)
@@ -447,8 +447,7 @@ def _swap_in(fed: Federation, state: dict[str, Any]) -> None:
     fed.last_train[...] = tr["last_train"]
     fed.trained_ever[...] = tr["trained_ever"]
     fed.expert_mask[...] = tr["expert_mask"]
-    fed.members = state["members"]
-    fed._view_cache = None
+    fed.replace_members(state["members"])
     fed.roles = state["roles"]
     fed.accuracy = state["accuracy"]
     fed.cold_starts = state["cold_starts"]

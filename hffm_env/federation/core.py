@@ -229,6 +229,18 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
         return out
 
     # ------------------------------------------------------------------ the round
+    @property
+    def round_open(self) -> bool:
+        """Whether a round is under way (between ``begin_round()`` and ``end_round()``)."""
+        return self._open
+
+    def replace_members(self, members: Membership) -> None:
+        """Install another membership (who is active, modalities, tasks, shards), as a
+        checkpoint restores it; the views cached on the old one are dropped."""
+        self.members = members
+        self._view_cache = None
+        self._tables_version = -1
+
     def _require_open(self, what: str) -> None:
         if not self._open:
             raise RuntimeError(f"{what} needs an open round: call begin_round() first")
