@@ -234,7 +234,7 @@ BASELINES = ("default",) + SCHEDULE_KEYS + ("local_only", "heuristics", "random"
 
 def make_policy(name: str, env, seed: int = 0) -> BasePolicy:
     """A fixed policy by name: ``default`` (the env's own default for every block), a
-    schedule key (``hfm_4`` etc. too), ``local_only``, ``relay_nearest``,
+    schedule key (``hfm_4``, ``d2d_every_4`` etc. too), ``local_only``, ``relay_nearest``,
     ``specialize_most_data``, ``offload_cheapest``, ``heuristics`` (all three
     heuristics with HF-FM E_agg=2 aggregation), or ``random``."""
     if name == "default":
@@ -256,7 +256,8 @@ def make_policy(name: str, env, seed: int = 0) -> BasePolicy:
         return SchedulePolicy(env, name)
     except ValueError:
         raise ValueError(f"policy must be one of {', '.join(BASELINES)}, relay_nearest, specialize_most_data, "
-                         f"offload_cheapest, hfm_<E>, hfm_d2d_<E>, or a saved model path, got {name!r}") from None
+                         f"offload_cheapest, hfm_<E>, hfm_d2d_<E>, edge_every_<k>, d2d_every_<k>, or a saved model "
+                         f"path, got {name!r}") from None
 
 
 def applies(name: str, env_id: str) -> bool:

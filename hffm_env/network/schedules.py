@@ -70,7 +70,10 @@ TABLE1_KEYS = table1_keys()
 
 
 def schedule_from_key(key: str) -> AggregationSchedule:
-    """``star``, ``edge_only``, ``edge_only_d2d``, ``hfm_<E>`` or ``hfm_d2d_<E>``."""
+    """``star``, ``edge_only``, ``edge_only_d2d``, ``hfm_<E>`` or ``hfm_d2d_<E>`` (Table
+    I), or ``edge_every_<k>`` / ``d2d_every_<k>``: edge aggregation, or D2D consensus at
+    the cluster heads, every ``k``-th round only and no global aggregation (periodic
+    averaging: devices train alone in between)."""
     if key == "star":
         return AggregationSchedule("FFM star topology", star=True)
     if key == "edge_only":
@@ -81,7 +84,13 @@ def schedule_from_key(key: str) -> AggregationSchedule:
     if m and int(m.group(2)) >= 1:
         e, d2d = int(m.group(2)), bool(m.group(1))
         return AggregationSchedule(f"HF-FM{'+D2D' if d2d else ''} (E_agg={e})", periods=(1, e), d2d=d2d)
-    raise ValueError(f"schedule must be star, edge_only, edge_only_d2d, hfm_<E> or hfm_d2d_<E>, got {key!r}")
+    m = re.fullmatch(r"(edge|d2d)_every_(\d+)", key)
+    if m and int(m.group(2)) >= 1:
+        k, d2d = int(m.group(2)), m.group(1) == "d2d"
+        return AggregationSchedule(f"{'D2D consensus' if d2d else 'edge aggregation'} every {k} rounds",
+                                   periods=(k, None), d2d=d2d)
+    raise ValueError(f"schedule must be star, edge_only, edge_only_d2d, hfm_<E>, hfm_d2d_<E>, edge_every_<k> or "
+                     f"d2d_every_<k>, got {key!r}")
 
 
 def table1_schedules(global_periods: tuple[int, ...] = (2, 8)) -> dict[str, AggregationSchedule]:

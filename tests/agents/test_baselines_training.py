@@ -36,6 +36,18 @@ def test_schedule_policies_follow_table1_levels():
     star, _ = make_policy("star", env).predict(obs)
     assert set(star) == {6}
     assert schedule_from_key("hfm_4").periods == (1, 4)
+    # periodic averaging: D2D consensus in every third round only, nothing in between
+    env.reset(seed=0)
+    every3 = make_policy("d2d_every_3", env)
+    codes = []
+    for _ in range(4):
+        a, _ = every3.predict(obs)
+        codes.append(set(a.tolist()))
+        obs, *_ = env.step(a)
+    assert codes == [{0}, {0}, {1}, {0}]
+    for bad in ("hfm_0", "d2d_every_0", "edge_every_x"):
+        with pytest.raises(ValueError, match="schedule must be"):
+            schedule_from_key(bad)
     with pytest.raises(ValueError, match="policy must be one of"):
         make_policy("oracle", env)
 
