@@ -37,8 +37,8 @@ The text output is one row per (preset, id) and a last line naming the worst id
 (the half width), ``noise_over_gap``, ``best``, ``worst``, ``rounds`` (the most steps
 an episode ran), ``seeds``, ``redraws`` and ``schedule_means`` (schedule -> mean
 per-round reward); non-finite numbers are ``null``. A line per (preset, id,
-schedule) goes to stderr as it finishes, with the seconds elapsed. It measures; it
-asserts nothing.
+schedule) goes to stderr as it finishes, with the seconds elapsed, and each row as
+one JSON line when its id is done. It measures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -220,6 +220,8 @@ def main(presets=("tiny", "small"), seeds: int = 10, redraws: int = 8, rounds: i
                       "elapsed", file=sys.stderr, flush=True)
 
             rows.append(measure_id(env_id, preset, seeds, redraws, rounds, schedules, progress, overrides))
+            # each row as soon as it is measured: a long run that is stopped keeps what it has
+            print(f"bench signal: row {json.dumps(_finite(rows[-1]))}", file=sys.stderr, flush=True)
     w = worst_row(rows)
     met = w["noise_over_gap"] <= TARGET
     if json_out:

@@ -3,6 +3,7 @@ the episode as it was, and the row it reports."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import gymnasium as gym
@@ -93,3 +94,12 @@ def test_the_row_reports_noise_gap_and_the_schedules():
 def test_bad_flags_name_the_flag(argv, flag, capsys):
     assert hffm(["bench", "signal", *argv]) == 2
     assert flag in capsys.readouterr().err
+
+
+def test_main_prints_each_row_to_stderr_as_soon_as_it_is_measured(capsys):
+    assert bench_signal.main(presets=("tiny",), seeds=1, redraws=2, rounds=1, env_ids=(ENV_ID,),
+                             schedules=("star", "edge_only"), json_out=True) == 0
+    out, err = capsys.readouterr()
+    line = next(x for x in err.splitlines() if x.startswith("bench signal: row "))
+    row = json.loads(line[len("bench signal: row "):])
+    assert row["env_id"] == ENV_ID and row == json.loads(out)["rows"][0]
