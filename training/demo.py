@@ -3,9 +3,10 @@ and compare it with every fixed baseline on held-out seeds.
 
 It trains for ``DEMO_STEPS`` rounds (under 10 minutes on two CPU cores, evaluation
 included), then runs ``hffm evaluate`` on the baselines that decide aggregation —
-``default``, the seven Table I schedules, ``local_only`` and ``random`` — and the
-trained model, with paired differences in return against the best fixed policy, and
-prints the table exactly as measured, with the paths of the plots.
+``default``, the seven Table I schedules, ``local_only``, ``random`` and periodic D2D
+averaging every 4th and 6th round — and the trained model, with paired differences
+in return against the best fixed policy, and prints the table exactly as measured,
+with the paths of the plots.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ DEMO_ENV = "hffm_env/Aggregation-v0"
 DEMO_PRESET = "tiny"
 DEMO_STEPS = 4096
 DEMO_OVERRIDES: dict = {}
+# periodic D2D averaging: on tiny the strongest fixed policies measured (docs/training.md)
+DEMO_PERIODIC = ("d2d_every_4", "d2d_every_6")
 # PPO settings found for this budget (docs/training.md): short rollouts,
 # a higher learning rate, no entropy bonus and a short horizon learn the cost side fast.
 # Two SubprocVecEnv workers use both cores (about 1.4x the env steps per second of one
@@ -40,7 +43,8 @@ def main(steps: int | None = None, seeds: int = 5, out: str = "runs/demo") -> in
     model = train(build_parser().parse_args(argv))
     t1 = time.time()
     print(f"trained PPO for {steps} rounds in {t1 - t0:.0f} s: {model}")
-    policies = [p for p in BASELINES if applies(p, DEMO_ENV) and p != "heuristics"] + [str(model)]
+    policies = ([p for p in BASELINES if applies(p, DEMO_ENV) and p != "heuristics"] + list(DEMO_PERIODIC)
+                + [str(model)])
     evaluate(DEMO_ENV, DEMO_PRESET, seeds, policies, out_dir / "evaluation", DEMO_OVERRIDES, baseline="best")
     print((out_dir / "evaluation" / "table.md").read_text())
     for name in ("table.csv", "accuracy_vs_energy.png", "pareto.png", "learning_curves.png"):
