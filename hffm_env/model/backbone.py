@@ -43,7 +43,8 @@ def check_architecture(config: ModelConfig, loaded) -> None:
     if not 1 <= config.num_layers <= loaded.num_hidden_layers:
         raise ConfigError(f"num_layers must be in 1..{loaded.num_hidden_layers} (the layers of the backbone in "
                           f"{config.backbone!r}), got {config.num_layers!r}")
-    pairs = {"hidden_size": loaded.hidden_size, "image_size": loaded.image_size, "patch_size": loaded.patch_size, "vocab_size": loaded.vocab_size}
+    pairs = {"hidden_size": loaded.hidden_size, "image_size": loaded.image_size, "patch_size": loaded.patch_size,
+             "vocab_size": loaded.vocab_size}
     for name, value in pairs.items():
         if getattr(config, name) != value:
             raise ConfigError(f"{name} must be {value} to match the backbone in {config.backbone!r}, "
