@@ -12,5 +12,12 @@ from agents.policies import (
     schedule_from_key,
 )
 
-__all__ = ["BASELINES", "BasePolicy", "SCHEDULE_KEYS", "applies", "make_policy", "sample_valid_action",
-           "schedule_from_key"]
+__all__ = [
+    "BASELINES",
+    "BasePolicy",
+    "SCHEDULE_KEYS",
+    "applies",
+    "make_policy",
+    "sample_valid_action",
+    "schedule_from_key",
+]

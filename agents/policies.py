@@ -30,8 +30,6 @@ from hffm_env.network.schedules import TABLE1_KEYS, schedule_from_key
 SCHEDULE_KEYS = TABLE1_KEYS
 
 
-
-
 class BasePolicy:
     """Common plumbing: the env's blocks, the defaults for blocks a policy leaves alone."""
 
@@ -64,7 +62,7 @@ class BasePolicy:
         return self.core.default_choices(block)
 
     def _round(self) -> int:
-        return self.core.round + 1                       # the round this action drives (1-based)
+        return self.core.round + 1  # the round this action drives (1-based)
 
     def _schedule_choice(self, key: str, observation) -> np.ndarray:
         n = len(self.core.action_nvec("aggregation"))
@@ -182,11 +180,14 @@ class OffloadHeuristic(BasePolicy):
             peer = fed.peer_for(d, t)
             holders = [x for x in score if t in score[x] and fed.answers(x, t)]
             cluster = [x for x in holders if topo.cluster[x] == topo.cluster[d]]
-            estimate = [score[d][t] if fed.answers(d, t) and t in score.get(d, {}) else 0.0,
-                        score.get(peer, {}).get(t, 0.0) if peer >= 0 and fed.answers(peer, t) else 0.0,
-                        float(np.mean([score[x][t] for x in cluster]))
-                        if cluster and fed.answers(int(topo.parent[d]), t) else 0.0,
-                        float(np.mean([score[x][t] for x in holders])) if holders and fed.answers(topo.top, t) else 0.0]
+            estimate = [
+                score[d][t] if fed.answers(d, t) and t in score.get(d, {}) else 0.0,
+                score.get(peer, {}).get(t, 0.0) if peer >= 0 and fed.answers(peer, t) else 0.0,
+                float(np.mean([score[x][t] for x in cluster]))
+                if cluster and fed.answers(int(topo.parent[d]), t)
+                else 0.0,
+                float(np.mean([score[x][t] for x in holders])) if holders and fed.answers(topo.top, t) else 0.0,
+            ]
             valid = [j for j in range(len(OFFLOAD_TARGETS)) if mask[i, j]]
             best = max(estimate[j] for j in valid)
             out[i] = next(j for j in valid if estimate[j] >= best - self.tolerance)
@@ -250,22 +251,37 @@ def make_policy(name: str, env, seed: int = 0) -> BasePolicy:
     if name == "offload_cheapest":
         return OffloadHeuristic(env)
     if name == "heuristics":
-        return CombinedPolicy(env, [SchedulePolicy(env, "hfm_2"), RelayHeuristic(env), SpecializationHeuristic(env),
-                                    OffloadHeuristic(env)], "heuristics")
+        return CombinedPolicy(
+            env,
+            [SchedulePolicy(env, "hfm_2"), RelayHeuristic(env), SpecializationHeuristic(env), OffloadHeuristic(env)],
+            "heuristics",
+        )
     try:
         return SchedulePolicy(env, name)
     except ValueError:
-        raise ValueError(f"policy must be one of {', '.join(BASELINES)}, relay_nearest, specialize_most_data, "
-                         f"offload_cheapest, hfm_<E>, hfm_d2d_<E>, edge_every_<k>, d2d_every_<k>, or a saved model "
-                         f"path, got {name!r}") from None
+        raise ValueError(
+            f"policy must be one of {', '.join(BASELINES)}, relay_nearest, specialize_most_data, "
+            f"offload_cheapest, hfm_<E>, hfm_d2d_<E>, edge_every_<k>, d2d_every_<k>, or a saved model "
+            f"path, got {name!r}"
+        ) from None
 
 
 def applies(name: str, env_id: str) -> bool:
     """Whether the fixed policy ``name`` decides anything on ``env_id`` (else it is the default policy)."""
-    blocks = {"Aggregation": {"aggregation"}, "Relaying": {"relaying"}, "Specialization": {"specialization"},
-              "Offloading": {"offloading"}, "HFFM": {"aggregation", "relaying", "specialization", "offloading"}}
+    blocks = {
+        "Aggregation": {"aggregation"},
+        "Relaying": {"relaying"},
+        "Specialization": {"specialization"},
+        "Offloading": {"offloading"},
+        "HFFM": {"aggregation", "relaying", "specialization", "offloading"},
+    }
     exposed = blocks[env_id.split("/")[-1].split("-")[0]]
-    needs = {"relay_nearest": {"relaying"}, "specialize_most_data": {"specialization"},
-             "offload_cheapest": {"offloading"}, "random": set(exposed), "heuristics": set(exposed),
-             "default": set(exposed)}
+    needs = {
+        "relay_nearest": {"relaying"},
+        "specialize_most_data": {"specialization"},
+        "offload_cheapest": {"offloading"},
+        "random": set(exposed),
+        "heuristics": set(exposed),
+        "default": set(exposed),
+    }
     return bool(needs.get(name, {"aggregation"}) & exposed)

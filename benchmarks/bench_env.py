@@ -43,9 +43,14 @@ def _timed(totals):
     from hffm_env.federation.core import Federation
     from hffm_env.network.ledger import Ledger
 
-    patched = [(Federation, "train", "training"), (Federation, "aggregate", "aggregation"),
-               (Federation, "measure", "evaluation"), (Ledger, "end_round", "ledger"),
-               (EnvCore, "observe", "observation"), (EnvCore, "action_masks", "observation")]
+    patched = [
+        (Federation, "train", "training"),
+        (Federation, "aggregate", "aggregation"),
+        (Federation, "measure", "evaluation"),
+        (Ledger, "end_round", "ledger"),
+        (EnvCore, "observe", "observation"),
+        (EnvCore, "action_masks", "observation"),
+    ]
     saved = []
     for cls, name, label in patched:
         fn = getattr(cls, name)
@@ -88,10 +93,11 @@ def bench_ids(env_ids, preset: str, steps: int, blocks: int = 3, seed: int = 0, 
     try:
         for env_id in env_ids:
             env = gym.make(env_id, preset=preset, **overrides)
-            runs.append({"env": env, "rng": np.random.default_rng(seed), "rates": [], "wall": 0.0,
-                         "totals": defaultdict(float)})
+            runs.append(
+                {"env": env, "rng": np.random.default_rng(seed), "rates": [], "wall": 0.0, "totals": defaultdict(float)}
+            )
             env.reset(seed=seed)
-            env.step(_valid(env, runs[-1]["rng"]))      # warm-up: backbone, first-round caches
+            env.step(_valid(env, runs[-1]["rng"]))  # warm-up: backbone, first-round caches
         for n in sizes:
             for run in runs:
                 env, rng = run["env"], run["rng"]
@@ -111,8 +117,15 @@ def bench_ids(env_ids, preset: str, steps: int, blocks: int = 3, seed: int = 0, 
     for env_id, run in zip(env_ids, runs):
         split = {k: v / run["wall"] for k, v in run["totals"].items()}
         split["other"] = max(0.0, 1.0 - sum(split.values()))
-        out.append({"id": env_id, "preset": preset, "steps_per_s": float(np.median(run["rates"])),
-                    "range": (min(run["rates"]), max(run["rates"])), "split": split})
+        out.append(
+            {
+                "id": env_id,
+                "preset": preset,
+                "steps_per_s": float(np.median(run["rates"])),
+                "range": (min(run["rates"]), max(run["rates"])),
+                "split": split,
+            }
+        )
     return out
 
 
@@ -136,7 +149,7 @@ def bench_vec(env_id: str, preset: str, steps: int, n_envs: int, seed: int = 0, 
         def actions() -> np.ndarray:
             return np.stack([sample_valid_action(m, nvec, rng) for m in vec.env_method("action_masks")])
 
-        vec.step(actions())                 # warm-up: backbone, first-round caches
+        vec.step(actions())  # warm-up: backbone, first-round caches
         t0 = time.perf_counter()
         for _ in range(steps):
             vec.step(actions())
@@ -150,8 +163,14 @@ def _valid(env, rng: np.random.Generator) -> np.ndarray:
     return sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng)
 
 
-def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: str = "float32",
-         n_envs: int = 1, blocks: int = 3, overrides: dict | None = None) -> int:
+def main(
+    presets=("tiny", "paper"),
+    steps: dict | None = None,
+    backbone_dtype: str = "float32",
+    n_envs: int = 1,
+    blocks: int = 3,
+    overrides: dict | None = None,
+) -> int:
     import torch
 
     from hffm_env import ENV_IDS
@@ -161,15 +180,21 @@ def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: s
     with_named = f", with {named}" if named else ""
     overrides = {**(overrides or {}), "model__backbone_dtype": backbone_dtype}
     if n_envs > 1:
-        print(f"hffm bench env: env steps/s of {n_envs} SubprocVecEnv workers (1 thread each) together, random valid "
-              f"actions, resets included, backbone matmuls in {backbone_dtype}{with_named}")
+        print(
+            f"hffm bench env: env steps/s of {n_envs} SubprocVecEnv workers (1 thread each) together, random valid "
+            f"actions, resets included, backbone matmuls in {backbone_dtype}{with_named}"
+        )
         print(f"{'id':<30} {'preset':<7} {'steps/s':>8}")
     else:
-        print(f"hffm bench env: steps/s with random valid actions, resets included ({torch.get_num_threads()} "
-              f"threads, backbone matmuls in {backbone_dtype}{with_named}); median of {blocks} interleaved blocks "
-              "per id")
-        print(f"{'id':<30} {'preset':<7} {'steps/s':>8} {'blocks':>11}  time split: training aggregation evaluation "
-              "ledger observation other")
+        print(
+            f"hffm bench env: steps/s with random valid actions, resets included ({torch.get_num_threads()} "
+            f"threads, backbone matmuls in {backbone_dtype}{with_named}); median of {blocks} interleaved blocks "
+            "per id"
+        )
+        print(
+            f"{'id':<30} {'preset':<7} {'steps/s':>8} {'blocks':>11}  time split: training aggregation evaluation "
+            "ledger observation other"
+        )
     worst = {}
     for preset in presets:
         n = steps.get(preset, 10)
@@ -183,16 +208,22 @@ def main(presets=("tiny", "paper"), steps: dict | None = None, backbone_dtype: s
             results = bench_ids(ENV_IDS, preset, n, blocks=min(blocks, n), **overrides)
             for r in results:
                 s, (lo, hi) = r["split"], r["range"]
-                print(f"{r['id']:<30} {preset:<7} {r['steps_per_s']:>8.1f} {f'{lo:.1f}-{hi:.1f}':>11}  "
-                      + " ".join(f"{s.get(k, 0.0):>5.0%}" for k in ("training", "aggregation", "evaluation",
-                                                                   "ledger", "observation", "other")))
+                print(
+                    f"{r['id']:<30} {preset:<7} {r['steps_per_s']:>8.1f} {f'{lo:.1f}-{hi:.1f}':>11}  "
+                    + " ".join(
+                        f"{s.get(k, 0.0):>5.0%}"
+                        for k in ("training", "aggregation", "evaluation", "ledger", "observation", "other")
+                    )
+                )
         worst[preset] = min(r["steps_per_s"] for r in results)
     how = (f"{n_envs} workers together" if n_envs > 1 else "one env") + with_named
     for preset, w in worst.items():
         target = TARGETS.get(preset) if n_envs == TARGET_N_ENVS else None
         if target:
-            print(f"target {preset} >= {target:g} steps/s ({backbone_dtype} backbone, {how}): slowest id {w:.1f} -> "
-                  f"{'met' if w >= target else 'NOT met'}")
+            print(
+                f"target {preset} >= {target:g} steps/s ({backbone_dtype} backbone, {how}): slowest id {w:.1f} -> "
+                f"{'met' if w >= target else 'NOT met'}"
+            )
     return 0
 
 

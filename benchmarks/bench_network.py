@@ -27,13 +27,19 @@ def scaled_paper_scenario(n_devices: int, mobile: bool):
     n_clusters = 10 if n_devices <= 40 else max(10, n_devices // 40)
     side = 5000.0 * math.sqrt(n_clusters / 10)
     mobility = MobilityConfig("random_direction", (0.5, 2.0), 10.0) if mobile else MobilityConfig()
-    return base.replace(network__tiers__0__count=n_devices, network__tiers__1__count=n_clusters,
-                        network__area_side_m=side, network__mobility=mobility,
-                        network__cluster_radius_m=500.0 if n_devices <= 40 else 150.0,
-                        network__d2d_radius_m=30.0 if n_devices <= 40 else 60.0,
-                        network__charge_downlink=True, network__compute__cycles_per_sample=1e7,
-                        # the package's defaults rather than the reference's static channel
-                        network__channel__fading_per_round=True, network__d2d_patch_weight="distance")
+    return base.replace(
+        network__tiers__0__count=n_devices,
+        network__tiers__1__count=n_clusters,
+        network__area_side_m=side,
+        network__mobility=mobility,
+        network__cluster_radius_m=500.0 if n_devices <= 40 else 150.0,
+        network__d2d_radius_m=30.0 if n_devices <= 40 else 60.0,
+        network__charge_downlink=True,
+        network__compute__cycles_per_sample=1e7,
+        # the package's defaults rather than the reference's static channel
+        network__channel__fading_per_round=True,
+        network__d2d_patch_weight="distance",
+    )
 
 
 def time_rounds(n_devices: int, rounds: int, mobile: bool, seed: int = 0) -> tuple[float, float]:
@@ -62,7 +68,9 @@ def time_rounds(n_devices: int, rounds: int, mobile: bool, seed: int = 0) -> tup
 
 def main(sizes=(40, 1000, 10000), rounds: int = 20) -> int:
     print("hffm bench network: one HF-FM+D2D cloud round (rates + routing + charges + ledger summary)")
-    print(f"{'devices':>8} {'clusters':>9} {'static ms/round':>16} {'mobile ms/round':>16}   (median of {rounds}, best)")
+    print(
+        f"{'devices':>8} {'clusters':>9} {'static ms/round':>16} {'mobile ms/round':>16}   (median of {rounds}, best)"
+    )
     for n in sizes:
         med_s, best_s = time_rounds(n, rounds, mobile=False)
         med_m, best_m = time_rounds(n, rounds, mobile=True)
@@ -71,8 +79,10 @@ def main(sizes=(40, 1000, 10000), rounds: int = 20) -> int:
     target = 50.0
     if 10000 in sizes:
         med, _ = time_rounds(10000, rounds, mobile=False)
-        print(f"target < {target:.0f} ms/round at 10,000 devices (static): measured {1e3 * med:.2f} ms "
-              f"-> {'met' if 1e3 * med < target else 'NOT met'}")
+        print(
+            f"target < {target:.0f} ms/round at 10,000 devices (static): measured {1e3 * med:.2f} ms "
+            f"-> {'met' if 1e3 * med < target else 'NOT met'}"
+        )
     return 0
 
 

@@ -158,15 +158,23 @@ class Settings:
     def scenario(self, condition: Condition):
         from hffm_env import make_scenario
 
-        ov = {"federation__rule": condition.rule, "federation__trim_fraction": self.trim_fraction,
-              "federation__krum_f": self.krum_f, "federation__bucket_size": condition.bucket_size}
-        if condition.attack is not None or condition.honest_only:   # the same adversaries, drawn from the seed
-            ov.update(federation__adversaries__fraction=self.fraction,
-                      federation__adversaries__attack=condition.attack or "sign_flip",
-                      federation__adversaries__strength=condition.strength)
+        ov = {
+            "federation__rule": condition.rule,
+            "federation__trim_fraction": self.trim_fraction,
+            "federation__krum_f": self.krum_f,
+            "federation__bucket_size": condition.bucket_size,
+        }
+        if condition.attack is not None or condition.honest_only:  # the same adversaries, drawn from the seed
+            ov.update(
+                federation__adversaries__fraction=self.fraction,
+                federation__adversaries__attack=condition.attack or "sign_flip",
+                federation__adversaries__strength=condition.strength,
+            )
         if condition.noise_multiplier is not None:
-            ov.update(federation__privacy__clip_norm=self.clip_norm,
-                      federation__privacy__noise_multiplier=condition.noise_multiplier)
+            ov.update(
+                federation__privacy__clip_norm=self.clip_norm,
+                federation__privacy__noise_multiplier=condition.noise_multiplier,
+            )
         return make_scenario(self.preset, **ov)
 
 
@@ -180,14 +188,19 @@ class Run:
     first: dict[int, dict[str, float]]
     scored: list[dict[int, dict[str, float]]]
     adversaries: frozenset[int]
-    groups: dict[str, tuple[int, int]]          # kind -> (adversarial holders, holders)
+    groups: dict[str, tuple[int, int]]  # kind -> (adversarial holders, holders)
     global_modules: dict[str, torch.Tensor] = field(repr=False)
     seconds: float = 0.0
 
 
-def conditions(noise_multipliers=(0.0, 0.5, 1.0, 2.0), fraction: float = 0.2,
-               clean_robust: bool = True, bucket_size: int = 2, bucketed=BUCKETED_RULES,
-               rules=None) -> list[Condition]:
+def conditions(
+    noise_multipliers=(0.0, 0.5, 1.0, 2.0),
+    fraction: float = 0.2,
+    clean_robust: bool = True,
+    bucket_size: int = 2,
+    bucketed=BUCKETED_RULES,
+    rules=None,
+) -> list[Condition]:
     """The benchmark's rows in print order: each attack (and the clean run) with every
     rule, then with the ``bucketed`` rules on buckets of ``bucket_size`` (none when it
     is 1). ``rules`` (rule labels such as ``"krum+b2"``; None: all) keeps only those
@@ -237,15 +250,23 @@ def run_condition(settings: Settings, condition: Condition, seed: int) -> Run:
         if score:
             fed.__dict__.pop("evaluate", None)
         else:
-            fed.evaluate = _no_evaluation   # an instance attribute shadows the method for this round
+            fed.evaluate = _no_evaluation  # an instance attribute shadows the method for this round
         res = fed.run_round(ops)
         if r == 1:
             first = res.accuracy
         if r > settings.rounds - settings.last:
             scored.append(res.accuracy)
     top = fed.topology.top
-    return Run(condition, seed, first, scored, adversaries, groups,
-               {n: t[top].clone() for n, t in fed.bank.items()}, time.perf_counter() - t0)
+    return Run(
+        condition,
+        seed,
+        first,
+        scored,
+        adversaries,
+        groups,
+        {n: t[top].clone() for n, t in fed.bank.items()},
+        time.perf_counter() - t0,
+    )
 
 
 def honest_mean(accuracy: dict[int, dict[str, float]], exclude) -> float:
@@ -298,26 +319,51 @@ def summarise(runs: list[Run]) -> list[dict]:
                     if d not in ex[s]:
                         for t, a in per.items():
                             tasks.setdefault(t, []).append(a)
-        rows.append({
-            "condition": c.kind, "label": c.label, "attack": c.attack, "strength": c.strength if c.attack else None,
-            "rule": c.rule, "bucket_size": c.bucket_size, "rule_label": c.rule_label,
-            "noise_multiplier": c.noise_multiplier,
-            "accuracy": float(np.mean(per_seed)), "accuracy_sd": _sd(per_seed), "per_seed": per_seed,
-            "first_round_accuracy": float(np.mean([honest_mean(by[c, s].first, ex[s]) for s in seeds])),
-            "delta_pts": float(np.mean(delta)) if delta else float("nan"), "delta_pts_per_seed": delta,
-            "within_2pts": (bool(np.mean(delta) >= -TOLERANCE_PTS)
-                            if c.kind == "attacked" and c.rule != "mean" and delta else None),
-            "delta_same_rule_pts": float(np.mean(same_rule)) if same_rule else float("nan"),
-            "task_accuracy": {t: float(np.mean(v)) for t, v in sorted(tasks.items())},
-            "seconds": float(sum(by[c, s].seconds for s in seeds)),
-        })
+        rows.append(
+            {
+                "condition": c.kind,
+                "label": c.label,
+                "attack": c.attack,
+                "strength": c.strength if c.attack else None,
+                "rule": c.rule,
+                "bucket_size": c.bucket_size,
+                "rule_label": c.rule_label,
+                "noise_multiplier": c.noise_multiplier,
+                "accuracy": float(np.mean(per_seed)),
+                "accuracy_sd": _sd(per_seed),
+                "per_seed": per_seed,
+                "first_round_accuracy": float(np.mean([honest_mean(by[c, s].first, ex[s]) for s in seeds])),
+                "delta_pts": float(np.mean(delta)) if delta else float("nan"),
+                "delta_pts_per_seed": delta,
+                "within_2pts": (
+                    bool(np.mean(delta) >= -TOLERANCE_PTS)
+                    if c.kind == "attacked" and c.rule != "mean" and delta
+                    else None
+                ),
+                "delta_same_rule_pts": float(np.mean(same_rule)) if same_rule else float("nan"),
+                "task_accuracy": {t: float(np.mean(v)) for t, v in sorted(tasks.items())},
+                "seconds": float(sum(by[c, s].seconds for s in seeds)),
+            }
+        )
     return rows
 
 
-def robustness_rows(preset: str = "small", rounds: int = 30, seeds: int = 2, fraction: float = 0.2,
-                    noise_multipliers=(0.0, 0.5, 1.0, 2.0), clip_norm: float = 0.2, last: int = 5,
-                    clean_robust: bool = True, progress=None, *, first_seed: int = 0, bucket_size: int = 2,
-                    bucketed=BUCKETED_RULES, rules=None) -> tuple[list[dict], list[Run], Settings]:
+def robustness_rows(
+    preset: str = "small",
+    rounds: int = 30,
+    seeds: int = 2,
+    fraction: float = 0.2,
+    noise_multipliers=(0.0, 0.5, 1.0, 2.0),
+    clip_norm: float = 0.2,
+    last: int = 5,
+    clean_robust: bool = True,
+    progress=None,
+    *,
+    first_seed: int = 0,
+    bucket_size: int = 2,
+    bucketed=BUCKETED_RULES,
+    rules=None,
+) -> tuple[list[dict], list[Run], Settings]:
     """Run every condition (see :func:`conditions`) on seeds ``first_seed .. first_seed+seeds-1``;
     return the table rows, the runs and the settings."""
     from hffm_env import make_scenario
@@ -325,8 +371,15 @@ def robustness_rows(preset: str = "small", rounds: int = 30, seeds: int = 2, fra
     if not 1 <= last <= rounds:
         raise ValueError(f"last must be in [1, rounds={rounds}], got {last}")
     n_devices = make_scenario(preset).network.tiers[0].count
-    settings = Settings(preset, rounds, last, fraction, clip_norm, trim_fraction=max(0.25, fraction),
-                        krum_f=int(round(fraction * n_devices)))
+    settings = Settings(
+        preset,
+        rounds,
+        last,
+        fraction,
+        clip_norm,
+        trim_fraction=max(0.25, fraction),
+        krum_f=int(round(fraction * n_devices)),
+    )
     if seeds < 1 or first_seed < 0:
         raise ValueError(f"need seeds >= 1 and first_seed >= 0, got {seeds} and {first_seed}")
     conds = conditions(noise_multipliers, fraction, clean_robust, bucket_size, bucketed, rules)
@@ -351,8 +404,10 @@ def format_table(rows: list[dict], runs: list[Run], settings: Settings, seconds:
         f"FedAvg rises from {clean['first_round_accuracy']:.3f} (round 1) to {clean['accuracy']:.3f}",
     ]
     if any(r.condition.bucket_size > 1 for r in runs):
-        lines.append("+bS: the rule on the sample-weighted means of random buckets of S devices (bucketing, "
-                     "Karimireddy et al. 2022); krum_f then counts buckets")
+        lines.append(
+            "+bS: the rule on the sample-weighted means of random buckets of S devices (bucketing, "
+            "Karimireddy et al. 2022); krum_f then counts buckets"
+        )
     for s in seeds:
         run = next((r for r in runs if r.seed == s and r.adversaries), None)
         if run is None:
@@ -360,48 +415,95 @@ def format_table(rows: list[dict], runs: list[Run], settings: Settings, seconds:
         cut = lambda m: math.floor(settings.trim_fraction * m)  # noqa: E731
         over = [f"{k} {a}/{m}" for k, (a, m) in run.groups.items() if a > cut(m)]
         half = [f"{k} {a}/{m}" for k, (a, m) in run.groups.items() if m and 2 * a >= m]
-        lines.append(f"seed {s}: adversaries {sorted(run.adversaries)}; beyond the trim: {', '.join(over) or '-'}; "
-                     f"half or more: {', '.join(half) or '-'}")
-    lines.append(f"{'condition':<15} {'rule':<13} {'accuracy':>15}  {'Δ vs clean':>10}  {'per seed':<12} "
-                 f"{'within ' + format(TOLERANCE_PTS, 'g') + ' pts':<13} Δ vs clean, same rule")
+        lines.append(
+            f"seed {s}: adversaries {sorted(run.adversaries)}; beyond the trim: {', '.join(over) or '-'}; "
+            f"half or more: {', '.join(half) or '-'}"
+        )
+    lines.append(
+        f"{'condition':<15} {'rule':<13} {'accuracy':>15}  {'Δ vs clean':>10}  {'per seed':<12} "
+        f"{'within ' + format(TOLERANCE_PTS, 'g') + ' pts':<13} Δ vs clean, same rule"
+    )
     for r in rows:
         per = " ".join(f"{d:+.1f}" for d in r["delta_pts_per_seed"])
         ok = "" if r["within_2pts"] is None else ("yes" if r["within_2pts"] else "NO")
         same = f"{r['delta_same_rule_pts']:+.1f}" if math.isfinite(r["delta_same_rule_pts"]) else ""
-        lines.append(f"{r['label']:<15} {r['rule_label']:<13} {r['accuracy']:>7.3f} ± {r['accuracy_sd']:.3f}  "
-                     f"{r['delta_pts']:>+10.1f}  {per:<12} {ok:<13} {same}".rstrip())
+        lines.append(
+            f"{r['label']:<15} {r['rule_label']:<13} {r['accuracy']:>7.3f} ± {r['accuracy_sd']:.3f}  "
+            f"{r['delta_pts']:>+10.1f}  {per:<12} {ok:<13} {same}".rstrip()
+        )
     attacked = [r for r in rows if r["condition"] == "attacked"]
     for a, _ in ATTACKS:
         mean = next((r for r in attacked if r["attack"] == a and r["rule"] == "mean"), None)
         if mean is None:
             continue
         held = [r["rule_label"] for r in attacked if r["attack"] == a and r["within_2pts"]]
-        own = [r["rule_label"] for r in attacked if r["attack"] == a and r["rule"] != "mean"
-               and r["delta_same_rule_pts"] >= -TOLERANCE_PTS]
-        lines.append(f"{a}: FedAvg {mean['delta_pts']:+.1f} pts; within {TOLERANCE_PTS:g} pts of clean FedAvg: "
-                     f"{', '.join(held) or 'none'}; of the same rule's clean run: {', '.join(own) or 'none'}")
+        own = [
+            r["rule_label"]
+            for r in attacked
+            if r["attack"] == a and r["rule"] != "mean" and r["delta_same_rule_pts"] >= -TOLERANCE_PTS
+        ]
+        lines.append(
+            f"{a}: FedAvg {mean['delta_pts']:+.1f} pts; within {TOLERANCE_PTS:g} pts of clean FedAvg: "
+            f"{', '.join(held) or 'none'}; of the same rule's clean run: {', '.join(own) or 'none'}"
+        )
     lines.append(f"wall time {seconds:.0f} s")
     return "\n".join(lines)
 
 
-def main(preset: str = "small", rounds: int = 30, seeds: int = 2, fraction: float = 0.2,
-         noise_multipliers=(0.0, 0.5, 1.0, 2.0), clip_norm: float = 0.2, last: int = 5,
-         clean_robust: bool = True, json_out: bool = False, *, first_seed: int = 0, bucket_size: int = 2,
-         bucketed=BUCKETED_RULES, rules=None) -> int:
+def main(
+    preset: str = "small",
+    rounds: int = 30,
+    seeds: int = 2,
+    fraction: float = 0.2,
+    noise_multipliers=(0.0, 0.5, 1.0, 2.0),
+    clip_norm: float = 0.2,
+    last: int = 5,
+    clean_robust: bool = True,
+    json_out: bool = False,
+    *,
+    first_seed: int = 0,
+    bucket_size: int = 2,
+    bucketed=BUCKETED_RULES,
+    rules=None,
+) -> int:
     import torch  # here, not at import: `hffm -h` builds this parser without torch
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    progress = None if json_out else (lambda run: print(f"  seed {run.seed} {run.condition.label:<15} "
-                                                        f"{run.condition.rule_label:<13} {run.seconds:5.1f} s",
-                                                        flush=True))
-    rows, runs, settings = robustness_rows(preset, rounds, seeds, fraction, noise_multipliers, clip_norm, last,
-                                           clean_robust, progress, first_seed=first_seed, bucket_size=bucket_size,
-                                           bucketed=bucketed, rules=rules)
+    progress = (
+        None
+        if json_out
+        else (
+            lambda run: print(
+                f"  seed {run.seed} {run.condition.label:<15} {run.condition.rule_label:<13} {run.seconds:5.1f} s",
+                flush=True,
+            )
+        )
+    )
+    rows, runs, settings = robustness_rows(
+        preset,
+        rounds,
+        seeds,
+        fraction,
+        noise_multipliers,
+        clip_norm,
+        last,
+        clean_robust,
+        progress,
+        first_seed=first_seed,
+        bucket_size=bucket_size,
+        bucketed=bucketed,
+        rules=rules,
+    )
     seconds = time.perf_counter() - t0
     if json_out:
-        out = {"settings": dataclasses.asdict(settings), "seeds": list(range(first_seed, first_seed + seeds)),
-               "bucket_size": bucket_size, "seconds": seconds, "rows": rows}
+        out = {
+            "settings": dataclasses.asdict(settings),
+            "seeds": list(range(first_seed, first_seed + seeds)),
+            "bucket_size": bucket_size,
+            "seconds": seconds,
+            "rows": rows,
+        }
         print(json.dumps(_finite(out), indent=1))
     else:
         print(format_table(rows, runs, settings, seconds))
@@ -428,20 +530,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-norm", type=float, default=0.2, help="DP clip norm of each update")
     p.add_argument("--last", type=int, default=5, help="rounds averaged at the end")
     p.add_argument("--no-clean-robust", action="store_true", help="skip the clean runs with robust rules")
-    p.add_argument("--bucket-size", type=int, default=2,
-                   help="devices per bucket of the bucketed rows (1: no bucketed rows)")
-    p.add_argument("--bucketed", nargs="*", default=list(BUCKETED_RULES), choices=ROBUST_RULES, metavar="RULE",
-                   help=f"robust rules that also get a bucketed row (default: {' '.join(BUCKETED_RULES)})")
-    p.add_argument("--rules", nargs="+", default=None, metavar="RULE",
-                   help="run only the rows of these rules, as the table labels them (e.g. mean krum krum+b2); "
-                        "the clean FedAvg row always runs")
+    p.add_argument(
+        "--bucket-size", type=int, default=2, help="devices per bucket of the bucketed rows (1: no bucketed rows)"
+    )
+    p.add_argument(
+        "--bucketed",
+        nargs="*",
+        default=list(BUCKETED_RULES),
+        choices=ROBUST_RULES,
+        metavar="RULE",
+        help=f"robust rules that also get a bucketed row (default: {' '.join(BUCKETED_RULES)})",
+    )
+    p.add_argument(
+        "--rules",
+        nargs="+",
+        default=None,
+        metavar="RULE",
+        help="run only the rows of these rules, as the table labels them (e.g. mean krum krum+b2); "
+        "the clean FedAvg row always runs",
+    )
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 
 def run(a: argparse.Namespace) -> int:
-    return main(a.preset, a.rounds, a.seeds, a.fraction, tuple(a.noise), a.clip_norm, a.last,
-                not a.no_clean_robust, json_out=a.json, first_seed=a.first_seed, bucket_size=a.bucket_size,
-                bucketed=tuple(a.bucketed), rules=a.rules)
+    return main(
+        a.preset,
+        a.rounds,
+        a.seeds,
+        a.fraction,
+        tuple(a.noise),
+        a.clip_norm,
+        a.last,
+        not a.no_clean_robust,
+        json_out=a.json,
+        first_seed=a.first_seed,
+        bucket_size=a.bucket_size,
+        bucketed=tuple(a.bucketed),
+        rules=a.rules,
+    )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ from hffm_env.envs import ENV_IDS, EnvConfig
 from hffm_env.federation.core import pair_mean
 
 TARGET = 0.1
-NOISE_SCHEDULE = EnvConfig().default_schedule   # the env's default aggregation: its episodes carry the noise
+NOISE_SCHEDULE = EnvConfig().default_schedule  # the env's default aggregation: its episodes carry the noise
 
 
 def redraw_eval_set(fed, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], ...]:
@@ -86,7 +86,7 @@ def redraw_eval_set(fed, rng: np.random.Generator) -> tuple[dict[str, np.ndarray
 def _score(measured, metric: str) -> float:
     accuracy, p_correct = measured
     m = pair_mean(p_correct if metric == "p_correct" else accuracy)
-    return m if np.isfinite(m) else 0.0            # as the env scores a round with no (device, task) pair
+    return m if np.isfinite(m) else 0.0  # as the env scores a round with no (device, task) pair
 
 
 def redrawn_rewards(core, before: dict, seed: int, redraws: int, measure) -> np.ndarray:
@@ -120,7 +120,7 @@ def _step_measured(env, action, seed: int, redraws: int):
     found: list[float] = []
 
     def measure(test=None, devices=None):
-        if test is None and devices is None and not found:      # the round scoring itself
+        if test is None and devices is None and not found:  # the round scoring itself
             found.append(float(np.var(redrawn_rewards(core, before, seed, redraws, own), ddof=1)))
         return own(test, devices)
 
@@ -128,7 +128,7 @@ def _step_measured(env, action, seed: int, redraws: int):
     try:
         out = env.step(action)
     finally:
-        del fed.measure                     # the class's method again
+        del fed.measure  # the class's method again
     return out, found[0]
 
 
@@ -152,8 +152,16 @@ def run_episode(env, policy, seed: int, redraws: int = 0) -> tuple[list[float], 
     return rewards, variances
 
 
-def measure_id(env_id: str, preset: str, seeds: int = 10, redraws: int = 8, rounds: int | None = None,
-               schedules: tuple[str, ...] = SCHEDULE_KEYS, progress=None, overrides: dict | None = None) -> dict:
+def measure_id(
+    env_id: str,
+    preset: str,
+    seeds: int = 10,
+    redraws: int = 8,
+    rounds: int | None = None,
+    schedules: tuple[str, ...] = SCHEDULE_KEYS,
+    progress=None,
+    overrides: dict | None = None,
+) -> dict:
     """The row of one (preset, id): noise, gap and its CI, noise/gap, best and worst
     schedule. ``schedules`` must hold the default schedule (the noise is measured on its
     episodes); ``progress(schedule, seconds)`` is called after each schedule."""
@@ -187,9 +195,20 @@ def measure_id(env_id: str, preset: str, seeds: int = 10, redraws: int = 8, roun
     best, worst = max(avg, key=avg.get), min(avg, key=avg.get)
     gap, half = mean_ci(per_seed[best] - per_seed[worst])
     noise = math.sqrt(float(np.mean(variances)))
-    return {"preset": preset, "env_id": env_id, "noise": noise, "gap": gap, "gap_ci95": half,
-            "noise_over_gap": noise / gap if gap > 0 else float("inf"), "best": best, "worst": worst,
-            "rounds": steps, "seeds": seeds, "redraws": redraws, "schedule_means": avg}
+    return {
+        "preset": preset,
+        "env_id": env_id,
+        "noise": noise,
+        "gap": gap,
+        "gap_ci95": half,
+        "noise_over_gap": noise / gap if gap > 0 else float("inf"),
+        "best": best,
+        "worst": worst,
+        "rounds": steps,
+        "seeds": seeds,
+        "redraws": redraws,
+        "schedule_means": avg,
+    }
 
 
 def worst_row(rows: list[dict]) -> dict:
@@ -207,17 +226,29 @@ def _finite(x):
     return x
 
 
-def main(presets=("tiny", "small"), seeds: int = 10, redraws: int = 8, rounds: int | None = None,
-         json_out: bool = False, env_ids: tuple[str, ...] = tuple(ENV_IDS),
-         schedules: tuple[str, ...] = SCHEDULE_KEYS, overrides: dict | None = None) -> int:
+def main(
+    presets=("tiny", "small"),
+    seeds: int = 10,
+    redraws: int = 8,
+    rounds: int | None = None,
+    json_out: bool = False,
+    env_ids: tuple[str, ...] = tuple(ENV_IDS),
+    schedules: tuple[str, ...] = SCHEDULE_KEYS,
+    overrides: dict | None = None,
+) -> int:
     start = time.perf_counter()
     rows = []
     for preset in presets:
         for env_id in env_ids:
+
             def progress(key, seconds, _p=preset, _id=env_id):
                 note = f" (+ noise, {redraws} redraws)" if key == NOISE_SCHEDULE else ""
-                print(f"bench signal: {_p} {_id} {key}{note}: {seconds:.1f} s, {time.perf_counter() - start:.0f} s "
-                      "elapsed", file=sys.stderr, flush=True)
+                print(
+                    f"bench signal: {_p} {_id} {key}{note}: {seconds:.1f} s, {time.perf_counter() - start:.0f} s "
+                    "elapsed",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
             rows.append(measure_id(env_id, preset, seeds, redraws, rounds, schedules, progress, overrides))
             # each row as soon as it is measured: a long run that is stopped keeps what it has
@@ -225,23 +256,36 @@ def main(presets=("tiny", "small"), seeds: int = 10, redraws: int = 8, rounds: i
     w = worst_row(rows)
     met = w["noise_over_gap"] <= TARGET
     if json_out:
-        worst = {"env_id": w["env_id"], "preset": w["preset"], "noise_over_gap": w["noise_over_gap"],
-                 "target": TARGET, "met": met}
+        worst = {
+            "env_id": w["env_id"],
+            "preset": w["preset"],
+            "noise_over_gap": w["noise_over_gap"],
+            "target": TARGET,
+            "met": met,
+        }
         print(json.dumps(_finite({"rows": rows, "worst": worst}), indent=2))
         return 0
     last = EVAL_SEED_BASE + seeds - 1
-    print(f"hffm bench signal: per-round reward against its noise; held-out seeds {EVAL_SEED_BASE}-{last}, "
-          f"{redraws} re-drawn evaluation sets per round of {NOISE_SCHEDULE} (noise), the seven Table I "
-          "schedules (gap = best - worst, paired over seeds, ± 95 % CI)")
-    print(f"{'preset':<7} {'env id':<27} {'rounds':>6} {'seeds':>5} {'noise':>8} {'gap':>8} {'± ci95':>8} "
-          f"{'noise/gap':>9}  {'best':<13} worst")
+    print(
+        f"hffm bench signal: per-round reward against its noise; held-out seeds {EVAL_SEED_BASE}-{last}, "
+        f"{redraws} re-drawn evaluation sets per round of {NOISE_SCHEDULE} (noise), the seven Table I "
+        "schedules (gap = best - worst, paired over seeds, ± 95 % CI)"
+    )
+    print(
+        f"{'preset':<7} {'env id':<27} {'rounds':>6} {'seeds':>5} {'noise':>8} {'gap':>8} {'± ci95':>8} "
+        f"{'noise/gap':>9}  {'best':<13} worst"
+    )
     for r in rows:
-        print(f"{r['preset']:<7} {r['env_id']:<27} {r['rounds']:>6} {r['seeds']:>5} {r['noise']:>8.4f} "
-              f"{r['gap']:>8.4f} {r['gap_ci95']:>8.4f} {r['noise_over_gap']:>9.3f}  {r['best']:<13} {r['worst']}")
+        print(
+            f"{r['preset']:<7} {r['env_id']:<27} {r['rounds']:>6} {r['seeds']:>5} {r['noise']:>8.4f} "
+            f"{r['gap']:>8.4f} {r['gap_ci95']:>8.4f} {r['noise_over_gap']:>9.3f}  {r['best']:<13} {r['worst']}"
+        )
     if overrides:
         print("scenario overrides: " + ", ".join(f"{k}={v!r}" for k, v in overrides.items()))
-    print(f"noise/gap {w['noise_over_gap']:.3f} for the worst id ({w['env_id']}, {w['preset']}): "
-          f"target <= {TARGET} {'met' if met else 'NOT met'}")
+    print(
+        f"noise/gap {w['noise_over_gap']:.3f} for the worst id ({w['env_id']}, {w['preset']}): "
+        f"target <= {TARGET} {'met' if met else 'NOT met'}"
+    )
     return 0
 
 

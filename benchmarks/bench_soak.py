@@ -27,7 +27,7 @@ def rss_bytes() -> int:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024       # the kernel reports kB
+                    return int(line.split()[1]) * 1024  # the kernel reports kB
     except OSError:
         pass
     import psutil  # only where /proc is missing
@@ -72,14 +72,17 @@ def growth(readings: list[tuple[int, int]], warmup: int) -> tuple[int, int, floa
     return s0, s1, (r1 - r0) / r0
 
 
-def main(steps: int = 10_000, env_id: str = "hffm_env/HFFM-v0", preset: str = "tiny", every: int = 500,
-         seed: int = 0) -> int:
+def main(
+    steps: int = 10_000, env_id: str = "hffm_env/HFFM-v0", preset: str = "tiny", every: int = 500, seed: int = 0
+) -> int:
     if steps < 1 or every < 1:
         raise ValueError(f"steps and every must be >= 1, got steps={steps}, every={every}")
     import torch
 
-    print(f"hffm bench soak: {env_id} on {preset!r}, {steps} steps of random valid actions, resets included, "
-          f"seed {seed} ({torch.get_num_threads()} threads)")
+    print(
+        f"hffm bench soak: {env_id} on {preset!r}, {steps} steps of random valid actions, resets included, "
+        f"seed {seed} ({torch.get_num_threads()} threads)"
+    )
     print(f"{'step':>7} {'RSS MiB':>9} {'steps/s':>8} {'episodes':>9}")
     readings = []
     for step, rss, rate, episodes in soak(steps, env_id, preset, every, seed):

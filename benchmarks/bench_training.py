@@ -36,7 +36,7 @@ def matmul_rate_flops(n: int = 1024, reps: int = 20) -> float:
     t0 = time.perf_counter()
     for _ in range(reps):
         a @ b
-    return 2.0 * n ** 3 * reps / (time.perf_counter() - t0)
+    return 2.0 * n**3 * reps / (time.perf_counter() - t0)
 
 
 def _setup(n_devices: int, seed: int = 0):
@@ -45,11 +45,13 @@ def _setup(n_devices: int, seed: int = 0):
     from hffm_env.model.backbone import FrozenBackbone, build_vilt
 
     cfg = ModelConfig()
-    data = make_federated_data(DataConfig(tasks=("scene_qa", "style_qa"), pool_size=4000, tasks_per_device=(1, 1)),
-                               n_devices, seed)
+    data = make_federated_data(
+        DataConfig(tasks=("scene_qa", "style_qa"), pool_size=4000, tasks_per_device=(1, 1)), n_devices, seed
+    )
     backbone = FrozenBackbone(build_vilt(cfg))
-    bank = init_bank(cfg, {t: len(p.answers) for t, p in data.pools.items()}, n_devices,
-                     torch.Generator().manual_seed(seed))
+    bank = init_bank(
+        cfg, {t: len(p.answers) for t, p in data.pools.items()}, n_devices, torch.Generator().manual_seed(seed)
+    )
     return cfg, data, backbone, bank
 
 
@@ -77,15 +79,18 @@ def run_per_device(cfg, data, backbone, bank, steps, batch, reference_style: boo
     plan = T.plan_batches(data, devs, steps, batch, np.random.default_rng(seed))
     t0 = time.perf_counter()
     for d in devs:
-        state = {k: v[d:d + 1] for k, v in bank.items()}
+        state = {k: v[d : d + 1] for k, v in bank.items()}
         if reference_style:
-            state = copy.deepcopy(state)                        # load the user's state
+            state = copy.deepcopy(state)  # load the user's state
         params = {k: torch.nn.Parameter(v.clone()) for k, v in state.items()}
         opt = torch.optim.AdamW(params.values(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         mine = [(task, idx) for step in plan for dd, task, idx in step if dd == d]
         collate = lambda item: (item[0], *T.task_inputs(data, item[0], item[1][None]))  # noqa: E731
-        batches = (DataLoader(mine, batch_size=None, num_workers=2, collate_fn=collate) if reference_style
-                   else map(collate, mine))
+        batches = (
+            DataLoader(mine, batch_size=None, num_workers=2, collate_fn=collate)
+            if reference_style
+            else map(collate, mine)
+        )
         for task, inputs, labels in batches:
             used = {k: params[k] for k in T.used_names(params, task)}
             logits = m3t.forward(backbone, used, inputs, task, task_spec(task).modalities, cfg.experts_top_k)
@@ -96,7 +101,7 @@ def run_per_device(cfg, data, backbone, bank, steps, batch, reference_style: boo
             for k, p in params.items():
                 bank[k][d] = p[0]
         if reference_style:
-            _ = copy.deepcopy({k: p.detach() for k, p in params.items()})   # save the user's state
+            _ = copy.deepcopy({k: p.detach() for k, p in params.items()})  # save the user's state
             gc.collect()
     return time.perf_counter() - t0
 
@@ -112,23 +117,32 @@ def batched_flops(cfg, data, backbone, bank, steps, batch) -> float:
 def main(devices: int = 40, steps: int = 4, batch: int = 8, repeats: int = 3) -> int:
     torch.set_num_threads(torch.get_num_threads())
     cfg, data, backbone, bank = _setup(devices)
-    print(f"hffm bench training: {devices} devices x {steps} steps x {batch} samples, shipped backbone "
-          f"(hidden {cfg.hidden_size}, {cfg.num_layers} layers), {torch.get_num_threads()} threads")
+    print(
+        f"hffm bench training: {devices} devices x {steps} steps x {batch} samples, shipped backbone "
+        f"(hidden {cfg.hidden_size}, {cfg.num_layers} layers), {torch.get_num_threads()} threads"
+    )
     run_batched(cfg, data, backbone, {k: v.clone() for k, v in bank.items()}, 1, batch)  # warm-up
-    t_batched = min(run_batched(cfg, data, backbone, {k: v.clone() for k, v in bank.items()}, steps, batch)
-                    for _ in range(repeats))
-    t_clean = min(run_per_device(cfg, data, backbone, {k: v.clone() for k, v in bank.items()}, steps, batch, False)
-                  for _ in range(repeats))
-    t_ref = min(run_per_device(cfg, data, backbone, {k: v.clone() for k, v in bank.items()}, steps, batch, True)
-                for _ in range(repeats))
+    t_batched = min(
+        run_batched(cfg, data, backbone, {k: v.clone() for k, v in bank.items()}, steps, batch) for _ in range(repeats)
+    )
+    t_clean = min(
+        run_per_device(cfg, data, backbone, {k: v.clone() for k, v in bank.items()}, steps, batch, False)
+        for _ in range(repeats)
+    )
+    t_ref = min(
+        run_per_device(cfg, data, backbone, {k: v.clone() for k, v in bank.items()}, steps, batch, True)
+        for _ in range(repeats)
+    )
     print(f"  batched          {t_batched:8.3f} s/round")
     print(f"  clean loop       {t_clean:8.3f} s/round   batched is {t_clean / t_batched:5.1f}x faster (goal >= 3x)")
     print(f"  reference loop   {t_ref:8.3f} s/round   batched is {t_ref / t_batched:5.1f}x faster (goal >= 10x)")
     flops = batched_flops(cfg, data, backbone, bank, steps, batch)
     ceiling = matmul_rate_flops()
     achieved = flops / t_batched
-    print(f"  batched round: {flops / 1e9:.1f} GFLOP, {achieved / 1e9:.1f} GFLOP/s; float32 matmul ceiling "
-          f"{ceiling / 1e9:.1f} GFLOP/s -> {100 * achieved / ceiling:.0f} % (target >= 40 %, goal >= 60 %)")
+    print(
+        f"  batched round: {flops / 1e9:.1f} GFLOP, {achieved / 1e9:.1f} GFLOP/s; float32 matmul ceiling "
+        f"{ceiling / 1e9:.1f} GFLOP/s -> {100 * achieved / ceiling:.0f} % (target >= 40 %, goal >= 60 %)"
+    )
     return 0
 
 

@@ -20,8 +20,10 @@ import numpy as np
 from benchmarks.bench_robustness import RULES, TOLERANCE_PTS
 
 _HEADER = re.compile(r"seeds (\[[^\]]*\])")
-_ROW = re.compile(r"^(clean|honest only|\S+ x\S+|label_flip|DP z=\S+)\s+(\S+)\s+[\d.]+ ± [\d.]+\s+[+-][\d.]+"
-                  r"\s+((?:[+-][\d.]+ ?)+)")
+_ROW = re.compile(
+    r"^(clean|honest only|\S+ x\S+|label_flip|DP z=\S+)\s+(\S+)\s+[\d.]+ ± [\d.]+\s+[+-][\d.]+"
+    r"\s+((?:[+-][\d.]+ ?)+)"
+)
 
 
 def parse(text: str) -> dict[tuple[str, str], dict[int, float]]:
@@ -49,8 +51,10 @@ def merge(tables: list[str]) -> dict[tuple[str, str], dict[int, float]]:
             slot = out.setdefault(key, {})
             for seed, delta in per_seed.items():
                 if seed in slot and abs(slot[seed] - delta) > 0.05:
-                    raise ValueError(f"{key} seed {seed}: Δ {slot[seed]:+.1f} in an earlier table, {delta:+.1f} "
-                                     f"in table {i}: the runs are not of the same code")
+                    raise ValueError(
+                        f"{key} seed {seed}: Δ {slot[seed]:+.1f} in an earlier table, {delta:+.1f} "
+                        f"in table {i}: the runs are not of the same code"
+                    )
                 slot[seed] = delta
     return out
 
@@ -66,20 +70,32 @@ def summary(merged: dict[tuple[str, str], dict[int, float]]) -> list[dict]:
         for rule in sorted((k[1] for k in merged if k[0] == cond), key=rule_rank):
             d = np.array(list(merged[(cond, rule)].values()))
             attacked = cond not in ("clean", "honest only") and not cond.startswith("DP") and rule != "mean"
-            rows.append({"condition": cond, "rule": rule, "seeds": len(d), "delta_pts": float(d.mean()),
-                         "se_pts": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0,
-                         "min_pts": float(d.min()), "max_pts": float(d.max()),
-                         "within": bool(d.mean() >= -TOLERANCE_PTS) if attacked else None})
+            rows.append(
+                {
+                    "condition": cond,
+                    "rule": rule,
+                    "seeds": len(d),
+                    "delta_pts": float(d.mean()),
+                    "se_pts": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0,
+                    "min_pts": float(d.min()),
+                    "max_pts": float(d.max()),
+                    "within": bool(d.mean() >= -TOLERANCE_PTS) if attacked else None,
+                }
+            )
     return rows
 
 
 def format_summary(rows: list[dict]) -> str:
-    lines = [f"{'condition':<15} {'rule':<14} {'seeds':>5} {'mean Δ':>7} {'± SE':>5}  {'min':>6} {'max':>6}  "
-             f"within {TOLERANCE_PTS:g} pts"]
+    lines = [
+        f"{'condition':<15} {'rule':<14} {'seeds':>5} {'mean Δ':>7} {'± SE':>5}  {'min':>6} {'max':>6}  "
+        f"within {TOLERANCE_PTS:g} pts"
+    ]
     for r in rows:
         ok = "" if r["within"] is None else ("yes" if r["within"] else "NO")
-        lines.append(f"{r['condition']:<15} {r['rule']:<14} {r['seeds']:>5} {r['delta_pts']:>+7.1f} "
-                     f"{r['se_pts']:>5.1f}  {r['min_pts']:>+6.1f} {r['max_pts']:>+6.1f}  {ok}".rstrip())
+        lines.append(
+            f"{r['condition']:<15} {r['rule']:<14} {r['seeds']:>5} {r['delta_pts']:>+7.1f} "
+            f"{r['se_pts']:>5.1f}  {r['min_pts']:>+6.1f} {r['max_pts']:>+6.1f}  {ok}".rstrip()
+        )
     return "\n".join(lines)
 
 

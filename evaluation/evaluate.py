@@ -46,9 +46,19 @@ class Episode:
 
 # What SB3 pickles into a model's ``data`` entry, and what we put there instead, so a
 # model file never runs code when it is loaded (its weights load with weights_only=True).
-_PICKLED_ENTRIES = ("policy_class", "observation_space", "action_space", "lr_schedule", "clip_range",
-                    "rollout_buffer_class", "_last_obs", "_last_episode_starts", "_last_original_obs",
-                    "ep_info_buffer", "ep_success_buffer")
+_PICKLED_ENTRIES = (
+    "policy_class",
+    "observation_space",
+    "action_space",
+    "lr_schedule",
+    "clip_range",
+    "rollout_buffer_class",
+    "_last_obs",
+    "_last_episode_starts",
+    "_last_original_obs",
+    "ep_info_buffer",
+    "ep_success_buffer",
+)
 
 
 def _zero(_progress: float) -> float:
@@ -77,17 +87,26 @@ def load_sb3_model(cls, path, env):
         import torch
 
         known.add("policy_kwargs")
-        custom["policy_kwargs"] = {"optimizer_class": torch.optim.RMSprop,
-                                   "optimizer_kwargs": {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0}}
+        custom["policy_kwargs"] = {
+            "optimizer_class": torch.optim.RMSprop,
+            "optimizer_kwargs": {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0},
+        }
     unknown = sorted(set(pickled) - known)
     if unknown:
-        raise ValueError(f"{path}: refusing to unpickle the entries {unknown} of this model file (only "
-                         f"{', '.join(_PICKLED_ENTRIES)} are replaced on load)")
+        raise ValueError(
+            f"{path}: refusing to unpickle the entries {unknown} of this model file (only "
+            f"{', '.join(_PICKLED_ENTRIES)} are replaced on load)"
+        )
     doc = str(data.get("policy_class", {}).get("__doc__", ""))
     alias = "MultiInputPolicy" if "MultiInput" in doc else "MlpPolicy"
     custom.update({k: None for k in _PICKLED_ENTRIES})
-    custom.update(policy_class=cls.policy_aliases[alias], observation_space=env.observation_space,
-                  action_space=env.action_space, lr_schedule=_zero, clip_range=_zero)
+    custom.update(
+        policy_class=cls.policy_aliases[alias],
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        lr_schedule=_zero,
+        clip_range=_zero,
+    )
     return cls.load(str(path), device="cpu", custom_objects=custom)
 
 
@@ -118,8 +137,9 @@ class LearnedPolicy:
 
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
         if self.masked:
-            return self.model.predict(observation, state, episode_start, deterministic,
-                                      action_masks=self.env.unwrapped.action_masks())
+            return self.model.predict(
+                observation, state, episode_start, deterministic, action_masks=self.env.unwrapped.action_masks()
+            )
         return self.model.predict(observation, state, episode_start, deterministic)
 
 
@@ -160,8 +180,16 @@ def mean_ci(values) -> tuple[float, float]:
 BEST_FIXED = "best"
 
 
-def evaluate(env_id: str, preset: str, seeds: int, policies: list[str], out: Path, overrides: dict | None = None,
-             progress: bool = True, baseline: str = "default") -> list[dict]:
+def evaluate(
+    env_id: str,
+    preset: str,
+    seeds: int,
+    policies: list[str],
+    out: Path,
+    overrides: dict | None = None,
+    progress: bool = True,
+    baseline: str = "default",
+) -> list[dict]:
     """Run every policy on the same ``seeds`` held-out seeds; write the table and plots;
     return the rows. ``baseline`` (a policy spec, run too if ``policies`` lacks it, or
     ``"best"``: the fixed policy of highest mean return) is what the paired
@@ -210,10 +238,23 @@ def evaluate(env_id: str, preset: str, seeds: int, policies: list[str], out: Pat
         acc = mean_ci([100.0 * e.accuracy[-1] for e in eps])
         ret = mean_ci([e.ret for e in eps])
         diff = mean_ci([e.ret - b.ret for e, b in zip(eps, episodes[base])])
-        rows.append({"policy": name, "latency_s": lat[0], "latency_s_ci95": lat[1], "energy_j": en[0],
-                     "energy_j_ci95": en[1], "final_accuracy_pct": acc[0], "final_accuracy_pct_ci95": acc[1],
-                     "return_mean": ret[0], "return_ci95": ret[1], "baseline": base,
-                     "paired_diff_mean": diff[0], "paired_diff_ci95": diff[1], "episodes": len(eps)})
+        rows.append(
+            {
+                "policy": name,
+                "latency_s": lat[0],
+                "latency_s_ci95": lat[1],
+                "energy_j": en[0],
+                "energy_j_ci95": en[1],
+                "final_accuracy_pct": acc[0],
+                "final_accuracy_pct_ci95": acc[1],
+                "return_mean": ret[0],
+                "return_ci95": ret[1],
+                "baseline": base,
+                "paired_diff_mean": diff[0],
+                "paired_diff_ci95": diff[1],
+                "episodes": len(eps),
+            }
+        )
     _write_tables(rows, out, env_id, preset, seeds)
     _plots(episodes, rows, monitors, out)
     return rows
@@ -224,7 +265,7 @@ def read_monitor(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     rows = []
     for path in sorted(Path(folder).glob("*.monitor.csv")):
         with open(path) as f:
-            next(f)                                    # the JSON header line
+            next(f)  # the JSON header line
             for rec in csv.DictReader(f):
                 rows.append((float(rec["t"]), float(rec["l"]), float(rec["r"])))
     rows.sort()
@@ -247,17 +288,22 @@ def _paired(r: dict) -> str:
 
 def table_markdown(rows: list[dict], env_id: str, preset: str, seeds: int) -> str:
     base = rows[0]["baseline"]
-    lines = [f"Policies on `{env_id}`, preset `{preset}`, {seeds} held-out seeds "
-             f"({EVAL_SEED_BASE}–{EVAL_SEED_BASE + seeds - 1}); mean ± 95 % CI; paired difference in return "
-             f"against `{base}` on the same seeds (* : its 95 % CI excludes 0)",
-             "", "| policy | latency per round (s) | energy per round (J) | final accuracy (%) | return | "
-             f"return − {base} (paired) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Policies on `{env_id}`, preset `{preset}`, {seeds} held-out seeds "
+        f"({EVAL_SEED_BASE}–{EVAL_SEED_BASE + seeds - 1}); mean ± 95 % CI; paired difference in return "
+        f"against `{base}` on the same seeds (* : its 95 % CI excludes 0)",
+        "",
+        "| policy | latency per round (s) | energy per round (J) | final accuracy (%) | return | "
+        f"return − {base} (paired) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| {r['policy']} | {_fmt(r['latency_s'], r['latency_s_ci95'], 3)} | "
-                     f"{_fmt(r['energy_j'], r['energy_j_ci95'], 3)} | "
-                     f"{_fmt(r['final_accuracy_pct'], r['final_accuracy_pct_ci95'], 1)} | "
-                     f"{_fmt(r['return_mean'], r['return_ci95'], 3)} | {_paired(r)} |")
+        lines.append(
+            f"| {r['policy']} | {_fmt(r['latency_s'], r['latency_s_ci95'], 3)} | "
+            f"{_fmt(r['energy_j'], r['energy_j_ci95'], 3)} | "
+            f"{_fmt(r['final_accuracy_pct'], r['final_accuracy_pct_ci95'], 1)} | "
+            f"{_fmt(r['return_mean'], r['return_ci95'], 3)} | {_paired(r)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -294,8 +340,11 @@ def _plots(episodes, rows, monitors, out: Path) -> None:
     ax.scatter(e, a)
     for r in rows:
         ax.annotate(r["policy"], (r["energy_j"], r["final_accuracy_pct"]), fontsize=7)
-    front = [i for i in range(len(rows)) if not any((e[j] <= e[i] and a[j] >= a[i]) and (e[j] < e[i] or a[j] > a[i])
-                                                   for j in range(len(rows)))]
+    front = [
+        i
+        for i in range(len(rows))
+        if not any((e[j] <= e[i] and a[j] >= a[i]) and (e[j] < e[i] or a[j] > a[i]) for j in range(len(rows)))
+    ]
     front.sort(key=lambda i: e[i])
     ax.plot(e[front], a[front], "r--", label="Pareto front")
     ax.set_xlabel("energy per round (J)")
@@ -313,7 +362,7 @@ def _plots(episodes, rows, monitors, out: Path) -> None:
             steps = np.cumsum(lengths)
             k = max(1, len(r) // 10)
             smooth = np.convolve(r, np.ones(k) / k, mode="valid")
-            ax.plot(steps[k - 1:], smooth, label=name)
+            ax.plot(steps[k - 1 :], smooth, label=name)
         ax.set_xlabel("training steps (rounds)")
         ax.set_ylabel("episode return (moving mean)")
         ax.legend(fontsize=7)
@@ -327,15 +376,27 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--env", default="hffm_env/Aggregation-v0", help="env id (default hffm_env/Aggregation-v0)")
     p.add_argument("--preset", default="tiny", help="scenario preset (default tiny)")
     p.add_argument("--seeds", type=int, default=5, help="held-out seeds (default 5)")
-    p.add_argument("--policies", default=None,
-                   help="comma-separated fixed-policy names and saved models (default: every fixed baseline)")
-    p.add_argument("--baseline", default="default",
-                   help="policy the paired differences in return are taken against: a policy name or saved model "
-                        "(run too if --policies lacks it), or 'best' for the fixed policy of highest mean return "
-                        "(default: default, the env's own default policy)")
+    p.add_argument(
+        "--policies",
+        default=None,
+        help="comma-separated fixed-policy names and saved models (default: every fixed baseline)",
+    )
+    p.add_argument(
+        "--baseline",
+        default="default",
+        help="policy the paired differences in return are taken against: a policy name or saved model "
+        "(run too if --policies lacks it), or 'best' for the fixed policy of highest mean return "
+        "(default: default, the env's own default policy)",
+    )
     p.add_argument("--out", default="results", help="output directory (default results)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="scenario override, e.g. --set env__max_rounds=10 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario override, e.g. --set env__max_rounds=10 (repeatable)",
+    )
     return p
 
 
@@ -350,10 +411,20 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--env must be one of {', '.join(ENV_IDS)}, got {args.env!r}")
         if args.seeds < 1:
             raise ConfigError(f"--seeds must be an integer >= 1, got {args.seeds}")
-        policies = ([p for p in BASELINES if applies(p, args.env)] if args.policies is None
-                    else [p.strip() for p in args.policies.split(",") if p.strip()])
-        evaluate(args.env, args.preset, args.seeds, policies, Path(args.out),
-                 dict(parse_override(o) for o in args.overrides), baseline=args.baseline)
+        policies = (
+            [p for p in BASELINES if applies(p, args.env)]
+            if args.policies is None
+            else [p.strip() for p in args.policies.split(",") if p.strip()]
+        )
+        evaluate(
+            args.env,
+            args.preset,
+            args.seeds,
+            policies,
+            Path(args.out),
+            dict(parse_override(o) for o in args.overrides),
+            baseline=args.baseline,
+        )
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"hffm evaluate: error: {e}", file=sys.stderr)
         return 2

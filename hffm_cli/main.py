@@ -14,13 +14,16 @@ def _cmd_costs(args: argparse.Namespace) -> int:
     from hffm_env.network.costs import table1_costs
 
     sc = make_scenario(args.preset)
-    rows = table1_costs(sc.network, sc.payload_bytes, rounds=args.rounds, seeds=args.seeds,
-                        compare_with_paper=args.preset == "paper")
+    rows = table1_costs(
+        sc.network, sc.payload_bytes, rounds=args.rounds, seeds=args.seeds, compare_with_paper=args.preset == "paper"
+    )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"Per-round cost of the Table I schedules, preset {args.preset!r}, "
-          f"{args.rounds} rounds x {args.seeds} topology seeds")
+    print(
+        f"Per-round cost of the Table I schedules, preset {args.preset!r}, "
+        f"{args.rounds} rounds x {args.seeds} topology seeds"
+    )
     print(f"{'method':<28} {'latency_s':>10} {'energy_j':>10} {'paper_latency_s':>16} {'paper_energy':>13}")
     for r in rows:
         pl = "" if r["paper_latency_s"] is None else f"{r['paper_latency_s']:.2f}"
@@ -46,19 +49,29 @@ def _cmd_schedules(args: argparse.Namespace) -> int:
         overrides["federation__local_steps"] = args.local_steps
     sc = make_scenario(args.preset, **overrides)
     seeds = tuple(range(args.first_seed, args.first_seed + args.seeds))
-    with tqdm(total=len(schedule_keys()) * args.rounds * len(seeds), desc="rounds", file=sys.stderr,
-              disable=args.json or not sys.stderr.isatty()) as bar:
+    with tqdm(
+        total=len(schedule_keys()) * args.rounds * len(seeds),
+        desc="rounds",
+        file=sys.stderr,
+        disable=args.json or not sys.stderr.isatty(),
+    ) as bar:
         rows = schedule_table(sc, args.rounds, seeds, progress=bar.update)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"Table I schedules with real training: preset {args.preset!r}, {args.rounds} rounds, "
-          f"means over seeds {seeds[0]}-{seeds[-1]}")
-    print(f"{'method':<14} {'latency_s':>10} {'energy_j':>10} {'first_acc':>10} {'final_acc':>10} "
-          f"{'final_p':>8} {'majority':>9}")
+    print(
+        f"Table I schedules with real training: preset {args.preset!r}, {args.rounds} rounds, "
+        f"means over seeds {seeds[0]}-{seeds[-1]}"
+    )
+    print(
+        f"{'method':<14} {'latency_s':>10} {'energy_j':>10} {'first_acc':>10} {'final_acc':>10} "
+        f"{'final_p':>8} {'majority':>9}"
+    )
     for r in rows:
-        print(f"{r['method']:<14} {r['latency_s']:>10.3f} {r['energy_j']:>10.3f} {r['first_accuracy']:>10.3f} "
-              f"{r['final_accuracy']:>10.3f} {r['final_p_correct']:>8.3f} {r['majority_rate']:>9.3f}")
+        print(
+            f"{r['method']:<14} {r['latency_s']:>10.3f} {r['energy_j']:>10.3f} {r['first_accuracy']:>10.3f} "
+            f"{r['final_accuracy']:>10.3f} {r['final_p_correct']:>8.3f} {r['majority_rate']:>9.3f}"
+        )
     for col in ("latency_s", "energy_j", "final_accuracy"):
         order = sorted(rows, key=lambda r: -r[col])
         print(f"{col} order (high to low): " + " > ".join(r["method"] for r in order))
@@ -81,8 +94,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise ConfigError(f"--n-envs must be an integer >= 1, got {args.n_envs}")
         if args.blocks < 1:
             raise ConfigError(f"--blocks must be an integer >= 1, got {args.blocks}")
-        return bench(presets=tuple(args.presets), backbone_dtype=args.backbone_dtype, n_envs=args.n_envs,
-                     blocks=args.blocks, overrides=dict(args.overrides))
+        return bench(
+            presets=tuple(args.presets),
+            backbone_dtype=args.backbone_dtype,
+            n_envs=args.n_envs,
+            blocks=args.blocks,
+            overrides=dict(args.overrides),
+        )
     if args.target == "signal":
         from hffm_env import PRESETS
 
@@ -92,14 +110,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         bad = [i for i in args.ids if i not in ENV_IDS]
         if bad:
             raise ConfigError(f"--ids must be among {', '.join(ENV_IDS)}, got {' '.join(bad)}")
-        for flag, value, low in (("--seeds", args.seeds, 1), ("--redraws", args.redraws, 2),
-                                 ("--rounds", args.rounds, 1)):
+        for flag, value, low in (
+            ("--seeds", args.seeds, 1),
+            ("--redraws", args.redraws, 2),
+            ("--rounds", args.rounds, 1),
+        ):
             if value is not None and value < low:
                 raise ConfigError(f"{flag} must be an integer >= {low}, got {value}")
         from benchmarks.bench_signal import main as bench
 
-        return bench(presets=tuple(args.presets), seeds=args.seeds, redraws=args.redraws, rounds=args.rounds,
-                     json_out=args.json, env_ids=tuple(args.ids), overrides=dict(args.overrides))
+        return bench(
+            presets=tuple(args.presets),
+            seeds=args.seeds,
+            redraws=args.redraws,
+            rounds=args.rounds,
+            json_out=args.json,
+            env_ids=tuple(args.ids),
+            overrides=dict(args.overrides),
+        )
     from benchmarks import bench_robustness, bench_soak
 
     return {"soak": bench_soak, "robustness": bench_robustness}[args.target].run(args)
@@ -115,8 +143,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from evaluation.evaluate import main as evaluate_main
 
-    argv = ["--env", args.env, "--preset", args.preset, "--seeds", str(args.seeds), "--out", args.out,
-            "--baseline", args.baseline]
+    argv = [
+        "--env",
+        args.env,
+        "--preset",
+        args.preset,
+        "--seeds",
+        str(args.seeds),
+        "--out",
+        args.out,
+        "--baseline",
+        args.baseline,
+    ]
     if args.policies is not None:
         argv += ["--policies", args.policies]
     for o in args.overrides:
@@ -149,11 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=3, help="scenario seeds averaged (default 3)")
     s.add_argument("--first-seed", type=int, default=0, help="first scenario seed (default 0)")
     s.add_argument("--local-steps", type=int, default=None, help="override federation.local_steps")
-    s.add_argument("--set", dest="overrides", action="append", default=[], type=parse_override, metavar="KEY=VALUE",
-                   help="scenario override, e.g. --set federation__local_epochs=2 (repeatable)")
+    s.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=parse_override,
+        metavar="KEY=VALUE",
+        help="scenario override, e.g. --set federation__local_epochs=2 (repeatable)",
+    )
     s.add_argument("--json", action="store_true", help="print the rows as JSON")
     s.set_defaults(func=_cmd_schedules)
-
 
     b = sub.add_parser("bench", help="run a benchmark")
     targets = b.add_subparsers(dest="target", required=True)
@@ -166,35 +210,68 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int, default=8, help="samples per step")
     t = targets.add_parser("env", help="steps/s of every env id and where the time goes")
     t.add_argument("--presets", nargs="+", default=["tiny", "paper"], help="presets to time")
-    t.add_argument("--backbone-dtype", choices=["float32", "bfloat16"], default="float32",
-                   help="dtype of the frozen backbone's matmuls (model.backbone_dtype)")
-    t.add_argument("--n-envs", type=int, default=1,
-                   help="K > 1: time K envs in SubprocVecEnv workers, 1 thread each, as hffm train --n-envs K "
-                        "steps them (default 1: one env, with the time split)")
-    t.add_argument("--blocks", type=int, default=3,
-                   help="one env: time each id in this many blocks interleaved across the ids and report the "
-                        "median block (default 3)")
-    t.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
-                   help="scenario override for every timed env, e.g. --set federation__eval_max_samples=2 "
-                        "(repeatable)")
-    t = targets.add_parser("signal", help="per-round reward noise (re-drawn evaluation sets) against the gap "
-                                          "between the best and worst Table I schedule, per env id")
+    t.add_argument(
+        "--backbone-dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="dtype of the frozen backbone's matmuls (model.backbone_dtype)",
+    )
+    t.add_argument(
+        "--n-envs",
+        type=int,
+        default=1,
+        help="K > 1: time K envs in SubprocVecEnv workers, 1 thread each, as hffm train --n-envs K "
+        "steps them (default 1: one env, with the time split)",
+    )
+    t.add_argument(
+        "--blocks",
+        type=int,
+        default=3,
+        help="one env: time each id in this many blocks interleaved across the ids and report the "
+        "median block (default 3)",
+    )
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        type=parse_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario override for every timed env, e.g. --set federation__eval_max_samples=2 (repeatable)",
+    )
+    t = targets.add_parser(
+        "signal",
+        help="per-round reward noise (re-drawn evaluation sets) against the gap "
+        "between the best and worst Table I schedule, per env id",
+    )
     t.add_argument("--presets", nargs="+", default=["tiny", "small"], help="presets to measure (default tiny small)")
     t.add_argument("--seeds", type=int, default=10, help="held-out seeds 10000.. per schedule (default 10)")
-    t.add_argument("--redraws", type=int, default=8,
-                   help="re-drawn evaluation sets per round for the noise, >= 2 (default 8)")
+    t.add_argument(
+        "--redraws", type=int, default=8, help="re-drawn evaluation sets per round for the noise, >= 2 (default 8)"
+    )
     t.add_argument("--rounds", type=int, default=None, help="episode length (default: the preset's env.max_rounds)")
-    t.add_argument("--ids", nargs="+", default=list(ENV_IDS),
-                   help="env ids to measure (default all; split them over processes to use more cores)")
-    t.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
-                   help="scenario override for every measured env, e.g. --set federation__eval_max_samples=16 "
-                        "(repeatable)")
+    t.add_argument(
+        "--ids",
+        nargs="+",
+        default=list(ENV_IDS),
+        help="env ids to measure (default all; split them over processes to use more cores)",
+    )
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        type=parse_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario override for every measured env, e.g. --set federation__eval_max_samples=16 (repeatable)",
+    )
     t.add_argument("--json", action="store_true", help="print the rows and the worst id as JSON")
     from benchmarks import bench_robustness, bench_soak
 
     bench_soak.add_arguments(targets.add_parser("soak", help="RSS over a long run with many resets"))
-    bench_robustness.add_arguments(targets.add_parser(
-        "robustness", help="accuracy under attacks with FedAvg and robust rules, and under DP noise"))
+    bench_robustness.add_arguments(
+        targets.add_parser("robustness", help="accuracy under attacks with FedAvg and robust rules, and under DP noise")
+    )
     b.set_defaults(func=_cmd_bench)
 
     from evaluation.evaluate import build_parser as evaluate_parser

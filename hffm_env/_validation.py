@@ -20,8 +20,15 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def check_real(field: str, value: Any, *, low: float | None = None, high: float | None = None,
-               low_inclusive: bool = True, high_inclusive: bool = True) -> float:
+def check_real(
+    field: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> float:
     """Check that ``value`` is a finite real number inside [low, high]."""
     lo = "-inf" if low is None else f"{low:g}"
     hi = "+inf" if high is None else f"{high:g}"

@@ -18,13 +18,7 @@ from hffm_env.data.config import DataConfig
 from hffm_env.envs.config import EnvConfig
 from hffm_env.federation.config import FederationConfig
 from hffm_env.model.config import ModelConfig
-from hffm_env.network.config import (
-    ChannelConfig,
-    ComputeConfig,
-    LinkConfig,
-    NetworkConfig,
-    TierConfig,
-)
+from hffm_env.network.config import ChannelConfig, ComputeConfig, LinkConfig, NetworkConfig, TierConfig
 
 
 @dataclass(frozen=True)
@@ -61,19 +55,27 @@ class Scenario:
             raise ConfigError(f"env must be an EnvConfig, got {self.env!r}")
         for field_name in ("image_size", "vocab_size", "sensor_length"):
             if getattr(self.data, field_name) != getattr(self.model, field_name):
-                raise ConfigError(f"data.{field_name}={getattr(self.data, field_name)} must equal "
-                                  f"model.{field_name}={getattr(self.model, field_name)}")
+                raise ConfigError(
+                    f"data.{field_name}={getattr(self.data, field_name)} must equal "
+                    f"model.{field_name}={getattr(self.model, field_name)}"
+                )
         if self.data.max_question_tokens != self.model.max_text_tokens:
-            raise ConfigError(f"data.max_question_tokens={self.data.max_question_tokens} must equal "
-                              f"model.max_text_tokens={self.model.max_text_tokens}")
+            raise ConfigError(
+                f"data.max_question_tokens={self.data.max_question_tokens} must equal "
+                f"model.max_text_tokens={self.model.max_text_tokens}"
+            )
         k_e = self.federation.experts_per_device
         if k_e is not None and k_e > self.model.n_experts:
-            raise ConfigError(f"federation.experts_per_device must be an integer in [1, {self.model.n_experts}] "
-                              f"(model.n_experts), got {k_e}")
+            raise ConfigError(
+                f"federation.experts_per_device must be an integer in [1, {self.model.n_experts}] "
+                f"(model.n_experts), got {k_e}"
+            )
         faults = self.federation.faults
         if faults.outage_fallback == "cloud" and faults.edge_outage > 0 and self.network.direct_uplink is None:
-            raise ConfigError("federation.faults.outage_fallback='cloud' needs network.direct_uplink (a device-to-"
-                              "cloud link); choose 'd2d' or 'skip', or give the network a direct uplink")
+            raise ConfigError(
+                "federation.faults.outage_fallback='cloud' needs network.direct_uplink (a device-to-"
+                "cloud link); choose 'd2d' or 'skip', or give the network a direct uplink"
+            )
         if not isinstance(self.payload_bytes, dict) or not self.payload_bytes:
             raise ConfigError(f"payload_bytes must be a non-empty dict module -> bytes, got {self.payload_bytes!r}")
         for module, size in self.payload_bytes.items():
@@ -117,8 +119,9 @@ def _apply_tree(obj: Any, tree: dict, prefix: str) -> Any:
     changes = {}
     for head, sub in tree.items():
         if head not in names:
-            raise ConfigError(f"override {prefix + head!r}: {type(obj).__name__} has no field {head!r}; "
-                              f"allowed: {names}")
+            raise ConfigError(
+                f"override {prefix + head!r}: {type(obj).__name__} has no field {head!r}; allowed: {names}"
+            )
         changes[head] = sub[_LEAF] if _LEAF in sub else _apply_tree(getattr(obj, head), sub, f"{prefix}{head}__")
     return dataclasses.replace(obj, **changes)
 
@@ -162,8 +165,11 @@ def _paper_network(devices: int = 40, edges: int = 10) -> NetworkConfig:
     backhaul = LinkConfig("wired", tx_power_w=0.8, rate_bps=4.0e6, fixed_latency_s=0.1)
     return NetworkConfig(
         tiers=(
-            TierConfig("device", devices, uplink=LinkConfig("wireless", bandwidth_hz=1e6, tx_power_w=0.6,
-                                                       rate_power_w=1.0, antenna_gain_db=0.0)),
+            TierConfig(
+                "device",
+                devices,
+                uplink=LinkConfig("wireless", bandwidth_hz=1e6, tx_power_w=0.6, rate_power_w=1.0, antenna_gain_db=0.0),
+            ),
             TierConfig("edge", edges, uplink=backhaul, min_separation_m=500.0),
             TierConfig("cloud", 1),
         ),
@@ -174,10 +180,17 @@ def _paper_network(devices: int = 40, edges: int = 10) -> NetworkConfig:
         d2d_patch_weight="rate",
         d2d=LinkConfig("wireless", bandwidth_hz=8e6, tx_power_w=0.6, rate_power_w=0.2, antenna_gain_db=0.0),
         direct_uplink=backhaul,
-        channel=ChannelConfig(reference_gain_db=-30.0, reference_distance_m=1.0, pathloss_exponent=3.0,
-                              shadowing_std_db=0.0, fading="rayleigh", rayleigh_mean_power=2.0,
-                              fading_per_round=False,
-                              noise_psd_dbm_per_hz=-174.0, noise_bandwidth_scale=1e-3),
+        channel=ChannelConfig(
+            reference_gain_db=-30.0,
+            reference_distance_m=1.0,
+            pathloss_exponent=3.0,
+            shadowing_std_db=0.0,
+            fading="rayleigh",
+            rayleigh_mean_power=2.0,
+            fading_per_round=False,
+            noise_psd_dbm_per_hz=-174.0,
+            noise_bandwidth_scale=1e-3,
+        ),
         compute=ComputeConfig(cycles_per_sample=0.0),
         cluster_head="random",
         charge_downlink=False,
@@ -198,22 +211,35 @@ def paper() -> Scenario:
     on all of its test share (100 held-out samples per task, stratified by answer).
     """
     # 6 MB = 48,000 kbit in the reference; its split between adapters and heads is ours.
-    return Scenario(name="paper", network=_paper_network(), payload_bytes={"adapters": 5.4e6, "heads": 0.6e6},
-                    data=DataConfig(tasks=("scene_qa", "style_qa"), pool_size=1000, tasks_per_device=(1, 1),
-                                    dirichlet_alpha=0.1),
-                    model=ModelConfig(learning_rate=3e-3),
-                    federation=FederationConfig(payload_scale=16.0, local_epochs=1.0, batch_size=8))
+    return Scenario(
+        name="paper",
+        network=_paper_network(),
+        payload_bytes={"adapters": 5.4e6, "heads": 0.6e6},
+        data=DataConfig(tasks=("scene_qa", "style_qa"), pool_size=1000, tasks_per_device=(1, 1), dirichlet_alpha=0.1),
+        model=ModelConfig(learning_rate=3e-3),
+        federation=FederationConfig(payload_scale=16.0, local_epochs=1.0, batch_size=8),
+    )
 
 
 def _two_tier(devices: int, edges: int, side_m: float, center_offset_m: float, radius_m: float) -> NetworkConfig:
     """Devices → edge servers → cloud with the FL-over-wireless default channel."""
-    return NetworkConfig(tiers=(
-        TierConfig("device", devices, uplink=LinkConfig("wireless", bandwidth_hz=5e6, tx_power_w=0.2)),
-        TierConfig("edge", edges, uplink=LinkConfig("wired", tx_power_w=1.0, rate_bps=100e6, fixed_latency_s=0.01),
-                   min_separation_m=500.0),
-        TierConfig("cloud", 1),
-    ), area_side_m=side_m, cluster_center_offset_m=center_offset_m, cluster_radius_m=radius_m, d2d_radius_m=60.0,
-        d2d=LinkConfig("wireless", bandwidth_hz=10e6, tx_power_w=0.1))
+    return NetworkConfig(
+        tiers=(
+            TierConfig("device", devices, uplink=LinkConfig("wireless", bandwidth_hz=5e6, tx_power_w=0.2)),
+            TierConfig(
+                "edge",
+                edges,
+                uplink=LinkConfig("wired", tx_power_w=1.0, rate_bps=100e6, fixed_latency_s=0.01),
+                min_separation_m=500.0,
+            ),
+            TierConfig("cloud", 1),
+        ),
+        area_side_m=side_m,
+        cluster_center_offset_m=center_offset_m,
+        cluster_radius_m=radius_m,
+        d2d_radius_m=60.0,
+        d2d=LinkConfig("wireless", bandwidth_hz=10e6, tx_power_w=0.1),
+    )
 
 
 def small() -> Scenario:
@@ -221,12 +247,14 @@ def small() -> Scenario:
     of :func:`_paper_network`), four tasks; modules charged at their real size. Four
     local steps of 8 samples per round at learning rate 3e-3; every device is scored
     on all of its test share (200 held-out samples per task, stratified by answer)."""
-    return Scenario(name="small", network=_paper_network(devices=20, edges=5),
-                    payload_bytes={"adapters": 1.0e6, "heads": 0.1e6},
-                    data=DataConfig(tasks=("scene_qa", "style_qa", "sensor", "digits_qa"), pool_size=2000,
-                                    tasks_per_device=(1, 2)),
-                    model=ModelConfig(learning_rate=3e-3),
-                    federation=FederationConfig(local_steps=4, batch_size=8))
+    return Scenario(
+        name="small",
+        network=_paper_network(devices=20, edges=5),
+        payload_bytes={"adapters": 1.0e6, "heads": 0.1e6},
+        data=DataConfig(tasks=("scene_qa", "style_qa", "sensor", "digits_qa"), pool_size=2000, tasks_per_device=(1, 2)),
+        model=ModelConfig(learning_rate=3e-3),
+        federation=FederationConfig(local_steps=4, batch_size=8),
+    )
 
 
 def tiny() -> Scenario:
@@ -235,12 +263,14 @@ def tiny() -> Scenario:
     5e-3; every device is scored on all of its test share, 160 held-out samples per task
     stratified by answer, so the reward's accuracy term sits above its measurement
     noise)."""
-    return Scenario(name="tiny", network=_two_tier(8, 2, 1500.0, 200.0, 100.0),
-                    payload_bytes={"adapters": 0.2e6, "heads": 0.02e6},
-                    data=DataConfig(tasks=("scene_qa", "sensor"), pool_size=1600, tasks_per_device=(1, 2),
-                                    dirichlet_alpha=0.5),
-                    model=ModelConfig(num_layers=2, learning_rate=5e-3),
-                    federation=FederationConfig(local_steps=1, batch_size=4))
+    return Scenario(
+        name="tiny",
+        network=_two_tier(8, 2, 1500.0, 200.0, 100.0),
+        payload_bytes={"adapters": 0.2e6, "heads": 0.02e6},
+        data=DataConfig(tasks=("scene_qa", "sensor"), pool_size=1600, tasks_per_device=(1, 2), dirichlet_alpha=0.5),
+        model=ModelConfig(num_layers=2, learning_rate=5e-3),
+        federation=FederationConfig(local_steps=1, batch_size=4),
+    )
 
 
 PRESETS: dict[str, Callable[[], Scenario]] = {"tiny": tiny, "small": small, "paper": paper}

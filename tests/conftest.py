@@ -8,7 +8,7 @@ each other out (10x slower). Each worker therefore uses one thread.
 import os
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")   # inherited by the subprocesses tests start
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the subprocesses tests start
     import torch
 
     torch.set_num_threads(1)

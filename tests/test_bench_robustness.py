@@ -28,7 +28,7 @@ def _one_thread():
 
 def test_rows_cover_every_condition_with_finite_accuracies():
     rows, runs, settings = robustness_rows("tiny", rounds=2, seeds=1, last=1, noise_multipliers=(0.0, 1.0))
-    assert settings.krum_f == 2 and settings.trim_fraction == 0.25        # 20 % of 8 devices
+    assert settings.krum_f == 2 and settings.trim_fraction == 0.25  # 20 % of 8 devices
     got = [(r["label"], r["rule_label"]) for r in rows]
     rules = ("mean", "trimmed_mean", "median", "krum", "multi_krum", "krum+b2", "multi_krum+b2")
     expected = [("clean", rule) for rule in rules] + [("honest only", "mean")]
@@ -69,14 +69,30 @@ def test_skipped_evaluations_leave_the_run_unchanged():
 
 
 def test_bucketed_rows_run_the_rule_on_buckets_and_compare_with_their_own_clean_run():
-    rows, runs, _ = robustness_rows("tiny", rounds=2, seeds=1, last=1, noise_multipliers=(), first_seed=3,
-                                    bucket_size=3, bucketed=("median",), rules=["median", "median+b3"])
+    rows, runs, _ = robustness_rows(
+        "tiny",
+        rounds=2,
+        seeds=1,
+        last=1,
+        noise_multipliers=(),
+        first_seed=3,
+        bucket_size=3,
+        bucketed=("median",),
+        rules=["median", "median+b3"],
+    )
     assert {run.seed for run in runs} == {3}
     got = [(r["label"], r["rule_label"], r["bucket_size"]) for r in rows]
-    assert got == [("clean", "mean", 1), ("clean", "median", 1), ("clean", "median+b3", 3),
-                   ("sign_flip x1", "median", 1), ("sign_flip x1", "median+b3", 3),
-                   ("scaling x10", "median", 1), ("scaling x10", "median+b3", 3),
-                   ("label_flip", "median", 1), ("label_flip", "median+b3", 3)]
+    assert got == [
+        ("clean", "mean", 1),
+        ("clean", "median", 1),
+        ("clean", "median+b3", 3),
+        ("sign_flip x1", "median", 1),
+        ("sign_flip x1", "median+b3", 3),
+        ("scaling x10", "median", 1),
+        ("scaling x10", "median+b3", 3),
+        ("label_flip", "median", 1),
+        ("label_flip", "median+b3", 3),
+    ]
     by = {(r.condition.label, r.condition.rule_label): r for r in runs}
     # bucketing changes the run; the attacked bucketed row's own-rule Δ is against the clean bucketed run
     assert module_distance(by["clean", "median"].global_modules, by["clean", "median+b3"].global_modules) > 0
@@ -92,7 +108,8 @@ def test_rule_and_seed_options_select_rows():
     assert (args.rules, args.seeds, args.first_seed, args.bucket_size, args.noise) == (["mean", "krum+b2"], 4, 2, 2, [])
     labels = [(c.label, c.rule_label) for c in conditions(tuple(args.noise), rules=args.rules)]
     assert labels == [("clean", "mean"), ("clean", "krum+b2"), ("honest only", "mean")] + [
-        (a, r) for a in ("sign_flip x1", "scaling x10", "label_flip") for r in ("mean", "krum+b2")]
+        (a, r) for a in ("sign_flip x1", "scaling x10", "label_flip") for r in ("mean", "krum+b2")
+    ]
     # the clean FedAvg row, the reference of every Δ, always runs; no bucketed rows with buckets of 1
     assert [c.rule_label for c in conditions((), fraction=0.0, rules=["krum"])] == ["mean", "krum"]
     assert all(c.bucket_size == 1 for c in conditions((), bucket_size=1))
@@ -110,8 +127,10 @@ def test_conditions_without_adversaries_or_clean_robust_rows():
 
 def _table(seeds, rows):
     head = f"hffm bench robustness: preset 'small', 30 rounds, seeds {seeds}; every round ...\n"
-    return head + "\n".join(f"{c:<15} {r:<13} {0.3:>7.3f} ± 0.010  {sum(d) / len(d):>+10.1f}  "
-                            + " ".join(f"{x:+.1f}" for x in d) for c, r, d in rows)
+    return head + "\n".join(
+        f"{c:<15} {r:<13} {0.3:>7.3f} ± 0.010  {sum(d) / len(d):>+10.1f}  " + " ".join(f"{x:+.1f}" for x in d)
+        for c, r, d in rows
+    )
 
 
 def test_merge_pools_seeds_and_refuses_tables_of_different_code():
@@ -124,6 +143,6 @@ def test_merge_pools_seeds_and_refuses_tables_of_different_code():
     assert k["seeds"] == 3 and k["delta_pts"] == pytest.approx(-2.0)
     assert k["se_pts"] == pytest.approx(np.std([-3.0, 1.0, -4.0], ddof=1) / np.sqrt(3))
     assert k["within"] is True and rows[("clean", "mean")]["within"] is None
-    c = _table([1], [("scaling x10", "krum+b2", [2.0])])      # seed 1 again, another Δ
+    c = _table([1], [("scaling x10", "krum+b2", [2.0])])  # seed 1 again, another Δ
     with pytest.raises(ValueError, match="not of the same code"):
         merge([a, c])

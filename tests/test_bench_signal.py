@@ -18,7 +18,7 @@ from hffm_cli.main import main as hffm
 
 torch.set_num_threads(1)
 
-ENV_ID = "hffm_env/Relaying-v0"      # events on: shares change during the episode
+ENV_ID = "hffm_env/Relaying-v0"  # events on: shares change during the episode
 
 
 def _env(**overrides):
@@ -38,12 +38,12 @@ def test_redrawn_sets_have_the_configured_sizes_and_come_from_the_held_out_part(
     for d, per in enumerate(shards):
         assert set(a[d]) == set(per)
         for task, idx in per.items():
-            assert len(a[d][task]) == len(idx) == len(fed.members.test[d][task][:fed.config.eval_max_samples])
+            assert len(a[d][task]) == len(idx) == len(fed.members.test[d][task][: fed.config.eval_max_samples])
             assert np.isin(a[d][task], fed.data.shards.test_part[task]).all()
     for task, part in fed.data.shards.test_part.items():
         drawn = np.concatenate([x[task] for x in a if task in x])
         if len(drawn) <= len(part):
-            assert len(np.unique(drawn)) == len(drawn)               # slices of one permutation
+            assert len(np.unique(drawn)) == len(drawn)  # slices of one permutation
     assert any(not np.array_equal(a[d][t], b[d][t]) for d in range(len(a)) for t in a[d])
     again = bench_signal.redraw_eval_set(fed, np.random.default_rng([1, 2, 3]))
     assert all(np.array_equal(a[d][t], again[d][t]) for d in range(len(a)) for t in a[d])
@@ -58,7 +58,7 @@ def test_measuring_the_noise_leaves_the_episode_unchanged():
     measured, variances = bench_signal.run_episode(env, policy, bench_signal.EVAL_SEED_BASE, redraws=2)
     fed = env.unwrapped.core.fed
     assert none == [] and len(plain) == len(variances) == 3
-    assert measured == plain                                             # exactly: same trajectory
+    assert measured == plain  # exactly: same trajectory
     assert all(torch.equal(fed.bank[n], final[n]) for n in final)
     assert all(v >= 0 and math.isfinite(v) for v in variances) and max(variances) > 0
 
@@ -88,18 +88,35 @@ def test_the_row_reports_noise_gap_and_the_schedules():
     assert bench_signal.worst_row([{"noise_over_gap": 0.2}, {"noise_over_gap": math.inf}])["noise_over_gap"] == math.inf
 
 
-@pytest.mark.parametrize("argv, flag", [(["--redraws", "1"], "--redraws"), (["--seeds", "0"], "--seeds"),
-                                        (["--rounds", "0"], "--rounds"), (["--presets", "huge"], "--presets"),
-                                        (["--ids", "hffm_env/Nope-v0"], "--ids")])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--redraws", "1"], "--redraws"),
+        (["--seeds", "0"], "--seeds"),
+        (["--rounds", "0"], "--rounds"),
+        (["--presets", "huge"], "--presets"),
+        (["--ids", "hffm_env/Nope-v0"], "--ids"),
+    ],
+)
 def test_bad_flags_name_the_flag(argv, flag, capsys):
     assert hffm(["bench", "signal", *argv]) == 2
     assert flag in capsys.readouterr().err
 
 
 def test_main_prints_each_row_to_stderr_as_soon_as_it_is_measured(capsys):
-    assert bench_signal.main(presets=("tiny",), seeds=1, redraws=2, rounds=1, env_ids=(ENV_ID,),
-                             schedules=("star", "edge_only"), json_out=True) == 0
+    assert (
+        bench_signal.main(
+            presets=("tiny",),
+            seeds=1,
+            redraws=2,
+            rounds=1,
+            env_ids=(ENV_ID,),
+            schedules=("star", "edge_only"),
+            json_out=True,
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     line = next(x for x in err.splitlines() if x.startswith("bench signal: row "))
-    row = json.loads(line[len("bench signal: row "):])
+    row = json.loads(line[len("bench signal: row ") :])
     assert row["env_id"] == ENV_ID and row == json.loads(out)["rows"][0]

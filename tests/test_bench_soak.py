@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 def test_growth_is_measured_from_the_first_reading_after_warm_up():
     readings = [(0, 100), (500, 190), (1000, 200), (1500, 205), (2000, 210)]
     assert bench_soak.growth(readings, 1000) == (1000, 2000, pytest.approx(0.05))
-    assert bench_soak.growth(readings, 2000) is None                   # nothing after the base
+    assert bench_soak.growth(readings, 2000) is None  # nothing after the base
     assert bench_soak.rss_bytes() > 10 * 2**20
 
 
@@ -30,7 +30,7 @@ def test_soak_prints_a_row_per_reading_and_the_verdict(capsys):
     out = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in out if line.strip() and line.split()[0].isdigit()]
     assert [int(r[0]) for r in rows] == [0, 4, 8, 12]
-    assert all(float(r[1]) > 10 for r in rows)                           # RSS in MiB
+    assert all(float(r[1]) > 10 for r in rows)  # RSS in MiB
     assert out[-1].startswith("RSS growth from step 8 to step 12:") and "(target < 5%) -> " in out[-1]
     assert out[-1].endswith((" met", "NOT met"))
 
@@ -58,9 +58,9 @@ def test_federation_containers_stay_bounded_across_resets():
         fed = env.unwrapped.federation
         last = fed.round_index
         kept = [r for r in range(last + 1) if _has_rows(fed.ledger, r)]
-        assert kept == list(range(max(0, last - keep + 1), last + 1))      # the last `keep` rounds only
-        assert len(fed.ledger.summaries) == last + 1 <= rounds              # one episode's summaries
-        assert len(fed.net._routes) <= 8                                    # this round's route trees
+        assert kept == list(range(max(0, last - keep + 1), last + 1))  # the last `keep` rounds only
+        assert len(fed.ledger.summaries) == last + 1 <= rounds  # one episode's summaries
+        assert len(fed.net._routes) <= 8  # this round's route trees
         if terminated or truncated:
             env.reset()
             episodes.append(weakref.ref(env.unwrapped.federation))

@@ -13,8 +13,15 @@ from hffm_cli.main import main
 def test_costs_json_prints_seven_rows(capsys):
     assert main(["costs", "--preset", "paper", "--json", "--seeds", "3"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["method"] for r in rows] == ["star", "edge_only", "edge_only_d2d", "hfm_2", "hfm_8", "hfm_d2d_2",
-                                           "hfm_d2d_8"]
+    assert [r["method"] for r in rows] == [
+        "star",
+        "edge_only",
+        "edge_only_d2d",
+        "hfm_2",
+        "hfm_8",
+        "hfm_d2d_2",
+        "hfm_d2d_8",
+    ]
     for r in rows:
         assert r["latency_s"] > 0 and r["energy_j"] > 0
 
@@ -33,14 +40,22 @@ def test_bad_preset_is_a_clear_error(capsys):
 
 
 def test_console_script_and_bench_run():
-    out = subprocess.run([sys.executable, "-m", "hffm_cli.main", "bench", "network", "--sizes", "40", "200",
-                          "--rounds", "2"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "hffm_cli.main", "bench", "network", "--sizes", "40", "200", "--rounds", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "ms/round" in out and "200" in out
 
 
 def test_training_benchmark_runs_small():
-    out = subprocess.run([sys.executable, "-m", "hffm_cli.main", "bench", "training", "--devices", "4", "--steps", "1",
-                          "--batch", "4"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "hffm_cli.main", "bench", "training", "--devices", "4", "--steps", "1", "--batch", "4"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "reference loop" in out and "GFLOP/s" in out
 
 
@@ -50,11 +65,18 @@ def test_costs_rounds_must_cover_the_aggregation_cycle(capsys):
 
 
 def test_schedules_command_runs_every_table1_schedule(capsys):
-    assert main(["schedules", "--preset", "tiny", "--rounds", "2", "--seeds", "2", "--local-steps", "1",
-                 "--json"]) == 0
+    assert main(["schedules", "--preset", "tiny", "--rounds", "2", "--seeds", "2", "--local-steps", "1", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["method"] for r in rows] == ["star", "edge_only", "edge_only_d2d", "hfm_2", "hfm_8", "hfm_d2d_2",
-                                           "hfm_d2d_8", "local_only"]
+    assert [r["method"] for r in rows] == [
+        "star",
+        "edge_only",
+        "edge_only_d2d",
+        "hfm_2",
+        "hfm_8",
+        "hfm_d2d_2",
+        "hfm_d2d_8",
+        "local_only",
+    ]
     for r in rows:
         assert set(r) >= {"final_accuracy", "first_accuracy", "majority_rate", "latency_s", "energy_j"}
         assert 0.0 <= r["first_accuracy"] <= 1.0 and 0.0 < r["majority_rate"] < 1.0
@@ -128,10 +150,24 @@ def test_env_benchmark_times_the_scenario_overrides_it_is_given(monkeypatch, cap
         return [{"id": i, "preset": preset, "steps_per_s": 1.0, "range": (1.0, 1.0), "split": {}} for i in env_ids]
 
     monkeypatch.setattr(bench_env, "bench_ids", fake)
-    assert main(["bench", "env", "--presets", "tiny", "--set", "federation__eval_max_samples=2",
-                 "--set", "network__tiers__0__count=6"]) == 0
-    assert seen == [{"federation__eval_max_samples": 2, "network__tiers__0__count": 6,
-                     "model__backbone_dtype": "float32"}]
+    assert (
+        main(
+            [
+                "bench",
+                "env",
+                "--presets",
+                "tiny",
+                "--set",
+                "federation__eval_max_samples=2",
+                "--set",
+                "network__tiers__0__count=6",
+            ]
+        )
+        == 0
+    )
+    assert seen == [
+        {"federation__eval_max_samples": 2, "network__tiers__0__count": 6, "model__backbone_dtype": "float32"}
+    ]
     out = capsys.readouterr().out
     assert "with federation__eval_max_samples=2 network__tiers__0__count=6" in out
     # a bad override fails as a config error naming the field, before anything is timed
@@ -158,7 +194,26 @@ def test_env_benchmark_times_vectorised_workers_as_hffm_train_runs_them(capsys):
 def test_bench_soak_and_robustness_are_wired(capsys):
     assert main(["bench", "soak", "--steps", "4", "--every", "2"]) == 0
     assert "RSS growth" in capsys.readouterr().out
-    assert main(["bench", "robustness", "--preset", "tiny", "--rounds", "1", "--seeds", "1", "--noise", "0",
-                 "--last", "1", "--no-clean-robust", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "robustness",
+                "--preset",
+                "tiny",
+                "--rounds",
+                "1",
+                "--seeds",
+                "1",
+                "--noise",
+                "0",
+                "--last",
+                "1",
+                "--no-clean-robust",
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert {r["rule"] for r in rows} >= {"mean", "trimmed_mean", "median", "krum", "multi_krum"}

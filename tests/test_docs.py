@@ -36,7 +36,7 @@ def _fenced_blocks(text: str):
             if close.startswith(fence[0] * len(fence)) and set(close) == {fence[0]}:
                 break
             line = lines[j]
-            body.append(line[len(indent):] if line.startswith(indent) else line.lstrip())
+            body.append(line[len(indent) :] if line.startswith(indent) else line.lstrip())
             j += 1
         yield info, i + 1, "\n".join(body) + "\n"
         i = j + 1
@@ -57,7 +57,7 @@ def _python_blocks():
 def test_python_block_runs(path, line, source, tmp_path, monkeypatch):
     code = compile(source, f"{path.relative_to(ROOT).as_posix()}:{line}", "exec")
     if source.lstrip().split("\n", 1)[0].strip() == NO_RUN:
-        return                                    # compiled only
+        return  # compiled only
     monkeypatch.chdir(tmp_path)
     exec(code, {"__name__": "__docs__"})
 
@@ -87,7 +87,7 @@ def _prose(text: str) -> str:
 
 def _slug(title: str) -> str:
     """The anchor a heading gets on GitHub."""
-    title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", title)      # a link's text
+    title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", title)  # a link's text
     title = title.replace("`", "").replace("*", "").lower()
     return re.sub(r"[^\w\- ]", "", title).replace(" ", "-")
 
@@ -111,7 +111,7 @@ def test_relative_links_resolve(path):
     bad = []
     for m in _LINK.finditer(_prose(path.read_text(encoding="utf-8"))):
         target = m["target"]
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):   # http:, https:, mailto:
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:
             continue
         file_part, _, anchor = target.partition("#")
         dest = (path.parent / file_part).resolve() if file_part else path

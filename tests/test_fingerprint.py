@@ -45,8 +45,15 @@ def _trajectory(env_id: str) -> list[list[float]]:
     for _ in range(ROUNDS):
         action = sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng)
         obs, reward, _, _, info = env.step(action)
-        rows.append([float(reward), *(float(obs[k].sum(dtype=np.float64)) for k in sorted(obs)),
-                     float(info["mean_accuracy"]), float(info["latency_s"]), float(info["energy_j"])])
+        rows.append(
+            [
+                float(reward),
+                *(float(obs[k].sum(dtype=np.float64)) for k in sorted(obs)),
+                float(info["mean_accuracy"]),
+                float(info["latency_s"]),
+                float(info["energy_j"]),
+            ]
+        )
     env.close()
     return rows
 

@@ -50,8 +50,13 @@ NAN, INF = float("nan"), float("inf")
 
 
 def _settings(n: int):
-    return settings(max_examples=n, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    return settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
 
 
 def _get(obj, path: str):
@@ -138,7 +143,7 @@ def test_every_field_of_every_layer_rejects_values_of_the_wrong_kind():
 class Field:
     valid: st.SearchStrategy
     invalid: st.SearchStrategy
-    names: tuple[str, ...] = ()      # what the error message must name (default: the leaf)
+    names: tuple[str, ...] = ()  # what the error message must name (default: the leaf)
 
 
 _NOT_REAL = st.sampled_from([NAN, INF, -INF, True, False, "1", [1.0]])
@@ -158,7 +163,7 @@ def real(lo=None, hi=None, *, lo_open=False, hi_open=False, optional=False) -> F
 
 def integer(lo=None, hi=None, *, optional=False) -> Field:
     valid = st.integers(lo, 2**40 if hi is None else hi)
-    valid = valid | valid.map(np.int64)                       # numpy integers are integers
+    valid = valid | valid.map(np.int64)  # numpy integers are integers
     bad = [_NOT_INT if optional else _NOT_INT | st.none()]
     if lo is not None:
         bad.append(st.integers(max_value=lo - 1))
@@ -168,8 +173,11 @@ def integer(lo=None, hi=None, *, optional=False) -> Field:
 
 
 def choice(options) -> Field:
-    return Field(st.sampled_from(options), st.text(max_size=12).filter(lambda s: s not in options)
-                 | st.sampled_from([None, 3, str(options[0]).upper() + "_"]))
+    return Field(
+        st.sampled_from(options),
+        st.text(max_size=12).filter(lambda s: s not in options)
+        | st.sampled_from([None, 3, str(options[0]).upper() + "_"]),
+    )
 
 
 def boolean() -> Field:
@@ -178,22 +186,28 @@ def boolean() -> Field:
 
 def pair(lo=0.0, lo_open=False) -> Field:
     x = _finite(lo, 1e12, exclude_min=lo_open)
-    return Field(st.tuples(x, x).map(lambda t: (min(t), max(t))),
-                 st.tuples(x, x).filter(lambda t: t[0] != t[1]).map(lambda t: (max(t), min(t)))
-                 | st.tuples(_finite(max_value=lo, exclude_max=not lo_open), x)
-                 | st.sampled_from([None, 1.0, (1.0,), (1.0, 2.0, 3.0), (NAN, 1.0), (1.0, INF), "ab"]))
+    return Field(
+        st.tuples(x, x).map(lambda t: (min(t), max(t))),
+        st.tuples(x, x).filter(lambda t: t[0] != t[1]).map(lambda t: (max(t), min(t)))
+        | st.tuples(_finite(max_value=lo, exclude_max=not lo_open), x)
+        | st.sampled_from([None, 1.0, (1.0,), (1.0, 2.0, 3.0), (NAN, 1.0), (1.0, INF), "ab"]),
+    )
 
 
 def only(value, others: st.SearchStrategy) -> Field:
     return Field(st.just(value), others.filter(lambda v: v != value))
 
 
-_HASH_MAX = 256 - N_SPECIAL - len(BUILTIN_WORDS)     # the tiny vocabulary's room for hashed words
-_TASK_SETS = [("scene_qa", "sensor"), ("style_qa", "digits_qa"), ("sensor", "scene_qa", "style_qa"),
-              ("digits_qa", "sensor", "style_qa", "scene_qa")]
+_HASH_MAX = 256 - N_SPECIAL - len(BUILTIN_WORDS)  # the tiny vocabulary's room for hashed words
+_TASK_SETS = [
+    ("scene_qa", "sensor"),
+    ("style_qa", "digits_qa"),
+    ("sensor", "scene_qa", "style_qa"),
+    ("digits_qa", "sensor", "style_qa", "scene_qa"),
+]
 
 NETWORK = {
-    "network__area_side_m": Field(_finite(300.0, 1e9), _finite(max_value=200.0)),   # 2 edges 500 m apart
+    "network__area_side_m": Field(_finite(300.0, 1e9), _finite(max_value=200.0)),  # 2 edges 500 m apart
     "network__cluster_center_offset_m": real(0.0),
     "network__cluster_radius_m": real(0.0, lo_open=True),
     "network__d2d_radius_m": real(0.0),
@@ -214,8 +228,11 @@ NETWORK = {
     "network__tiers__1__uplink__rate_bps": real(0.0, lo_open=True),
     "network__tiers__1__uplink__tx_power_w": real(0.0),
     "network__d2d__bandwidth_hz": real(0.0, lo_open=True),
-    "network__d2d__kind": Field(st.just("wireless"), st.just("wired") | st.text(max_size=5).filter(
-        lambda s: s not in ("wired", "wireless")), names=("kind", "rate_bps")),
+    "network__d2d__kind": Field(
+        st.just("wireless"),
+        st.just("wired") | st.text(max_size=5).filter(lambda s: s not in ("wired", "wireless")),
+        names=("kind", "rate_bps"),
+    ),
     "network__channel__reference_gain_db": real(-300.0, 0.0),
     "network__channel__reference_distance_m": real(0.0, lo_open=True),
     "network__channel__pathloss_exponent": real(1.0, 10.0),
@@ -237,18 +254,22 @@ NETWORK = {
     "network__faults__packet_bytes": real(0.0, lo_open=True),
 }
 DATA = {
-    "data__tasks": Field(st.sampled_from(_TASK_SETS),
-                         st.sampled_from([(), ("nope", "sensor"), ("sensor", "sensor"), ["scene_qa", "sensor"],
-                                          "scene_qa", None])),
+    "data__tasks": Field(
+        st.sampled_from(_TASK_SETS),
+        st.sampled_from([(), ("nope", "sensor"), ("sensor", "sensor"), ["scene_qa", "sensor"], "scene_qa", None]),
+    ),
     "data__pool_size": integer(16),
     "data__test_fraction": real(0.0, 0.5, lo_open=True),
     "data__dirichlet_alpha": real(0.0, lo_open=True),
-    "data__modality_availability": Field(st.tuples(*[_finite(0.0, 1.0)] * 3),
-                                         st.tuples(_finite(0.0, 1.0), _finite(1.0, 1e9, exclude_min=True),
-                                                   _finite(0.0, 1.0))
-                                         | st.sampled_from([(1.0, 1.0), (1.0, 1.0, NAN), None, 1.0])),
-    "data__tasks_per_device": Field(st.sampled_from([(1, 1), (1, 2), (2, 2)]),
-                                    st.sampled_from([(2, 1), (0, 1), (1, 3), (1.0, 2), (True, 2), None, 1])),
+    "data__modality_availability": Field(
+        st.tuples(*[_finite(0.0, 1.0)] * 3),
+        st.tuples(_finite(0.0, 1.0), _finite(1.0, 1e9, exclude_min=True), _finite(0.0, 1.0))
+        | st.sampled_from([(1.0, 1.0), (1.0, 1.0, NAN), None, 1.0]),
+    ),
+    "data__tasks_per_device": Field(
+        st.sampled_from([(1, 1), (1, 2), (2, 2)]),
+        st.sampled_from([(2, 1), (0, 1), (1, 3), (1.0, 2), (True, 2), None, 1]),
+    ),
     "data__min_shard": integer(1),
     "data__hash_buckets": integer(1, _HASH_MAX),
     "data__image_size": only(32, st.integers(-64, 1024)),
@@ -258,12 +279,12 @@ DATA = {
 }
 MODEL = {
     "model__backbone": Field(st.sampled_from(["default", "random"]), st.sampled_from(["", None, 3])),
-    "model__hidden_size": only(128, st.integers(-8, 1024)),      # the shipped backbone's architecture
-    "model__num_layers": integer(1, 4),                # the shipped backbone's first layers
+    "model__hidden_size": only(128, st.integers(-8, 1024)),  # the shipped backbone's architecture
+    "model__num_layers": integer(1, 4),  # the shipped backbone's first layers
     "model__patch_size": only(8, st.integers(-2, 40)),
     "model__adapter_bottleneck": integer(1),
     "model__n_prompts": integer(0),
-    "model__n_experts": integer(2),                 # experts_top_k=2 must fit
+    "model__n_experts": integer(2),  # experts_top_k=2 must fit
     "model__expert_bottleneck": integer(1),
     "model__experts_top_k": integer(1, 4),
     "model__init_seed": integer(0),
@@ -287,8 +308,10 @@ FEDERATION = {
     "federation__specialists_contribute": boolean(),
     "federation__eval_max_samples": integer(1, optional=True),
     "federation__keep_ledger_rounds": integer(1, optional=True),
-    **{f"federation__events__{n}": real(0.0, 1.0)
-       for n in ("task_arrival", "modality_off", "modality_on", "leave", "join")},
+    **{
+        f"federation__events__{n}": real(0.0, 1.0)
+        for n in ("task_arrival", "modality_off", "modality_on", "leave", "join")
+    },
     "federation__privacy__clip_norm": real(0.0, lo_open=True, optional=True),
     # tiny has no clip norm, so any noise is invalid: it scales with the clip norm
     "federation__privacy__noise_multiplier": Field(st.just(0.0), real(0.0).invalid | _finite(1e-6, 1e6)),
@@ -300,8 +323,10 @@ FEDERATION = {
     "federation__inference__answer_bytes": real(0.0),
     "federation__inference__model_bytes": real(0.0, lo_open=True, optional=True),
     "federation__inference__device_memory_bytes_range": pair(0.0),
-    **{f"federation__faults__{n}": real(0.0, 1.0)
-       for n in ("dropout_before_upload", "dropout_after_upload", "straggler_fraction", "edge_outage")},
+    **{
+        f"federation__faults__{n}": real(0.0, 1.0)
+        for n in ("dropout_before_upload", "dropout_after_upload", "straggler_fraction", "edge_outage")
+    },
     "federation__faults__straggler_slowdown": real(1.0),
     "federation__faults__round_deadline_s": real(0.0, lo_open=True, optional=True),
     "federation__faults__edge_repair": real(0.0, 1.0, lo_open=True),
@@ -328,7 +353,7 @@ def test_range_tables_name_real_fields():
     sc = make_scenario("tiny")
     for table in LAYERS.values():
         for path in table:
-            _get(sc, path)                       # AttributeError/IndexError on a stale path
+            _get(sc, path)  # AttributeError/IndexError on a stale path
 
 
 @pytest.mark.parametrize("layer", list(LAYERS))
@@ -369,10 +394,12 @@ def test_unknown_override_paths_list_the_fields_that_exist():
 
 def test_cross_field_values_caught_at_reset_name_the_fields():
     """The few checks that need the network or the drawn data run when the federation is built."""
-    cases = [({"data__pool_size": 16}, ValueError, "pool_size"),
-             ({"data__min_shard": 1000}, ValueError, "min_shard"),
-             ({"data__modality_availability": (0.0, 0.0, 0.0)}, ConfigError, "modality_availability"),
-             ({"model__backbone": "/nonexistent/backbone"}, FileNotFoundError, "backbone")]
+    cases = [
+        ({"data__pool_size": 16}, ValueError, "pool_size"),
+        ({"data__min_shard": 1000}, ValueError, "min_shard"),
+        ({"data__modality_availability": (0.0, 0.0, 0.0)}, ConfigError, "modality_availability"),
+        ({"model__backbone": "/nonexistent/backbone"}, FileNotFoundError, "backbone"),
+    ]
     for overrides, error, name in cases:
         env = gym.make("hffm_env/Aggregation-v0", preset="tiny", **overrides)
         with pytest.raises(error, match=name):
@@ -422,8 +449,10 @@ PLAUSIBLE = {
     "federation__specialists_contribute": st.booleans(),
     "federation__eval_max_samples": st.integers(1, 8),
     "federation__keep_ledger_rounds": st.none() | st.integers(1, 4),
-    **{f"federation__events__{n}": _finite(0.0, 1.0)
-       for n in ("task_arrival", "modality_off", "modality_on", "leave", "join")},
+    **{
+        f"federation__events__{n}": _finite(0.0, 1.0)
+        for n in ("task_arrival", "modality_off", "modality_on", "leave", "join")
+    },
     "federation__adversaries__fraction": _finite(0.0, 1.0),
     "federation__adversaries__attack": st.sampled_from(ATTACKS),
     "federation__adversaries__strength": _finite(0.0, 1000.0),
@@ -432,8 +461,10 @@ PLAUSIBLE = {
     "federation__inference__answer_bytes": _finite(0.0, 1e4),
     "federation__inference__model_bytes": st.none() | _finite(1e5, 1e8),
     "federation__inference__device_memory_bytes_range": _plausible_pair(0.0, 1e8),
-    **{f"federation__faults__{n}": _finite(0.0, 0.5)
-       for n in ("dropout_before_upload", "dropout_after_upload", "straggler_fraction", "edge_outage")},
+    **{
+        f"federation__faults__{n}": _finite(0.0, 0.5)
+        for n in ("dropout_before_upload", "dropout_after_upload", "straggler_fraction", "edge_outage")
+    },
     "federation__faults__straggler_slowdown": _finite(1.0, 10.0),
     "federation__faults__round_deadline_s": st.none() | _finite(1e-3, 100.0),
     "federation__faults__edge_repair": _finite(0.1, 1.0),
@@ -461,7 +492,7 @@ def plausible_overrides(draw) -> dict:
     out["model__experts_top_k"] = draw(st.integers(1, n_experts))
     out["federation__experts_per_device"] = draw(st.none() | st.integers(1, n_experts))
     if out.get("federation__faults__outage_fallback") == "cloud" and out.get("network__direct_uplink") is None:
-        out["network__direct_uplink"] = LinkConfig("wired", tx_power_w=1.0, rate_bps=1e7)   # make_scenario needs one
+        out["network__direct_uplink"] = LinkConfig("wired", tx_power_w=1.0, rate_bps=1e7)  # make_scenario needs one
     if draw(st.booleans()):
         out["federation__privacy__clip_norm"] = draw(_finite(1e-3, 10.0))
         out["federation__privacy__noise_multiplier"] = draw(_finite(0.0, 2.0))
@@ -484,26 +515,37 @@ def _assert_finite(obs, reward, info, fed) -> None:
     assert math.isfinite(reward)
     for k, v in info["reward_terms"].items():
         assert math.isfinite(v), f"reward term {k!r} = {v}"
-    for k in ("mean_accuracy", "mean_p_correct", "delta_score", "latency_s", "energy_j", "served_accuracy", "energy_spent_j"):
+    for k in (
+        "mean_accuracy",
+        "mean_p_correct",
+        "delta_score",
+        "latency_s",
+        "energy_j",
+        "served_accuracy",
+        "energy_spent_j",
+    ):
         assert math.isfinite(info[k]), f"info[{k!r}] = {info[k]}"
     for table in ("per_module", "per_link"):
         for key, totals in info[table].items():
             assert all(math.isfinite(x) for x in totals.values()), f"info[{table!r}][{key!r}] = {totals}"
-    for bank_name, bank in (("bank", fed.bank), ("synced", fed.synced), ("adam.m", fed.adam.m),
-                            ("adam.v", fed.adam.v)):
+    for bank_name, bank in (("bank", fed.bank), ("synced", fed.synced), ("adam.m", fed.adam.m), ("adam.v", fed.adam.v)):
         for n, t in bank.items():
             assert torch.isfinite(t).all(), f"federation.{bank_name}[{n!r}] is not finite"
 
 
 @_settings(24)
-@given(env_id=st.sampled_from(IDS), overrides=plausible_overrides(), seed=st.integers(0, 2**16),
-       action_seed=st.integers(0, 2**16))
+@given(
+    env_id=st.sampled_from(IDS),
+    overrides=plausible_overrides(),
+    seed=st.integers(0, 2**16),
+    action_seed=st.integers(0, 2**16),
+)
 def test_valid_configs_reset_and_step_without_nan_or_inf(env_id, overrides, seed, action_seed):
     env = gym.make(env_id, preset="tiny", **{**overrides, "env__max_rounds": 2})
     rng = np.random.default_rng(action_seed)
     obs, _ = env.reset(seed=seed)
     assert env.observation_space.contains(obs)
-    for step in range(3):                     # the third step follows a reset
+    for step in range(3):  # the third step follows a reset
         obs, reward, terminated, truncated, info = env.step(_valid_action(env, rng))
         assert env.observation_space.contains(obs)
         assert info["invalid_actions"] == [] and "invalid" not in info["reward_terms"]
@@ -537,14 +579,15 @@ def out_of_space(draw, nvec: np.ndarray):
     if kind == "value":
         i = draw(st.integers(0, n - 1))
         a = ok.astype(draw(st.sampled_from([np.int64, np.int32])))
-        a[i] = draw(st.integers(-2**31, -1) | st.integers(int(nvec[i]), 2**31 - 1))
+        a[i] = draw(st.integers(-(2**31), -1) | st.integers(int(nvec[i]), 2**31 - 1))
         return a, f"action[{i}]"
     if kind == "shape":
         m = draw(st.integers(0, 2 * n).filter(lambda m: m != n))
         a = draw(st.sampled_from([np.zeros(m, dtype=np.int64), ok[None, :], np.int64(0)]))
         return a, "action must be an integer array of shape"
-    return draw(st.sampled_from([ok.astype(np.float64), ok.astype(str), None, "abc", ok.astype(object)])), \
-        "action must be an integer array"
+    return draw(
+        st.sampled_from([ok.astype(np.float64), ok.astype(str), None, "abc", ok.astype(object)])
+    ), "action must be an integer array"
 
 
 @_settings(60)
@@ -609,8 +652,9 @@ def test_masked_choices_are_replaced_penalised_and_listed_by_default(env_id, see
     action, bad = _with_masked_choices(data.draw, rows)
     obs, reward, _, _, info = env.step(action)
     listed = info["invalid_actions"]
-    assert [(x["decision"], x["index"], x["choice"]) for x in listed] == \
-        [(*_where(env, i), int(action[i])) for i in bad]
+    assert [(x["decision"], x["index"], x["choice"]) for x in listed] == [
+        (*_where(env, i), int(action[i])) for i in bad
+    ]
     replaced = action.copy()
     for i, x in zip(bad, listed):
         assert rows[i][x["replaced_by"]], f"dimension {i} replaced by a masked choice {x}"

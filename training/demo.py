@@ -24,8 +24,20 @@ DEMO_PERIODIC = ("d2d_every_4", "d2d_every_6")
 # a higher learning rate, no entropy bonus and a short horizon learn the cost side fast.
 # Two SubprocVecEnv workers use both cores (about 1.4x the env steps per second of one
 # env), and each 64-round rollout then comes from two episodes with different seeds.
-DEMO_PPO = ["--n-envs", "2", "--n-steps", "32", "--batch-size", "64", "--learning-rate", "1e-3", "--ent-coef", "0.0",
-            "--gamma", "0.9"]
+DEMO_PPO = [
+    "--n-envs",
+    "2",
+    "--n-steps",
+    "32",
+    "--batch-size",
+    "64",
+    "--learning-rate",
+    "1e-3",
+    "--ent-coef",
+    "0.0",
+    "--gamma",
+    "0.9",
+]
 
 
 def main(steps: int | None = None, seeds: int = 5, out: str = "runs/demo") -> int:
@@ -36,15 +48,27 @@ def main(steps: int | None = None, seeds: int = 5, out: str = "runs/demo") -> in
     steps = DEMO_STEPS if steps is None else steps
     out_dir = Path(out)
     t0 = time.time()
-    argv = ["--algo", "ppo", "--env", DEMO_ENV, "--preset", DEMO_PRESET, "--steps", str(steps), "--seed", "0",
-            "--out", str(out_dir / "ppo"), *DEMO_PPO]
+    argv = [
+        "--algo",
+        "ppo",
+        "--env",
+        DEMO_ENV,
+        "--preset",
+        DEMO_PRESET,
+        "--steps",
+        str(steps),
+        "--seed",
+        "0",
+        "--out",
+        str(out_dir / "ppo"),
+        *DEMO_PPO,
+    ]
     for k, v in DEMO_OVERRIDES.items():
         argv += ["--set", f"{k}={v}"]
     model = train(build_parser().parse_args(argv))
     t1 = time.time()
     print(f"trained PPO for {steps} rounds in {t1 - t0:.0f} s: {model}")
-    policies = ([p for p in BASELINES if applies(p, DEMO_ENV) and p != "heuristics"] + list(DEMO_PERIODIC)
-                + [str(model)])
+    policies = [p for p in BASELINES if applies(p, DEMO_ENV) and p != "heuristics"] + list(DEMO_PERIODIC) + [str(model)]
     evaluate(DEMO_ENV, DEMO_PRESET, seeds, policies, out_dir / "evaluation", DEMO_OVERRIDES, baseline="best")
     print((out_dir / "evaluation" / "table.md").read_text())
     for name in ("table.csv", "accuracy_vs_energy.png", "pareto.png", "learning_curves.png"):

@@ -51,8 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     tasks = ("scene_qa", "style_qa", "sensor", "digits_qa")
     arch = ModelConfig(backbone="random", init_seed=args.seed, **SHIPPED_ARCHITECTURE)
-    data_cfg = DataConfig(tasks=tasks, image_size=arch.image_size, max_question_tokens=arch.max_text_tokens,
-                          vocab_size=arch.vocab_size, sensor_length=arch.sensor_length)
+    data_cfg = DataConfig(
+        tasks=tasks,
+        image_size=arch.image_size,
+        max_question_tokens=arch.max_text_tokens,
+        vocab_size=arch.vocab_size,
+        sensor_length=arch.sensor_length,
+    )
     pools = {t: task_pool(t, args.samples_per_task, SOURCE_SEED_BASE + args.seed, data_cfg) for t in tasks}
 
     vilt = build_vilt(arch).train()
@@ -61,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     # The image/text encoders are residual maps on the backbone's own embeddings,
     # which pretraining trains directly: they stay out (zero, i.e. the identity).
-    bank = {k: torch.nn.Parameter(v) for k, v in
-            init_bank(arch, {t: len(pools[t].answers) for t in tasks}, 1, gen).items()
-            if not k.startswith(("image_encoder.", "text_encoder."))}
+    bank = {
+        k: torch.nn.Parameter(v)
+        for k, v in init_bank(arch, {t: len(pools[t].answers) for t in tasks}, 1, gen).items()
+        if not k.startswith(("image_encoder.", "text_encoder."))
+    }
 
     from hffm_env.model.backbone import FrozenBackbone
 
@@ -85,14 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         correct = seen = 0
         for j in rng.permutation(len(batches)):
             task, start = batches[j]
-            idx = order[task][start:start + args.batch_size][None]
+            idx = order[task][start : start + args.batch_size][None]
             inputs, labels = pool_inputs(pools[task], idx)
             for g in opt.param_groups:
                 g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * step / total))
             used = {k: bank[k] for k in used_names(bank, task)}
             h = arch.hidden_size
-            used |= {f"{m}_encoder.{p}": torch.zeros(1, h, h) if p == "w" else torch.zeros(1, h)
-                     for m in ("image", "text") for p in ("w", "b")}
+            used |= {
+                f"{m}_encoder.{p}": torch.zeros(1, h, h) if p == "w" else torch.zeros(1, h)
+                for m in ("image", "text")
+                for p in ("w", "b")
+            }
             logits = m3t.forward(backbone, used, inputs, task, task_spec(task).modalities, arch.experts_top_k)
             loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
             opt.zero_grad(set_to_none=True)
@@ -101,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             correct += int((logits.argmax(-1) == labels).sum())
             seen += labels.numel()
             step += 1
-        print(f"epoch {epoch + 1}/{args.epochs}: train accuracy {correct / seen:.3f} ({time.time() - t0:.0f} s)",
-              flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs}: train accuracy {correct / seen:.3f} ({time.time() - t0:.0f} s)",
+            flush=True,
+        )
 
     from safetensors.torch import save_file
 
@@ -111,10 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     state = {k: v.detach().contiguous() for k, v in vilt.state_dict().items()}
     save_file(state, str(out / "backbone.safetensors"))
     digest = hashlib.sha256((out / "backbone.safetensors").read_bytes()).hexdigest()
-    meta = {"architecture": SHIPPED_ARCHITECTURE, "seed": args.seed, "tasks": list(tasks),
-            "samples_per_task": args.samples_per_task, "epochs": args.epochs, "batch_size": args.batch_size,
-            "lr": args.lr, "weight_decay": args.weight_decay, "threads": args.threads,
-            "torch": torch.__version__, "sha256": digest}
+    meta = {
+        "architecture": SHIPPED_ARCHITECTURE,
+        "seed": args.seed,
+        "tasks": list(tasks),
+        "samples_per_task": args.samples_per_task,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "sha256": digest,
+    }
     (out / "backbone.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {out / 'backbone.safetensors'} sha256={digest}")
     return 0

@@ -28,12 +28,14 @@ def build_config(preset: str, overrides: dict, env_runners: int, batch: int, see
         return ParallelPettingZooEnv(hffm_v0.parallel_env(cfg["preset"], **cfg["overrides"]))
 
     register_env("hffm_v0", make)
-    return (PPOConfig()
-            .environment("hffm_v0", env_config={"preset": preset, "overrides": overrides})
-            .multi_agent(policies={"shared"}, policy_mapping_fn=lambda agent_id, *args, **kwargs: "shared")
-            .env_runners(num_env_runners=env_runners)
-            .training(train_batch_size=batch, minibatch_size=min(64, batch), num_epochs=2)
-            .debugging(seed=seed))
+    return (
+        PPOConfig()
+        .environment("hffm_v0", env_config={"preset": preset, "overrides": overrides})
+        .multi_agent(policies={"shared"}, policy_mapping_fn=lambda agent_id, *args, **kwargs: "shared")
+        .env_runners(num_env_runners=env_runners)
+        .training(train_batch_size=batch, minibatch_size=min(64, batch), num_epochs=2)
+        .debugging(seed=seed)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,8 +58,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--gamma", type=float, default=0.99, help="discount factor")
     p.add_argument("--ent-coef", type=float, default=0.01, help="entropy bonus (ppo, maskable_ppo, a2c)")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
-    p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[],
-                   metavar="KEY=VALUE", help="scenario override, e.g. --set env__max_rounds=10 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        type=parse_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario override, e.g. --set env__max_rounds=10 (repeatable)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -73,16 +80,26 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--env must be one of {', '.join(list(ENV_IDS) + [MULTI_AGENT_ENV])}, got {args.env!r}")
     if args.preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
-    for name, low in (("steps", 1), ("n_envs", 1), ("n_steps", 1), ("batch_size", 1), ("n_epochs", 1),
-                      ("checkpoint_every", 1)):
+    for name, low in (
+        ("steps", 1),
+        ("n_envs", 1),
+        ("n_steps", 1),
+        ("batch_size", 1),
+        ("n_epochs", 1),
+        ("checkpoint_every", 1),
+    ):
         if getattr(args, name) < low:
             raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {getattr(args, name)}")
     if not 0 <= args.seed < EVAL_SEED_BASE:
-        raise ConfigError(f"--seed must be in [0, {EVAL_SEED_BASE - 1}] (evaluation holds out seeds >= "
-                          f"{EVAL_SEED_BASE}), got {args.seed}")
+        raise ConfigError(
+            f"--seed must be in [0, {EVAL_SEED_BASE - 1}] (evaluation holds out seeds >= "
+            f"{EVAL_SEED_BASE}), got {args.seed}"
+        )
     if args.algo == "dqn":
-        raise ConfigError("--algo dqn needs a Discrete action space; every hffm-env id acts with MultiDiscrete "
-                          "(use ppo, a2c or maskable_ppo)")
+        raise ConfigError(
+            "--algo dqn needs a Discrete action space; every hffm-env id acts with MultiDiscrete "
+            "(use ppo, a2c or maskable_ppo)"
+        )
     if args.algo == "maskable_ppo" and args.env == MULTI_AGENT_ENV:
         raise ConfigError("--algo maskable_ppo is for the Gymnasium ids; the PettingZoo env trains with ppo or a2c")
 
@@ -111,7 +128,7 @@ def make_vec_env_for(args: argparse.Namespace, overrides: dict):
         from hffm_env.pettingzoo import hffm_v0
 
         env = hffm_v0.parallel_env(args.preset, **overrides)
-        env.reset(seed=args.seed)       # later resets continue the env's own seeded stream
+        env.reset(seed=args.seed)  # later resets continue the env's own seeded stream
         vec = ss.pettingzoo_env_to_vec_env_v1(env)
         vec = ss.concat_vec_envs_v1(vec, args.n_envs, num_cpus=0, base_class="stable_baselines3")
         # SuperSuit's vector env cannot be re-seeded; the seed went in through reset above
@@ -120,8 +137,13 @@ def make_vec_env_for(args: argparse.Namespace, overrides: dict):
         return VecMonitor(vec, str(out / "monitor" / "multiagent"))
     many = args.n_envs > 1
     fn = make_env_fn(args.env, args.preset, {**overrides, **({"_one_thread": True} if many else {})})
-    return make_vec_env(fn, n_envs=args.n_envs, seed=args.seed, monitor_dir=str(out / "monitor"),
-                        vec_env_cls=SubprocVecEnv if many else DummyVecEnv)
+    return make_vec_env(
+        fn,
+        n_envs=args.n_envs,
+        seed=args.seed,
+        monitor_dir=str(out / "monitor"),
+        vec_env_cls=SubprocVecEnv if many else DummyVecEnv,
+    )
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -138,8 +160,9 @@ def train(args: argparse.Namespace) -> Path:
     (out / "run.json").write_text(json.dumps({**settings, "overrides": overrides}, indent=2))
     env = make_vec_env_for(args, overrides)
     policy = "MlpPolicy" if args.env == MULTI_AGENT_ENV else "MultiInputPolicy"
-    common = dict(learning_rate=args.learning_rate, gamma=args.gamma, seed=args.seed, verbose=0,
-                  tensorboard_log=str(out / "tb"))
+    common = dict(
+        learning_rate=args.learning_rate, gamma=args.gamma, seed=args.seed, verbose=0, tensorboard_log=str(out / "tb")
+    )
     if args.algo == "a2c":
         model = A2C(policy, env, n_steps=args.n_steps, ent_coef=args.ent_coef, **common)
     else:
@@ -147,12 +170,21 @@ def train(args: argparse.Namespace) -> Path:
         if args.algo == "maskable_ppo":
             from sb3_contrib import MaskablePPO as cls
         batch = min(args.batch_size, args.n_steps * env.num_envs)
-        model = cls(policy, env, n_steps=args.n_steps, batch_size=batch, n_epochs=args.n_epochs,
-                    ent_coef=args.ent_coef, **common)
-    checkpoints = CheckpointCallback(save_freq=max(args.checkpoint_every // env.num_envs, 1),
-                                     save_path=str(out / "checkpoints"), name_prefix="model")
-    model.learn(total_timesteps=args.steps, callback=checkpoints, progress_bar=not args.no_progress,
-                tb_log_name=args.algo)
+        model = cls(
+            policy,
+            env,
+            n_steps=args.n_steps,
+            batch_size=batch,
+            n_epochs=args.n_epochs,
+            ent_coef=args.ent_coef,
+            **common,
+        )
+    checkpoints = CheckpointCallback(
+        save_freq=max(args.checkpoint_every // env.num_envs, 1), save_path=str(out / "checkpoints"), name_prefix="model"
+    )
+    model.learn(
+        total_timesteps=args.steps, callback=checkpoints, progress_bar=not args.no_progress, tb_log_name=args.algo
+    )
     path = out / "model.zip"
     model.save(str(path))
     env.close()

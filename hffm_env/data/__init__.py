@@ -68,7 +68,22 @@ def make_federated_data(config: DataConfig, n_devices: int, seed: int) -> Federa
 
 
 __all__ = [
-    "DataConfig", "FederatedData", "MODALITIES", "Shards", "TaskData", "TaskSpec", "WordTokenizer",
-    "assign_tasks", "build_task", "dirichlet_split", "load_vqa_folder", "make_federated_data", "partition",
-    "register_task", "register_vqa_folder", "registered_tasks", "task_pool", "task_spec",
+    "DataConfig",
+    "FederatedData",
+    "MODALITIES",
+    "Shards",
+    "TaskData",
+    "TaskSpec",
+    "WordTokenizer",
+    "assign_tasks",
+    "build_task",
+    "dirichlet_split",
+    "load_vqa_folder",
+    "make_federated_data",
+    "partition",
+    "register_task",
+    "register_vqa_folder",
+    "registered_tasks",
+    "task_pool",
+    "task_spec",
 ]

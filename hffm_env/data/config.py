@@ -65,12 +65,17 @@ class DataConfig:
         check_choice("eval_shares", self.eval_shares, EVAL_SHARES)
         check_real("dirichlet_alpha", self.dirichlet_alpha, low=0.0, low_inclusive=False)
         if not isinstance(self.modality_availability, tuple) or len(self.modality_availability) != len(MODALITIES):
-            raise ConfigError(f"modality_availability must be a tuple of {len(MODALITIES)} probabilities "
-                              f"for {MODALITIES}, got {self.modality_availability!r}")
+            raise ConfigError(
+                f"modality_availability must be a tuple of {len(MODALITIES)} probabilities "
+                f"for {MODALITIES}, got {self.modality_availability!r}"
+            )
         for m, p in zip(MODALITIES, self.modality_availability):
             check_real(f"modality_availability[{m}]", p, low=0.0, high=1.0)
-        lo, hi = self.tasks_per_device if isinstance(self.tasks_per_device, tuple) and len(self.tasks_per_device) == 2 \
+        lo, hi = (
+            self.tasks_per_device
+            if isinstance(self.tasks_per_device, tuple) and len(self.tasks_per_device) == 2
             else (None, None)
+        )
         check_int("tasks_per_device[0]", lo, low=1, high=len(self.tasks))
         check_int("tasks_per_device[1]", hi, low=lo, high=len(self.tasks))
         check_int("min_shard", self.min_shard, low=1)
@@ -82,8 +87,10 @@ class DataConfig:
 
         needed = N_SPECIAL + len(BUILTIN_WORDS) + self.hash_buckets
         if self.vocab_size < needed:
-            raise ConfigError(f"vocab_size must be >= {needed} (special tokens + {len(BUILTIN_WORDS)} built-in words "
-                              f"+ hash_buckets={self.hash_buckets}), got {self.vocab_size}")
+            raise ConfigError(
+                f"vocab_size must be >= {needed} (special tokens + {len(BUILTIN_WORDS)} built-in words "
+                f"+ hash_buckets={self.hash_buckets}), got {self.vocab_size}"
+            )
         check_int("sensor_length", self.sensor_length, low=8)
 
     def tokenizer(self):

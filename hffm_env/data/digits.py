@@ -20,13 +20,17 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
     d = load_digits()
     images, target = d.images.astype(np.float64) / 16.0, d.target.astype(np.int64)
-    for arr in (images, target):    # cached and shared by every pool: read-only
+    for arr in (images, target):  # cached and shared by every pool: read-only
         arr.flags.writeable = False
     return images, target
 
 
-@register_task("digits_qa", modalities=("image", "text"), answers=DIGIT_ANSWERS,
-               description="questions about scikit-learn's 8x8 handwritten digits (real data)")
+@register_task(
+    "digits_qa",
+    modalities=("image", "text"),
+    answers=DIGIT_ANSWERS,
+    description="questions about scikit-learn's 8x8 handwritten digits (real data)",
+)
 def build_digits_qa(n: int, rng: np.random.Generator, config) -> TaskData:
     images, target = _digits()
     pick = rng.permutation(len(target))[:n] if n <= len(target) else rng.integers(len(target), size=n)
@@ -39,8 +43,6 @@ def build_digits_qa(n: int, rng: np.random.Generator, config) -> TaskData:
     img = (20.0 + gray[..., None] * (fg[:, None, None, :] - 20.0)).astype(np.uint8)
     q = rng.integers(len(_QUESTIONS), size=n)
     digit = target[pick]
-    answer = np.where(q == 0, digit,
-                      np.where(q == 1, np.where(digit % 2 == 0, 10, 11), np.where(digit > 4, 10, 11)))
+    answer = np.where(q == 0, digit, np.where(q == 1, np.where(digit % 2 == 0, 10, 11), np.where(digit > 4, 10, 11)))
     tokens, attention = config.tokenizer().encode([_QUESTIONS[i] for i in q])
-    return TaskData("digits_qa", DIGIT_ANSWERS, answer.astype(np.int64), image=img, tokens=tokens,
-                    attention=attention)
+    return TaskData("digits_qa", DIGIT_ANSWERS, answer.astype(np.int64), image=img, tokens=tokens, attention=attention)

@@ -55,21 +55,27 @@ def assign_tasks(config: DataConfig, n_devices: int, rng: np.random.Generator, m
                 if len(feasible) >= lo:
                     break
             else:
-                raise ConfigError(f"modality_availability={config.modality_availability} rarely lets a device do "
-                                  f"tasks_per_device[0]={lo} of the tasks {config.tasks}: raise the availability "
-                                  "or lower tasks_per_device[0]")
+                raise ConfigError(
+                    f"modality_availability={config.modality_availability} rarely lets a device do "
+                    f"tasks_per_device[0]={lo} of the tasks {config.tasks}: raise the availability "
+                    "or lower tasks_per_device[0]"
+                )
             k = int(rng.integers(lo, min(hi, len(feasible)) + 1))
             dev_tasks.append(tuple(sorted(rng.choice(feasible, size=k, replace=False).tolist())))
         if all(any(t in d for d in dev_tasks) for t in config.tasks):
-            mods = tuple(tuple(m for m in MODALITIES if any(m in task_spec(t).modalities for t in ts))
-                         for ts in dev_tasks)
+            mods = tuple(
+                tuple(m for m in MODALITIES if any(m in task_spec(t).modalities for t in ts)) for ts in dev_tasks
+            )
             return tuple(dev_tasks), mods
-    raise ConfigError(f"in {max_tries} draws, some task of {config.tasks} had no holder among {n_devices} devices: "
-                      "raise tasks_per_device[1] or modality_availability, or add devices")
+    raise ConfigError(
+        f"in {max_tries} draws, some task of {config.tasks} had no holder among {n_devices} devices: "
+        "raise tasks_per_device[1] or modality_availability, or add devices"
+    )
 
 
-def dirichlet_split(labels: np.ndarray, holders: np.ndarray, alpha: float, min_size: int,
-                    rng: np.random.Generator, max_tries: int = 200) -> list[np.ndarray]:
+def dirichlet_split(
+    labels: np.ndarray, holders: np.ndarray, alpha: float, min_size: int, rng: np.random.Generator, max_tries: int = 200
+) -> list[np.ndarray]:
     """Split sample indices over ``holders``: for every class, proportions ~ Dirichlet(α·1).
 
     Redrawn until every holder has at least ``min_size`` samples; raises a clear error
@@ -77,8 +83,10 @@ def dirichlet_split(labels: np.ndarray, holders: np.ndarray, alpha: float, min_s
     """
     m = len(holders)
     if m * min_size > len(labels):
-        raise ValueError(f"cannot give {m} devices {min_size} samples each from {len(labels)} samples: "
-                         "raise pool_size or lower min_shard")
+        raise ValueError(
+            f"cannot give {m} devices {min_size} samples each from {len(labels)} samples: "
+            "raise pool_size or lower min_shard"
+        )
     classes = np.unique(labels)
     for _ in range(max_tries):
         parts: list[list[np.ndarray]] = [[] for _ in range(m)]
@@ -90,8 +98,10 @@ def dirichlet_split(labels: np.ndarray, holders: np.ndarray, alpha: float, min_s
         out = [np.sort(np.concatenate(p)) for p in parts]
         if min(len(p) for p in out) >= min_size:
             return out
-    raise ValueError(f"no Dirichlet(alpha={alpha}) split gave all {m} devices >= {min_size} samples in "
-                     f"{max_tries} draws: raise pool_size or dirichlet_alpha, or lower min_shard")
+    raise ValueError(
+        f"no Dirichlet(alpha={alpha}) split gave all {m} devices >= {min_size} samples in "
+        f"{max_tries} draws: raise pool_size or dirichlet_alpha, or lower min_shard"
+    )
 
 
 def partition(config: DataConfig, pools: dict, n_devices: int, rng: np.random.Generator) -> Shards:
@@ -132,8 +142,9 @@ def partition(config: DataConfig, pools: dict, n_devices: int, rng: np.random.Ge
     return Shards(tasks, mods, tuple(train), tuple(test), test_part)
 
 
-def deal_shares(part: np.ndarray, labels: np.ndarray, sizes, rng: np.random.Generator,
-                stratified: bool = True) -> list[np.ndarray]:
+def deal_shares(
+    part: np.ndarray, labels: np.ndarray, sizes, rng: np.random.Generator, stratified: bool = True
+) -> list[np.ndarray]:
     """Shares of ``part`` (indices into a pool whose answers are ``labels``), one of
     each length in ``sizes``, from one random permutation of ``part``.
 
@@ -154,13 +165,13 @@ def deal_shares(part: np.ndarray, labels: np.ndarray, sizes, rng: np.random.Gene
             block = block[np.argsort(labels[block], kind="stable")]
         order = np.concatenate([order, block])
     if not stratified:
-        return [np.sort(order[start:start + n]) for start, n in zip(np.cumsum(sizes) - sizes, sizes)]
+        return [np.sort(order[start : start + n]) for start, n in zip(np.cumsum(sizes) - sizes, sizes)]
     # share j's i-th sample sits at (i + 1/2) / sizes[j] of the way through the order
     owner = np.concatenate([np.full(n, j) for j, n in enumerate(sizes)] or [np.empty(0, int)])
     place = np.concatenate([(np.arange(n) + 0.5) / n for n in sizes] or [np.empty(0)])
     taken = owner[np.argsort(place, kind="stable")]
     picked = order
-    if len(order) > len(taken):         # a systematic sample of the order, from a random start
+    if len(order) > len(taken):  # a systematic sample of the order, from a random start
         step = len(order) / len(taken)
         picked = order[np.floor((np.arange(len(taken)) + rng.random()) * step).astype(int)]
     return [np.sort(picked[taken == j]) for j in range(len(sizes))]
@@ -171,6 +182,8 @@ def test_part_size(config: DataConfig, pool_size: int, n_holders: int) -> int:
     ``test_fraction`` of the pool, at least one per holder."""
     n_test = max(int(round(config.test_fraction * pool_size)), n_holders)
     if pool_size - n_test < n_holders * config.min_shard:
-        raise ValueError(f"cannot give {n_holders} devices {config.min_shard} training samples each from the "
-                         f"{pool_size - n_test} samples left after the test part: raise pool_size or lower min_shard")
+        raise ValueError(
+            f"cannot give {n_holders} devices {config.min_shard} training samples each from the "
+            f"{pool_size - n_test} samples left after the test part: raise pool_size or lower min_shard"
+        )
     return n_test

@@ -62,8 +62,15 @@ class TaskData:
 
     def subset(self, idx: np.ndarray) -> "TaskData":
         take = lambda a: None if a is None else a[idx]  # noqa: E731
-        return TaskData(self.name, self.answers, self.label[idx], take(self.image), take(self.tokens),
-                        take(self.attention), take(self.sensor))
+        return TaskData(
+            self.name,
+            self.answers,
+            self.label[idx],
+            take(self.image),
+            take(self.tokens),
+            take(self.attention),
+            take(self.sensor),
+        )
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,9 @@ class TaskSpec:
 _REGISTRY: dict[str, TaskSpec] = {}
 
 
-def register_task(name: str, *, modalities: tuple[str, ...], answers: tuple[str, ...], description: str = "",
-                  replace: bool = False):
+def register_task(
+    name: str, *, modalities: tuple[str, ...], answers: tuple[str, ...], description: str = "", replace: bool = False
+):
     """Decorator registering ``builder(n, rng, config) -> TaskData`` under ``name``."""
     bad = [m for m in modalities if m not in MODALITIES]
     if bad or not modalities:
@@ -111,6 +119,8 @@ def build_task(name: str, n: int, rng: np.random.Generator, config) -> TaskData:
     spec = task_spec(name)
     data = spec.builder(n, rng, config)
     if data.answers != spec.answers or set(data.modalities) != set(spec.modalities):
-        raise ValueError(f"task {name!r} built data with answers/modalities {data.answers}/{data.modalities}, "
-                         f"declared {spec.answers}/{spec.modalities}")
+        raise ValueError(
+            f"task {name!r} built data with answers/modalities {data.answers}/{data.modalities}, "
+            f"declared {spec.answers}/{spec.modalities}"
+        )
     return data

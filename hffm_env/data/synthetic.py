@@ -17,8 +17,14 @@ import numpy as np
 from hffm_env.data.registry import TaskData, register_task
 
 COLORS = {
-    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 230), "yellow": (235, 215, 40),
-    "purple": (150, 60, 200), "cyan": (40, 205, 215), "orange": (245, 140, 30), "white": (245, 245, 245),
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 80, 230),
+    "yellow": (235, 215, 40),
+    "purple": (150, 60, 200),
+    "cyan": (40, 205, 215),
+    "orange": (245, 140, 30),
+    "white": (245, 245, 245),
 }
 COLOR_NAMES = tuple(COLORS)
 SHAPES = ("circle", "square", "triangle")
@@ -42,10 +48,9 @@ def _background(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray
     pattern = np.empty((n, size, size))
     patterns = {
         0: lambda s: (np.sin(2 * np.pi * freq[s] * proj[s]) > 0).astype(float),
-        1: lambda s: ((np.floor(x[None] * freq[s]) + np.floor(y[None] * freq[s])) % 2),
+        1: lambda s: (np.floor(x[None] * freq[s]) + np.floor(y[None] * freq[s])) % 2,
         2: lambda s: (np.hypot((x[None] * freq[s]) % 1 - 0.5, (y[None] * freq[s]) % 1 - 0.5) < 0.25).astype(float),
-        3: lambda s: (proj[s] - proj[s].min(axis=(1, 2), keepdims=True))
-        / np.ptp(proj[s], axis=(1, 2), keepdims=True),
+        3: lambda s: (proj[s] - proj[s].min(axis=(1, 2), keepdims=True)) / np.ptp(proj[s], axis=(1, 2), keepdims=True),
         4: lambda s: rng.uniform(size=(int(s.sum()), size, size)),
         5: lambda s: np.full((int(s.sum()), size, size), 0.5),
     }
@@ -53,8 +58,8 @@ def _background(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray
         sel = style == k
         if sel.any():
             pattern[sel] = fn(sel)
-    rgb = np.array([COLORS[c] for c in COLOR_NAMES], dtype=float)[color]          # [n, 3]
-    img = rgb[:, None, None, :] * (0.25 + 0.35 * pattern[..., None])             # darker than the shapes
+    rgb = np.array([COLORS[c] for c in COLOR_NAMES], dtype=float)[color]  # [n, 3]
+    img = rgb[:, None, None, :] * (0.25 + 0.35 * pattern[..., None])  # darker than the shapes
     return img, style, color
 
 
@@ -75,13 +80,24 @@ def render_scenes(rng: np.random.Generator, n: int, size: int) -> dict[str, np.n
         dx = x[None] - cx[:, k, None, None]
         dy = y[None] - cy[:, k, None, None]
         h = half[:, k, None, None]
-        masks = np.stack([dx ** 2 + dy ** 2 < h ** 2,                               # circle
-                          (np.abs(dx) < 0.85 * h) & (np.abs(dy) < 0.85 * h),       # square
-                          (dy < h) & (np.abs(dx) < (dy + h) / 2)])                 # triangle, apex up
+        masks = np.stack(
+            [
+                dx**2 + dy**2 < h**2,  # circle
+                (np.abs(dx) < 0.85 * h) & (np.abs(dy) < 0.85 * h),  # square
+                (dy < h) & (np.abs(dx) < (dy + h) / 2),
+            ]
+        )  # triangle, apex up
         mask = masks[kind[:, k], np.arange(n)] & present[:, k, None, None]
         img[mask] = palette[color[:, k]][np.nonzero(mask)[0]]
-    return {"image": np.clip(img, 0, 255).astype(np.uint8), "style": style, "bg_color": bg_color,
-            "present": present, "kind": kind, "color": color, "center": np.stack([cx, cy], axis=-1)}
+    return {
+        "image": np.clip(img, 0, 255).astype(np.uint8),
+        "style": style,
+        "bg_color": bg_color,
+        "present": present,
+        "kind": kind,
+        "color": color,
+        "center": np.stack([cx, cy], axis=-1),
+    }
 
 
 def _scene_question(rng: np.random.Generator, present, kind, color) -> tuple[str, str]:
@@ -108,8 +124,12 @@ def _scene_question(rng: np.random.Generator, present, kind, color) -> tuple[str
     return f"how many {shape}s are there?", str(kinds.count(shape))
 
 
-@register_task("scene_qa", modalities=("image", "text"), answers=SCENE_ANSWERS,
-               description="compositional questions about coloured shapes (GQA-like)")
+@register_task(
+    "scene_qa",
+    modalities=("image", "text"),
+    answers=SCENE_ANSWERS,
+    description="compositional questions about coloured shapes (GQA-like)",
+)
 def build_scene_qa(n: int, rng: np.random.Generator, config) -> TaskData:
     scene = render_scenes(rng, n, config.image_size)
     qa = [_scene_question(rng, scene["present"][i], scene["kind"][i], scene["color"][i]) for i in range(n)]
@@ -119,8 +139,12 @@ def build_scene_qa(n: int, rng: np.random.Generator, config) -> TaskData:
     return TaskData("scene_qa", SCENE_ANSWERS, label, image=scene["image"], tokens=tokens, attention=attention)
 
 
-@register_task("style_qa", modalities=("image", "text"), answers=STYLE_ANSWERS,
-               description="the style and colour of the background texture (Art-like)")
+@register_task(
+    "style_qa",
+    modalities=("image", "text"),
+    answers=STYLE_ANSWERS,
+    description="the style and colour of the background texture (Art-like)",
+)
 def build_style_qa(n: int, rng: np.random.Generator, config) -> TaskData:
     scene = render_scenes(rng, n, config.image_size)
     ask_style = rng.uniform(size=n) < 0.5
@@ -142,7 +166,7 @@ def sensor_signals(rng: np.random.Generator, n: int, length: int) -> tuple[np.nd
         0: np.sin(arg),
         1: np.sign(np.sin(arg)),
         2: 2 * ((arg / (2 * np.pi)) % 1.0) - 1,
-        3: np.sin(2 * np.pi * (f * t + 3.0 * f * t ** 2) + phase),
+        3: np.sin(2 * np.pi * (f * t + 3.0 * f * t**2) + phase),
         4: np.sin(2 * np.pi * 2 * f * t + phase) * (np.sin(np.pi * f * t + phase) > 0.3),
         5: rng.uniform(-1, 1, size=(n, 8))[:, np.minimum((t[0] * 8).astype(int), 7)],
     }
@@ -154,8 +178,9 @@ def sensor_signals(rng: np.random.Generator, n: int, length: int) -> tuple[np.nd
     return signal.astype(np.float32), label.astype(np.int64)
 
 
-@register_task("sensor", modalities=("sensor",), answers=WAVEFORMS,
-               description="which waveform a noisy 1-D sensor signal shows")
+@register_task(
+    "sensor", modalities=("sensor",), answers=WAVEFORMS, description="which waveform a noisy 1-D sensor signal shows"
+)
 def build_sensor(n: int, rng: np.random.Generator, config) -> TaskData:
     signal, label = sensor_signals(rng, n, config.sensor_length)
     return TaskData("sensor", WAVEFORMS, label, sensor=signal)

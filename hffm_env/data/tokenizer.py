@@ -19,12 +19,62 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 # Every word of the built-in task templates (data/synthetic.py, data/digits.py).
 BUILTIN_WORDS = (
-    "what", "color", "colour", "is", "the", "of", "shape", "object", "how", "many", "are", "there", "a", "an",
-    "style", "background", "digit", "this", "even", "odd", "larger", "than", "four", "which", "signal",
-    "sensor", "pattern", "showing", "in", "image", "scene", "any", "number", "does", "show",
-    "red", "green", "blue", "yellow", "purple", "cyan", "orange", "white", "gray",
-    "circle", "circles", "square", "squares", "triangle", "triangles",
-    "stripes", "checker", "dots", "gradient", "noise", "plain",
+    "what",
+    "color",
+    "colour",
+    "is",
+    "the",
+    "of",
+    "shape",
+    "object",
+    "how",
+    "many",
+    "are",
+    "there",
+    "a",
+    "an",
+    "style",
+    "background",
+    "digit",
+    "this",
+    "even",
+    "odd",
+    "larger",
+    "than",
+    "four",
+    "which",
+    "signal",
+    "sensor",
+    "pattern",
+    "showing",
+    "in",
+    "image",
+    "scene",
+    "any",
+    "number",
+    "does",
+    "show",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "purple",
+    "cyan",
+    "orange",
+    "white",
+    "gray",
+    "circle",
+    "circles",
+    "square",
+    "squares",
+    "triangle",
+    "triangles",
+    "stripes",
+    "checker",
+    "dots",
+    "gradient",
+    "noise",
+    "plain",
 )
 
 
@@ -35,12 +85,19 @@ class WordTokenizer:
     ``[vocab_size - hash_buckets, vocab_size)`` take hashed unknown words.
     """
 
-    def __init__(self, max_length: int = 12, vocab_size: int = 256, hash_buckets: int = 64,
-                 words: tuple[str, ...] = BUILTIN_WORDS):
+    def __init__(
+        self,
+        max_length: int = 12,
+        vocab_size: int = 256,
+        hash_buckets: int = 64,
+        words: tuple[str, ...] = BUILTIN_WORDS,
+    ):
         known = len(_SPECIAL) + len(words)
         if vocab_size < known + hash_buckets:
-            raise ValueError(f"vocab_size must be >= {known + hash_buckets} (specials + {len(words)} words + "
-                             f"{hash_buckets} hash buckets), got {vocab_size}")
+            raise ValueError(
+                f"vocab_size must be >= {known + hash_buckets} (specials + {len(words)} words + "
+                f"{hash_buckets} hash buckets), got {vocab_size}"
+            )
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
         self.max_length = max_length
@@ -58,6 +115,6 @@ class WordTokenizer:
         ids = np.full((len(texts), self.max_length), PAD, dtype=np.int64)
         for i, text in enumerate(texts):
             toks = [CLS] + [self.word_id(w) for w in _WORD.findall(text.lower())]
-            toks = toks[:self.max_length]
-            ids[i, :len(toks)] = toks
+            toks = toks[: self.max_length]
+            ids[i, : len(toks)] = toks
         return ids, (ids != PAD).astype(np.int64)

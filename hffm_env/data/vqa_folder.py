@@ -23,8 +23,9 @@ def _image_dir(root: Path, image_dir: str | None) -> Path:
     return root / "images" if (root / "images").is_dir() else root
 
 
-def load_vqa_folder(root: str | Path, config, *, name: str | None = None, image_dir: str | None = None,
-                    unknown_answers: str = "error") -> TaskData:
+def load_vqa_folder(
+    root: str | Path, config, *, name: str | None = None, image_dir: str | None = None, unknown_answers: str = "error"
+) -> TaskData:
     """All records of a VQA folder as one :class:`TaskData`, images resized to ``config.image_size``.
 
     An answer missing from ``label2id.json`` raises, naming the record, unless
@@ -61,8 +62,10 @@ def load_vqa_folder(root: str | Path, config, *, name: str | None = None, image_
         if answer not in label2id:
             if unknown_answers == "skip":
                 continue
-            raise ValueError(f"{ann} record {i}: answer {answer!r} is not in the answer vocabulary "
-                             f"({len(answers)} answers); pass unknown_answers='skip' to leave such records out")
+            raise ValueError(
+                f"{ann} record {i}: answer {answer!r} is not in the answer vocabulary "
+                f"({len(answers)} answers); pass unknown_answers='skip' to leave such records out"
+            )
         path = folder / str(rec.get("image", rec.get("image_id")))
         with Image.open(path) as im:
             images.append(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8))
@@ -71,15 +74,20 @@ def load_vqa_folder(root: str | Path, config, *, name: str | None = None, image_
     if not labels:
         raise ValueError(f"{ann}: no record has an answer in the vocabulary")
     tokens, attention = config.tokenizer().encode(questions)
-    return TaskData(name or root.name, answers, np.array(labels, dtype=np.int64), image=np.stack(images),
-                    tokens=tokens, attention=attention)
+    return TaskData(
+        name or root.name,
+        answers,
+        np.array(labels, dtype=np.int64),
+        image=np.stack(images),
+        tokens=tokens,
+        attention=attention,
+    )
 
 
 def register_vqa_folder(name: str, root: str | Path, answers: tuple[str, ...], **kwargs) -> None:
     """Register a local VQA folder as task ``name``: a pool of ``n`` draws from its records."""
 
-    @register_task(name, modalities=("image", "text"), answers=tuple(answers),
-                   description=f"VQA folder {root}")
+    @register_task(name, modalities=("image", "text"), answers=tuple(answers), description=f"VQA folder {root}")
     def build(n: int, rng: np.random.Generator, config) -> TaskData:
         data = load_vqa_folder(root, config, name=name, **kwargs)
         if data.answers != tuple(answers):

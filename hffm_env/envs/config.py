@@ -13,9 +13,13 @@ DEFAULT_SCHEDULES = TABLE1_KEYS + ("none",)
 
 # Scenario defaults of the ids whose decisions need something to decide on (an
 # explicit override still wins): events make cold starts, requests make offloading.
-EVENT_DEFAULTS = {"federation__events__task_arrival": 0.1, "federation__events__modality_on": 0.05,
-                  "federation__events__modality_off": 0.05, "federation__events__join": 0.02,
-                  "federation__events__leave": 0.02}
+EVENT_DEFAULTS = {
+    "federation__events__task_arrival": 0.1,
+    "federation__events__modality_on": 0.05,
+    "federation__events__modality_off": 0.05,
+    "federation__events__join": 0.02,
+    "federation__events__leave": 0.02,
+}
 REQUEST_DEFAULTS = {"federation__inference__requests_per_device": 1.0}
 
 # The registered ids: the decisions each exposes and its scenario defaults (the

@@ -153,15 +153,32 @@ class EnvCore:
         cold = np.zeros((D, K), dtype=np.float32)
         for cs in fed.cold_starts:
             cold[cs.node, self.kinds.index(cs.kind)] = 1
-        dev = np.concatenate([
-            mem.active[:, None],
-            np.array([[m in mem.modalities[d] for m in MODALITIES] for d in range(D)]),
-            np.array([[t in fed.active_tasks(d) for t in self.tasks] for d in range(D)]),
-            np.array([[sum(len(mem.train[d][t]) for t in fed.active_tasks(d)) / self.scenario.data.pool_size,
-                       topo.cluster[d] / max(C - 1, 1), float(d in topo.heads), float(host[d])] for d in range(D)]),
-            _log_rate(up[:D, None]),
-            acc, stale[:D], div_c, div_g, spec, cold,
-        ], axis=1).astype(np.float32)
+        dev = np.concatenate(
+            [
+                mem.active[:, None],
+                np.array([[m in mem.modalities[d] for m in MODALITIES] for d in range(D)]),
+                np.array([[t in fed.active_tasks(d) for t in self.tasks] for d in range(D)]),
+                np.array(
+                    [
+                        [
+                            sum(len(mem.train[d][t]) for t in fed.active_tasks(d)) / self.scenario.data.pool_size,
+                            topo.cluster[d] / max(C - 1, 1),
+                            float(d in topo.heads),
+                            float(host[d]),
+                        ]
+                        for d in range(D)
+                    ]
+                ),
+                _log_rate(up[:D, None]),
+                acc,
+                stale[:D],
+                div_c,
+                div_g,
+                spec,
+                cold,
+            ],
+            axis=1,
+        ).astype(np.float32)
         sizes = topo.cluster_sizes()
         active_c = np.bincount(topo.cluster[mem.active], minlength=C)
         cl_acc = np.zeros((C, T), dtype=np.float32)
@@ -172,20 +189,55 @@ class EnvCore:
                 cl_acc[c, j] = np.mean(vals) if vals else 0.0
         heads = topo.heads
         head_up = np.array([up[h] if h >= 0 else 0.0 for h in heads])
-        clus = np.concatenate([
-            np.stack([sizes / max(self.n_devices, 1), active_c / max(self.n_devices, 1), _log_rate(head_up),
-                      _log_rate(up[edges])], axis=1),
-            cl_acc, stale[edges], div_s], axis=1).astype(np.float32)
+        clus = np.concatenate(
+            [
+                np.stack(
+                    [
+                        sizes / max(self.n_devices, 1),
+                        active_c / max(self.n_devices, 1),
+                        _log_rate(head_up),
+                        _log_rate(up[edges]),
+                    ],
+                    axis=1,
+                ),
+                cl_acc,
+                stale[edges],
+                div_s,
+            ],
+            axis=1,
+        ).astype(np.float32)
         R = self.config.max_rounds
         # costs in reference rounds as log(1 + x): about x for a normal round, finite in
         # float32 however costly a scenario is
-        costs = np.log1p([self.energy_spent / self.energy_scale / R, self.latency_spent / self.latency_scale / R,
-                          self.last["latency"], self.last["energy"]])
-        glob = np.array([self.round / R, costs[0], costs[1], self.mean_score, self.last["delta_score"],
-                         costs[2], costs[3], len(fed.cold_starts) / self.config.max_cold_starts,
-                         len(fed.requests) / self.config.max_requests], dtype=np.float32)
-        return {"devices": dev, "clusters": clus, "globals": glob, "requests": self._request_rows(),
-                "cold_starts": self._cold_rows()}
+        costs = np.log1p(
+            [
+                self.energy_spent / self.energy_scale / R,
+                self.latency_spent / self.latency_scale / R,
+                self.last["latency"],
+                self.last["energy"],
+            ]
+        )
+        glob = np.array(
+            [
+                self.round / R,
+                costs[0],
+                costs[1],
+                self.mean_score,
+                self.last["delta_score"],
+                costs[2],
+                costs[3],
+                len(fed.cold_starts) / self.config.max_cold_starts,
+                len(fed.requests) / self.config.max_requests,
+            ],
+            dtype=np.float32,
+        )
+        return {
+            "devices": dev,
+            "clusters": clus,
+            "globals": glob,
+            "requests": self._request_rows(),
+            "cold_starts": self._cold_rows(),
+        }
 
     def _flat(self, kind: str, rows: np.ndarray) -> torch.Tensor:
         fed = self.fed
@@ -201,17 +253,17 @@ class EnvCore:
         div_c = np.zeros((D, K), dtype=np.float32)
         div_g = np.zeros((D, K), dtype=np.float32)
         div_s = np.zeros((len(edges), K), dtype=np.float32)
-        averaging: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}    # per holder set (kinds share them)
+        averaging: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}  # per holder set (kinds share them)
         for j, k in enumerate(self.kinds):
             held = np.nonzero(fed.holds(k))[0]
             if held.size == 0:
                 continue
-            both = self._flat(k, np.concatenate([held, edges])).double()      # one gather: holders, then servers
-            x = both[:held.size]
+            both = self._flat(k, np.concatenate([held, edges])).double()  # one gather: holders, then servers
+            x = both[: held.size]
             g = x.mean(0)
             g_norm = g.norm() + 1e-8
-            dist = ((both - g).norm(dim=1) / g_norm).numpy()                  # holders, then servers
-            div_g[held, j], div_s[:, j] = dist[:held.size], dist[held.size:]
+            dist = ((both - g).norm(dim=1) / g_norm).numpy()  # holders, then servers
+            div_g[held, j], div_s[:, j] = dist[: held.size], dist[held.size :]
             key = held.tobytes()
             if key not in averaging:
                 # every cluster's mean copy at once: a [clusters, holders] averaging matrix
@@ -233,18 +285,18 @@ class EnvCore:
             d, t = int(req.device[i]), req.task[i]
             rows[i, :3] = (1.0, d / max(self.n_devices - 1, 1), fed.topology.cluster[d] / max(self.n_clusters - 1, 1))
             rows[i, 3 + self.tasks.index(t)] = 1.0
-            rows[i, 3 + T:3 + T + len(OFFLOAD_TARGETS)] = mask[i]
+            rows[i, 3 + T : 3 + T + len(OFFLOAD_TARGETS)] = mask[i]
             rows[i, -1] = fed.input_bytes(t) / 1e3
         return rows
 
     def _cold_rows(self) -> np.ndarray:
         K = len(self.kinds)
         rows = np.zeros(self.obs_shapes()["cold_starts"], dtype=np.float32)
-        for i, cs in enumerate(self.fed.cold_starts[:self.config.max_cold_starts]):
+        for i, cs in enumerate(self.fed.cold_starts[: self.config.max_cold_starts]):
             rows[i, 0] = 1.0
             rows[i, 1] = cs.node / max(self.n_devices - 1, 1)
             rows[i, 2 + self.kinds.index(cs.kind)] = 1.0
-            rows[i, 2 + K:] = [s is not None for s in self.relay_sources(cs.node, cs.kind)]
+            rows[i, 2 + K :] = [s is not None for s in self.relay_sources(cs.node, cs.kind)]
         return rows
 
     # ------------------------------------------------------------------ relay sources
@@ -252,7 +304,7 @@ class EnvCore:
         """For each of ``RELAY_OPTIONS``: the (source node, path) it would use, or None when unavailable."""
         fed, topo = self.fed, self.fed.topology
         ki = fed.kind_index(kind)
-        held = fed.trained_ever[:self.n_devices, ki] & fed.members.active & ~fed.cold(kind)
+        held = fed.trained_ever[: self.n_devices, ki] & fed.members.active & ~fed.cold(kind)
         held[target] = False
         cands = np.nonzero(held)[0]
 
@@ -263,7 +315,7 @@ class EnvCore:
             score = acc.get(task, 0.0) if task else (np.mean(list(acc.values())) if acc else 0.0)
             return (spec, score, -int(d))
 
-        comp = fed.net.d2d_components(working=False)     # what is known before the round
+        comp = fed.net.d2d_components(working=False)  # what is known before the round
         same = [d for d in cands if comp[d] == comp[target]]
         edge = int(topo.parent[target])
         out: list[tuple[int, str] | None] = [("none", "")]  # placeholder for option 0
@@ -286,7 +338,7 @@ class EnvCore:
                     m[c * len(self.groups) + g] = True if active[c] else [True] + [False] * (len(AGG_OPTIONS) - 1)
         elif decision == "relaying":
             m[:, 0] = True
-            for i, cs in enumerate(fed.cold_starts[:len(nvec)]):
+            for i, cs in enumerate(fed.cold_starts[: len(nvec)]):
                 m[i] = [s is not None for s in self.relay_sources(cs.node, cs.kind)]
         elif decision == "specialization":
             m[:, 0] = True
@@ -296,8 +348,8 @@ class EnvCore:
         else:
             m[:, 0] = True
             if len(fed.requests):
-                valid = fed.offload_mask()[:len(nvec)]
-                m[:len(valid)] = valid
+                valid = fed.offload_mask()[: len(nvec)]
+                m[: len(valid)] = valid
         return m
 
     def action_masks(self) -> np.ndarray:
@@ -312,18 +364,19 @@ class EnvCore:
     def split(self, action) -> dict[str, np.ndarray]:
         nvec = self.nvec()
         a = np.asarray(action)
-        if a.dtype == np.bool_:          # MultiDiscrete.contains accepts bools (0/1)
+        if a.dtype == np.bool_:  # MultiDiscrete.contains accepts bools (0/1)
             a = a.astype(np.int64)
         if a.shape != nvec.shape or not np.issubdtype(a.dtype, np.integer):
-            raise InvalidAction(f"action must be an integer array of shape {tuple(nvec.shape)}, got "
-                                f"{a.dtype} {a.shape}")
+            raise InvalidAction(
+                f"action must be an integer array of shape {tuple(nvec.shape)}, got {a.dtype} {a.shape}"
+            )
         if np.any(a < 0) or np.any(a >= nvec):
             i = int(np.nonzero((a < 0) | (a >= nvec))[0][0])
             raise InvalidAction(f"action[{i}]={a[i]} is outside [0, {nvec[i] - 1}]")
         out, start = {}, 0
         for d in self.decisions:
             n = len(self.action_nvec(d))
-            out[d] = a[start:start + n].astype(np.int64).copy()
+            out[d] = a[start : start + n].astype(np.int64).copy()
             start += n
         self.invalid = []
         for d, part in out.items():
@@ -336,8 +389,9 @@ class EnvCore:
                 raise InvalidAction(f"{d} action[{i}]={part[i]} is masked out; allowed: {np.nonzero(m[i])[0].tolist()}")
             fallback = self.default_choices(d)
             for i in np.nonzero(bad)[0]:
-                self.invalid.append({"decision": d, "index": int(i), "choice": int(part[i]),
-                                     "replaced_by": int(fallback[i])})
+                self.invalid.append(
+                    {"decision": d, "index": int(i), "choice": int(part[i]), "replaced_by": int(fallback[i])}
+                )
             part[bad] = fallback[bad]
         return out
 
@@ -349,7 +403,7 @@ class EnvCore:
         out = np.zeros(n, dtype=np.int64)
         if decision == "offloading" and len(self.fed.requests):
             default = [OFFLOAD_TARGETS.index(t) for t in self.fed.default_offload()][:n]
-            out[:len(default)] = default
+            out[: len(default)] = default
         if decision == "relaying":
             for i, cs in enumerate(self.fed.cold_starts[:n]):
                 out[i] = self.default_relay(cs.node, cs.kind)
@@ -379,7 +433,7 @@ class EnvCore:
         # the cold starts the action has no slot for (all of them when relaying is not
         # exposed) take the default policy's choice
         pending = list(fed.cold_starts)
-        given = parts["relaying"][:len(pending)] if "relaying" in parts else np.zeros(0, dtype=np.int64)
+        given = parts["relaying"][: len(pending)] if "relaying" in parts else np.zeros(0, dtype=np.int64)
         for i, cs in enumerate(pending):
             choice = int(given[i]) if i < len(given) else self.default_relay(cs.node, cs.kind)
             if choice:
@@ -390,9 +444,9 @@ class EnvCore:
         else:
             ops += self._default_aggregation()
         if "offloading" in parts and len(fed.requests):
-            codes = parts["offloading"][:len(fed.requests)]
+            codes = parts["offloading"][: len(fed.requests)]
             default = fed.default_offload()
-            targets = [OFFLOAD_TARGETS[int(c)] for c in codes] + list(default[len(codes):])
+            targets = [OFFLOAD_TARGETS[int(c)] for c in codes] + list(default[len(codes) :])
             ops.append(Offload(tuple(targets)))
         return ops
 
@@ -415,10 +469,14 @@ class EnvCore:
         merged: dict[tuple, list[str]] = {}
         for scope, kinds, clusters, via in ops:
             merged.setdefault((scope, clusters, via), []).extend(kinds)
-        return [Aggregate(tuple(kinds), "cloud", "star", clusters) if scope == "star"
-                else Aggregate(tuple(kinds), scope, "gather" if scope == "d2d" else "direct", clusters,
-                               d2d_clusters=via or None)
-                for (scope, clusters, via), kinds in merged.items()]
+        return [
+            Aggregate(tuple(kinds), "cloud", "star", clusters)
+            if scope == "star"
+            else Aggregate(
+                tuple(kinds), scope, "gather" if scope == "d2d" else "direct", clusters, d2d_clusters=via or None
+            )
+            for (scope, clusters, via), kinds in merged.items()
+        ]
 
     def _default_aggregation(self) -> list:
         key = self.config.default_schedule
@@ -448,26 +506,41 @@ class EnvCore:
         self.energy_spent += res.energy_j
         self.latency_spent += res.latency_s
         self.last = {"delta_score": delta, "latency": lat, "energy": en}
-        terms = {"accuracy": c.w_acc * delta, "inference": c.w_inference * served,
-                 "latency": -c.w_latency * lat, "energy": -c.w_energy * en}
+        terms = {
+            "accuracy": c.w_acc * delta,
+            "inference": c.w_inference * served,
+            "latency": -c.w_latency * lat,
+            "energy": -c.w_energy * en,
+        }
         if self.invalid:
             terms["invalid"] = -c.invalid_penalty * len(self.invalid)
         reward = float(sum(terms.values()))
         terminated = c.energy_budget_j is not None and self.energy_spent > c.energy_budget_j
         truncated = self.round >= c.max_rounds
         info = {
-            "round": self.round, "mean_accuracy": acc, "mean_p_correct": _mean(res.p_correct),
-            "delta_score": delta, "latency_s": res.latency_s,
-            "energy_j": res.energy_j, "served_accuracy": served_acc, "served_score": served, "reward_terms": terms,
+            "round": self.round,
+            "mean_accuracy": acc,
+            "mean_p_correct": _mean(res.p_correct),
+            "delta_score": delta,
+            "latency_s": res.latency_s,
+            "energy_j": res.energy_j,
+            "served_accuracy": served_acc,
+            "served_score": served,
+            "reward_terms": terms,
             "accuracy_per_task": res.task_accuracy,
             "accuracy_per_node": {int(d): dict(v) for d, v in res.accuracy.items()},
-            "per_module": {k: {"bytes": v.bytes, "seconds": v.seconds, "joules": v.joules}
-                           for k, v in res.cost.per_module.items()},
-            "per_link": {k: {"bytes": v.bytes, "seconds": v.seconds, "joules": v.joules}
-                         for k, v in res.cost.per_link.items()},
-            "energy_spent_j": self.energy_spent, "events": [dict(e) for e in res.events],
-            "cold_starts": len(res.cold_starts), "operations": [op.get("op") for op in res.operations],
-            "invalid_actions": list(self.invalid), "faults": [dict(f) for f in res.faults],
+            "per_module": {
+                k: {"bytes": v.bytes, "seconds": v.seconds, "joules": v.joules} for k, v in res.cost.per_module.items()
+            },
+            "per_link": {
+                k: {"bytes": v.bytes, "seconds": v.seconds, "joules": v.joules} for k, v in res.cost.per_link.items()
+            },
+            "energy_spent_j": self.energy_spent,
+            "events": [dict(e) for e in res.events],
+            "cold_starts": len(res.cold_starts),
+            "operations": [op.get("op") for op in res.operations],
+            "invalid_actions": list(self.invalid),
+            "faults": [dict(f) for f in res.faults],
         }
         return reward, bool(terminated), bool(truncated), info
 

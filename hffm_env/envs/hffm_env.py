@@ -102,8 +102,14 @@ class HFFMEnv(gym.Env):
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 2}
 
-    def __init__(self, decisions=("aggregation",), preset: str = "tiny", render_mode: str | None = None,
-                 scenario_defaults: dict | None = None, **overrides: Any):
+    def __init__(
+        self,
+        decisions=("aggregation",),
+        preset: str = "tiny",
+        render_mode: str | None = None,
+        scenario_defaults: dict | None = None,
+        **overrides: Any,
+    ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.render_mode = render_mode
@@ -111,9 +117,12 @@ class HFFMEnv(gym.Env):
         self.core = EnvCore(self.scenario, tuple(decisions))
         self.action_space = spaces.MultiDiscrete(self.core.nvec())
         # every feature is >= 0 but the global ones (Δscore can be negative)
-        self.observation_space = spaces.Dict({
-            name: spaces.Box(low=-np.inf if name == "globals" else 0.0, high=np.inf, shape=shape, dtype=np.float32)
-            for name, shape in self.core.obs_shapes().items()})
+        self.observation_space = spaces.Dict(
+            {
+                name: spaces.Box(low=-np.inf if name == "globals" else 0.0, high=np.inf, shape=shape, dtype=np.float32)
+                for name, shape in self.core.obs_shapes().items()
+            }
+        )
         self._renderer = CoreRenderer()
 
     @property
@@ -124,8 +133,11 @@ class HFFMEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.core.reset(int(self.np_random.integers(2**31 - 1)))
-        return self.core.observe(), {"round": 0, "mean_accuracy": pair_mean(self.core.accuracy),
-                                     "mean_p_correct": pair_mean(self.core.fed.p_correct)}
+        return self.core.observe(), {
+            "round": 0,
+            "mean_accuracy": pair_mean(self.core.accuracy),
+            "mean_p_correct": pair_mean(self.core.fed.p_correct),
+        }
 
     def step(self, action):
         if self.core.fed is None:

@@ -6,9 +6,17 @@ import numpy as np
 
 from hffm_env.model.banks import HEAD_PREFIX
 
-KIND_COLOURS = {"adapters": "tab:red", "prompts": "tab:pink", "experts": "tab:purple", "gate": "tab:purple",
-                "image_encoder": "tab:olive", "text_encoder": "tab:olive", "sensor_encoder": "tab:olive",
-                "heads": "tab:orange", "inference": "tab:blue"}
+KIND_COLOURS = {
+    "adapters": "tab:red",
+    "prompts": "tab:pink",
+    "experts": "tab:purple",
+    "gate": "tab:purple",
+    "image_encoder": "tab:olive",
+    "text_encoder": "tab:olive",
+    "sensor_encoder": "tab:olive",
+    "heads": "tab:orange",
+    "inference": "tab:blue",
+}
 
 
 def _colour(module: str) -> str:
@@ -35,7 +43,7 @@ def draw(core, figure=None, human: bool = False):
     ax = figure.add_subplot(1, 1, 1)
     pos = topo.positions.copy()
     side = fed.scenario.network.area_side_m
-    pos[topo.top] = (side / 2, side * 1.08)      # the cloud sits above the area
+    pos[topo.top] = (side / 2, side * 1.08)  # the cloud sits above the area
     d = topo.n_devices
     for u, v in topo.d2d.edges:
         ax.plot(*pos[[u, v]].T, color="0.8", lw=0.6, zorder=1)
@@ -43,8 +51,13 @@ def draw(core, figure=None, human: bool = False):
     for dev in range(d):
         ax.plot(*pos[[dev, topo.parent[dev]]].T, color="0.92", lw=0.4, zorder=0)
     cmap = plt.get_cmap("tab10")
-    ax.scatter(*pos[:d].T, s=18, c=[cmap(c % 10) for c in topo.cluster], zorder=3,
-               edgecolors=["k" if a else "none" for a in fed.members.active])
+    ax.scatter(
+        *pos[:d].T,
+        s=18,
+        c=[cmap(c % 10) for c in topo.cluster],
+        zorder=3,
+        edgecolors=["k" if a else "none" for a in fed.members.active],
+    )
     heads = topo.heads[topo.heads >= 0]
     ax.scatter(*pos[heads].T, s=60, facecolors="none", edgecolors="k", zorder=4)
     ax.scatter(*pos[edges].T, s=70, marker="s", c="0.3", zorder=3)
@@ -53,10 +66,14 @@ def draw(core, figure=None, human: bool = False):
         rows = fed.ledger.records(max(fed.ledger.summaries))
         moving = rows["src"] != rows["dst"]
         for s, t, m in zip(rows["src"][moving], rows["dst"][moving], rows["module"][moving]):
-            ax.annotate("", xy=pos[t], xytext=pos[s], zorder=2,
-                        arrowprops=dict(arrowstyle="-|>", color=_colour(m), lw=1.2, alpha=0.6))
-    ax.set_title(f"round {fed.round_index + 1}  score {core.mean_score:.2f}  "
-                 f"energy {core.energy_spent:.3g} J")
+            ax.annotate(
+                "",
+                xy=pos[t],
+                xytext=pos[s],
+                zorder=2,
+                arrowprops=dict(arrowstyle="-|>", color=_colour(m), lw=1.2, alpha=0.6),
+            )
+    ax.set_title(f"round {fed.round_index + 1}  score {core.mean_score:.2f}  energy {core.energy_spent:.3g} J")
     ax.set_xlim(-0.05 * side, 1.05 * side)
     ax.set_ylim(-0.05 * side, 1.15 * side)
     ax.set_aspect("equal")

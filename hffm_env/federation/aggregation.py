@@ -20,7 +20,7 @@ import torch
 from hffm_env.federation.config import RULES
 from hffm_env.model.banks import EXPERT_PARAMS, Bank
 
-DENSE_MIXING_MAX = 1 << 20   # entries up to which a FedAvg mixing matrix is applied dense
+DENSE_MIXING_MAX = 1 << 20  # entries up to which a FedAvg mixing matrix is applied dense
 
 
 def _mixing_entries(groups: np.ndarray, weights: np.ndarray, target_groups: np.ndarray):
@@ -28,8 +28,9 @@ def _mixing_entries(groups: np.ndarray, weights: np.ndarray, target_groups: np.n
     groups = np.asarray(groups, dtype=np.int64)
     target_groups = np.asarray(target_groups, dtype=np.int64)
     weights = np.asarray(weights, dtype=np.float64)
-    total = np.bincount(groups, weights=weights, minlength=int(max(groups.max(initial=-1),
-                                                                    target_groups.max(initial=-1))) + 1)
+    total = np.bincount(
+        groups, weights=weights, minlength=int(max(groups.max(initial=-1), target_groups.max(initial=-1))) + 1
+    )
     if np.any(total[np.unique(target_groups)] <= 0):
         raise ValueError("every target's group needs a positive total weight")
     order = np.argsort(groups, kind="stable")
@@ -41,8 +42,9 @@ def _mixing_entries(groups: np.ndarray, weights: np.ndarray, target_groups: np.n
     return rows, cols, weights[cols] / total[groups[cols]]
 
 
-def mixing_matrix(groups: np.ndarray, weights: np.ndarray, target_groups: np.ndarray,
-                  dense: bool = False) -> torch.Tensor:
+def mixing_matrix(
+    groups: np.ndarray, weights: np.ndarray, target_groups: np.ndarray, dense: bool = False
+) -> torch.Tensor:
     """Sparse (or ``dense``) block ``[n_targets, n_sources]`` of the holder-axis mixing
     matrix: row ``i`` is the ``weights``-weighted mean of the sources in group
     ``target_groups[i]``.
@@ -54,16 +56,26 @@ def mixing_matrix(groups: np.ndarray, weights: np.ndarray, target_groups: np.nda
     shape = (np.size(target_groups), np.size(groups))
     if dense:
         out = np.zeros(shape)
-        out[rows, cols] = vals            # every (row, column) pair occurs once
+        out[rows, cols] = vals  # every (row, column) pair occurs once
         return torch.from_numpy(out)
     idx = torch.from_numpy(np.stack([rows, cols]))
     return torch.sparse_coo_tensor(idx, torch.from_numpy(vals), shape, check_invariants=False).coalesce()
 
 
-def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray, weights: np.ndarray,
-                   targets: np.ndarray, target_groups: np.ndarray, rule: str, *,
-                   expert_mask: np.ndarray | None = None, noise_std: float | np.ndarray = 0.0,
-                   generator: torch.Generator | None = None, **rule_args) -> dict[str, torch.Tensor]:
+def aggregate_into(
+    bank: Bank,
+    sent: dict[str, torch.Tensor],
+    groups: np.ndarray,
+    weights: np.ndarray,
+    targets: np.ndarray,
+    target_groups: np.ndarray,
+    rule: str,
+    *,
+    expert_mask: np.ndarray | None = None,
+    noise_std: float | np.ndarray = 0.0,
+    generator: torch.Generator | None = None,
+    **rule_args,
+) -> dict[str, torch.Tensor]:
     """Write into rows ``targets`` of ``bank`` the combination, by ``rule``, of the
     contributions ``sent[name] [n_sources, ...]`` of their group.
 
@@ -84,7 +96,7 @@ def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray
     if rule == "mean":
         # each group's value is the mixing matrix's row for a (virtual) target of that group
         present = np.nonzero(per_group_w > 0)[0]
-        dense = len(present) * groups.size <= DENSE_MIXING_MAX   # small: one dense matmul per parameter is faster
+        dense = len(present) * groups.size <= DENSE_MIXING_MAX  # small: one dense matmul per parameter is faster
         M = mixing_matrix(groups, weights, present, dense=dense)
         by_dtype: dict[torch.dtype, torch.Tensor] = {}
         # with an expert mask the expert parameters are combined over their trainers below
@@ -97,7 +109,7 @@ def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray
             if v.dtype not in by_dtype:
                 by_dtype[v.dtype] = M.to(v.dtype)
             Mv = by_dtype[v.dtype]
-            mixed = (Mv @ v.reshape(v.shape[0], -1) if dense else torch.sparse.mm(Mv, v.reshape(v.shape[0], -1)))
+            mixed = Mv @ v.reshape(v.shape[0], -1) if dense else torch.sparse.mm(Mv, v.reshape(v.shape[0], -1))
             mixed = mixed.reshape(len(present), *v.shape[1:])
             if len(present) == n_groups:
                 combined[n] = mixed
@@ -105,8 +117,9 @@ def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray
                 combined[n] = torch.zeros(n_groups, *v.shape[1:], dtype=v.dtype)
                 combined[n][torch.as_tensor(present)] = mixed
         if expert_mask is not None and any(n in EXPERT_PARAMS for n in names):
-            experts = combine_groups({n: sent[n] for n in names if n in EXPERT_PARAMS}, groups, weights, "mean",
-                                     expert_mask=expert_mask)
+            experts = combine_groups(
+                {n: sent[n] for n in names if n in EXPERT_PARAMS}, groups, weights, "mean", expert_mask=expert_mask
+            )
             combined.update(experts)
     else:
         combined = combine_groups(sent, groups, weights, rule, expert_mask=expert_mask, **rule_args)
@@ -122,10 +135,17 @@ def aggregate_into(bank: Bank, sent: dict[str, torch.Tensor], groups: np.ndarray
     return combined
 
 
-def robust_combine(values: dict[str, torch.Tensor], rule: str, weights: torch.Tensor, *,
-                   trim_fraction: float = 0.2, krum_f: int = 1, bucket_size: int = 1,
-                   bucket_generator: torch.Generator | None = None,
-                   expert_mask: np.ndarray | torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def robust_combine(
+    values: dict[str, torch.Tensor],
+    rule: str,
+    weights: torch.Tensor,
+    *,
+    trim_fraction: float = 0.2,
+    krum_f: int = 1,
+    bucket_size: int = 1,
+    bucket_generator: torch.Generator | None = None,
+    expert_mask: np.ndarray | torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """Combine ``m`` contributions (``values[name] [m, ...]``) into one by ``rule``.
 
     ``mean`` is weighted; ``trimmed_mean`` drops ``floor(trim_fraction·m)`` values at
@@ -160,22 +180,26 @@ def robust_combine(values: dict[str, torch.Tensor], rule: str, weights: torch.Te
         flat = torch.cat([v.reshape(m, -1) for v in values.values()], dim=1)
         d = torch.cdist(flat, flat).pow(2)
         k = max(m - krum_f - 2, 1)
-        score = torch.sort(d, dim=1).values[:, 1:k + 1].sum(dim=1)
+        score = torch.sort(d, dim=1).values[:, 1 : k + 1].sum(dim=1)
         if rule == "krum":
             best = int(torch.argmin(score))
             return {n: v[best] for n, v in values.items()}
-        keep = torch.argsort(score)[:max(m - krum_f, 1)]
+        keep = torch.argsort(score)[: max(m - krum_f, 1)]
         w = weights[keep] / weights[keep].sum()
         return {n: torch.tensordot(w.to(v.dtype), v[keep], dims=1) for n, v in values.items()}
     out = {}
     trains = None if expert_mask is None or bucket_size > 1 else torch.as_tensor(np.asarray(expert_mask, dtype=bool))
     if trains is not None and bool(trains.all()):
-        trains = None          # every contribution trains every expert: the plain rule, to the bit
+        trains = None  # every contribution trains every expert: the plain rule, to the bit
     for n, v in values.items():
         if trains is not None and n in EXPERT_PARAMS:
             # each expert over the contributions that train it (all of them when none does)
-            out[n] = torch.stack([_coordinate_rule(v[:, e][trains[:, e]] if trains[:, e].any() else v[:, e], rule,
-                                                   trim_fraction) for e in range(v.shape[1])])
+            out[n] = torch.stack(
+                [
+                    _coordinate_rule(v[:, e][trains[:, e]] if trains[:, e].any() else v[:, e], rule, trim_fraction)
+                    for e in range(v.shape[1])
+                ]
+            )
         else:
             out[n] = _coordinate_rule(v, rule, trim_fraction)
     return out
@@ -187,14 +211,18 @@ def _coordinate_rule(v: torch.Tensor, rule: str, trim_fraction: float) -> torch.
     s = torch.sort(v, dim=0).values
     if rule == "trimmed_mean":
         cut = int(math.floor(trim_fraction * m))
-        return s[cut:m - cut].mean(dim=0)
+        return s[cut : m - cut].mean(dim=0)
     lo, hi = (m - 1) // 2, m // 2
     return 0.5 * (s[lo] + s[hi])
 
 
-def bucket_means(values: dict[str, torch.Tensor], weights: torch.Tensor, bucket_size: int,
-                 generator: torch.Generator | None,
-                 expert_mask: np.ndarray | torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def bucket_means(
+    values: dict[str, torch.Tensor],
+    weights: torch.Tensor,
+    bucket_size: int,
+    generator: torch.Generator | None,
+    expert_mask: np.ndarray | torch.Tensor | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Bucketing (Karimireddy, He & Jaggi, ICLR 2022): permute the ``m`` contributions
     with ``generator``, cut the permutation into ``ceil(m/bucket_size)`` consecutive
     buckets (the last may be smaller) and return each bucket's ``weights``-weighted
@@ -212,7 +240,7 @@ def bucket_means(values: dict[str, torch.Tensor], weights: torch.Tensor, bucket_
     bucket[torch.randperm(m, generator=generator)] = torch.arange(m) // bucket_size
     w = weights.to(torch.float64)
     member_w = torch.zeros(n_buckets, m, dtype=torch.float64)
-    member_w[bucket, torch.arange(m)] = w                          # [m', m]: a mixing matrix, unnormalised
+    member_w[bucket, torch.arange(m)] = w  # [m', m]: a mixing matrix, unnormalised
     bucket_w = member_w.sum(1)
     mix = member_w / bucket_w[:, None]
     out = {n: torch.tensordot(mix.to(v.dtype), v, dims=1) for n, v in values.items()}
@@ -228,8 +256,14 @@ def bucket_means(values: dict[str, torch.Tensor], weights: torch.Tensor, bucket_
     return out, bucket_w.to(weights.dtype)
 
 
-def combine_groups(sent: dict[str, torch.Tensor], groups: np.ndarray, weights: np.ndarray, rule: str,
-                   expert_mask: np.ndarray | None = None, **rule_args) -> dict[str, torch.Tensor]:
+def combine_groups(
+    sent: dict[str, torch.Tensor],
+    groups: np.ndarray,
+    weights: np.ndarray,
+    rule: str,
+    expert_mask: np.ndarray | None = None,
+    **rule_args,
+) -> dict[str, torch.Tensor]:
     """Per group ``g``: the combination by ``rule`` of the contributions ``sent[name][groups == g]``.
 
     Returns ``name → [n_groups, ...]`` (a group without sources is all zeros). With
@@ -248,7 +282,7 @@ def combine_groups(sent: dict[str, torch.Tensor], groups: np.ndarray, weights: n
         w = w_all[sel]
         if expert_mask is not None and rule == "mean":
             combined = {}
-            mask = torch.as_tensor(np.asarray(expert_mask)[sel.numpy()], dtype=torch.float64)   # [m, E]
+            mask = torch.as_tensor(np.asarray(expert_mask)[sel.numpy()], dtype=torch.float64)  # [m, E]
             ew = mask * w[:, None]
             has = ew.sum(0) > 0
             ew = torch.where(has[None], ew / ew.sum(0).clamp(min=1e-300), (w / w.sum())[:, None].expand_as(ew))
@@ -308,8 +342,9 @@ def clip_updates(updates: dict[str, torch.Tensor], clip_norm: float) -> dict[str
     return {n: u * factor.view(m, *([1] * (u.dim() - 1))).to(u.dtype) for n, u in updates.items()}
 
 
-def attack_updates(updates: dict[str, torch.Tensor], attack: str, strength: float,
-                   generator: torch.Generator) -> dict[str, torch.Tensor]:
+def attack_updates(
+    updates: dict[str, torch.Tensor], attack: str, strength: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     """What an adversary sends instead of its honest ``updates`` (label flipping acts
     on training, not here)."""
     if attack == "sign_flip":
@@ -317,6 +352,5 @@ def attack_updates(updates: dict[str, torch.Tensor], attack: str, strength: floa
     if attack == "scaling":
         return {n: strength * u for n, u in updates.items()}
     if attack == "noise":
-        return {n: u + strength * torch.randn(u.shape, generator=generator, dtype=u.dtype)
-                for n, u in updates.items()}
+        return {n: u + strength * torch.randn(u.shape, generator=generator, dtype=u.dtype) for n, u in updates.items()}
     return updates

@@ -73,8 +73,9 @@ def save_checkpoint(fed: Federation, path: str | os.PathLike) -> None:
     if not isinstance(fed, Federation):
         raise TypeError(f"fed must be a Federation, got {type(fed).__name__}")
     if fed.round_open:
-        raise CheckpointError(f"cannot save checkpoint {path!r}: round {fed.round_index} is still open; "
-                              "call end_round() first")
+        raise CheckpointError(
+            f"cannot save checkpoint {path!r}: round {fed.round_index} is still open; call end_round() first"
+        )
     tensors = _tensors_of(fed)
     metadata = {
         "format": FORMAT,
@@ -83,18 +84,21 @@ def save_checkpoint(fed: Federation, path: str | os.PathLike) -> None:
         "seed": json.dumps(fed.seed),
         "round_index": json.dumps(fed.round_index),
         "kinds": json.dumps(list(fed.kinds)),
-        "members": json.dumps({
-            "modalities": [sorted(m) for m in fed.members.modalities],
-            "tasks": [list(t) for t in fed.members.tasks],
-            "train_tasks": [list(x) for x in fed.members.train],
-            "test_tasks": [list(x) for x in fed.members.test],
-        }),
-        "roles": json.dumps({
-            "specialists": [[int(d), k] for d, k in sorted(fed.roles.specialists)],
-            "attack": [[int(d), a, float(s)] for d, (a, s) in sorted(fed.roles.attack.items())],
-        }),
-        "accuracy": json.dumps({str(int(d)): {t: float(a) for t, a in per.items()}
-                                for d, per in fed.accuracy.items()}),
+        "members": json.dumps(
+            {
+                "modalities": [sorted(m) for m in fed.members.modalities],
+                "tasks": [list(t) for t in fed.members.tasks],
+                "train_tasks": [list(x) for x in fed.members.train],
+                "test_tasks": [list(x) for x in fed.members.test],
+            }
+        ),
+        "roles": json.dumps(
+            {
+                "specialists": [[int(d), k] for d, k in sorted(fed.roles.specialists)],
+                "attack": [[int(d), a, float(s)] for d, (a, s) in sorted(fed.roles.attack.items())],
+            }
+        ),
+        "accuracy": json.dumps({str(int(d)): {t: float(a) for t, a in per.items()} for d, per in fed.accuracy.items()}),
         "cold_starts": json.dumps([[int(c.node), c.kind, c.cause, int(c.rounds)] for c in fed.cold_starts]),
         "requests": json.dumps({"task": list(fed.requests.task)}),
         "sha256": json.dumps({k: _digest(t) for k, t in sorted(tensors.items())}),
@@ -185,8 +189,9 @@ def load_checkpoint(fed: Federation, path: str | os.PathLike) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file at {path!r}")
     if fed.round_open:
-        raise CheckpointError(f"cannot load checkpoint {path!r}: round {fed.round_index} is still open; "
-                              "call end_round() first")
+        raise CheckpointError(
+            f"cannot load checkpoint {path!r}: round {fed.round_index} is still open; call end_round() first"
+        )
     meta, tensors = _read(path)
     state = _Reader(fed, path, meta, tensors).state()
     _swap_in(fed, state)
@@ -197,9 +202,10 @@ def _read(path: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
-    except Exception as exc:   # safetensors reports every malformed file with its own error type
-        raise CheckpointError(f"checkpoint {path!r} is not a readable safetensors file "
-                              f"(truncated, corrupt or another format): {exc}") from exc
+    except Exception as exc:  # safetensors reports every malformed file with its own error type
+        raise CheckpointError(
+            f"checkpoint {path!r} is not a readable safetensors file (truncated, corrupt or another format): {exc}"
+        ) from exc
     return meta, tensors
 
 
@@ -224,8 +230,9 @@ class _Reader:
         fed = self.fed
         fmt = self.meta.get("format")
         if fmt != FORMAT:
-            raise self.fail(f"not an hffm_env federation checkpoint (metadata 'format' is {fmt!r}, "
-                            f"expected {FORMAT!r})")
+            raise self.fail(
+                f"not an hffm_env federation checkpoint (metadata 'format' is {fmt!r}, expected {FORMAT!r})"
+            )
         version = self.meta.get("format_version")
         if version != str(FORMAT_VERSION):
             raise self.fail(f"format_version {version!r} is not supported (this hffm_env reads {FORMAT_VERSION})")
@@ -236,12 +243,14 @@ class _Reader:
         expected = self.expected(members)
         missing = sorted(set(expected) - set(self.tensors))
         if missing:
-            raise self.fail(f"tensor {missing[0]!r} is missing" + (f" (and {len(missing) - 1} more)"
-                                                                   if len(missing) > 1 else ""))
+            raise self.fail(
+                f"tensor {missing[0]!r} is missing" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
         extra = sorted(set(self.tensors) - set(expected))
         if extra:
-            raise self.fail(f"unexpected tensor {extra[0]!r}" + (f" (and {len(extra) - 1} more)"
-                                                                 if len(extra) > 1 else ""))
+            raise self.fail(
+                f"unexpected tensor {extra[0]!r}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+            )
         for key, (shape, dtype) in expected.items():
             t = self.tensors[key]
             if t.dtype != dtype:
@@ -256,8 +265,14 @@ class _Reader:
         for key in sorted(self.tensors):
             if _digest(self.tensors[key]) != digests[key]:
                 raise self.fail(f"tensor {key!r} does not match its SHA-256 digest: the file is corrupt")
-        state = {"members": self.shards(members), "roles": self.roles(), "accuracy": self.accuracy(),
-                 "cold_starts": self.cold_starts(), "requests": self.requests(), "trackers": self.trackers()}
+        state = {
+            "members": self.shards(members),
+            "roles": self.roles(),
+            "accuracy": self.accuracy(),
+            "cold_starts": self.cold_starts(),
+            "requests": self.requests(),
+            "trackers": self.trackers(),
+        }
         for prefix in _BANKS:
             state[prefix] = {n: self.tensors[f"{prefix}/{n}"] for n in fed.bank}
         return state
@@ -286,10 +301,15 @@ class _Reader:
         m = self.field("members")
         keys = ("modalities", "tasks", "train_tasks", "test_tasks")
         if not isinstance(m, dict) or any(not isinstance(m.get(k), list) or len(m[k]) != fed.n_devices for k in keys):
-            raise self.fail(f"metadata field 'members' must hold lists {keys} of {fed.n_devices} entries (one per "
-                            "device)")
-        for key, allowed in (("modalities", MODALITIES), ("tasks", fed.tasks), ("train_tasks", fed.tasks),
-                             ("test_tasks", fed.tasks)):
+            raise self.fail(
+                f"metadata field 'members' must hold lists {keys} of {fed.n_devices} entries (one per device)"
+            )
+        for key, allowed in (
+            ("modalities", MODALITIES),
+            ("tasks", fed.tasks),
+            ("train_tasks", fed.tasks),
+            ("test_tasks", fed.tasks),
+        ):
             for d, names in enumerate(m[key]):
                 if not isinstance(names, list) or any(x not in allowed for x in names) or len(set(names)) != len(names):
                     raise self.fail(f"members.{key}[{d}] must be distinct names among {list(allowed)}, got {names!r}")
@@ -337,8 +357,14 @@ class _Reader:
             if lacking:
                 raise self.fail(f"device {d} holds task(s) {lacking} but has no train/test shard for them")
         active = self.tensors["members/active"].numpy().copy()
-        return Membership(active, [set(x) for x in m["modalities"]], [list(x) for x in m["tasks"]],
-                           split_of["train"], split_of["test"], version=fed.members.version + 1)
+        return Membership(
+            active,
+            [set(x) for x in m["modalities"]],
+            [list(x) for x in m["tasks"]],
+            split_of["train"],
+            split_of["test"],
+            version=fed.members.version + 1,
+        )
 
     def check_indices(self, key: str, idx: np.ndarray, n: int) -> None:
         bad = idx[(idx < 0) | (idx >= n)]
@@ -358,14 +384,22 @@ class _Reader:
         roles = Roles()
         for i, s in enumerate(r["specialists"]):
             if not isinstance(s, list) or len(s) != 2 or s[1] not in fed.kinds:
-                raise self.fail(f"roles.specialists[{i}] must be [device, kind] with kind among {list(fed.kinds)}, "
-                                f"got {s!r}")
+                raise self.fail(
+                    f"roles.specialists[{i}] must be [device, kind] with kind among {list(fed.kinds)}, got {s!r}"
+                )
             roles.specialists.add((self.node(f"roles.specialists[{i}] device", s[0], fed.n_devices), s[1]))
         for i, a in enumerate(r["attack"]):
-            if (not isinstance(a, list) or len(a) != 3 or a[1] not in ATTACKS
-                    or not isinstance(a[2], (int, float)) or not math.isfinite(a[2])):
-                raise self.fail(f"roles.attack[{i}] must be [device, attack, strength] with attack among "
-                                f"{list(ATTACKS)} and a finite strength, got {a!r}")
+            if (
+                not isinstance(a, list)
+                or len(a) != 3
+                or a[1] not in ATTACKS
+                or not isinstance(a[2], (int, float))
+                or not math.isfinite(a[2])
+            ):
+                raise self.fail(
+                    f"roles.attack[{i}] must be [device, attack, strength] with attack among "
+                    f"{list(ATTACKS)} and a finite strength, got {a!r}"
+                )
             roles.attack[self.node(f"roles.attack[{i}] device", a[0], fed.n_devices)] = (a[1], float(a[2]))
         return roles
 
@@ -377,8 +411,9 @@ class _Reader:
         out: dict[int, dict[str, float]] = {}
         for d, per in acc.items():
             dev = self.node("accuracy device", int(d) if d.isdigit() else d, fed.n_devices)
-            if not isinstance(per, dict) or any(t not in fed.tasks or not isinstance(a, (int, float))
-                                                for t, a in per.items()):
+            if not isinstance(per, dict) or any(
+                t not in fed.tasks or not isinstance(a, (int, float)) for t, a in per.items()
+            ):
                 raise self.fail(f"accuracy[{d}] must map tasks among {list(fed.tasks)} to numbers, got {per!r}")
             out[dev] = {t: float(a) for t, a in per.items()}
         return out
@@ -390,11 +425,20 @@ class _Reader:
             raise self.fail("metadata field 'cold_starts' must be a list of [device, kind, cause, rounds]")
         out = []
         for i, c in enumerate(pending):
-            if not isinstance(c, list) or len(c) != 4 or c[1] not in fed.kinds or c[2] not in COLD_START_CAUSES \
-                    or not isinstance(c[3], int) or isinstance(c[3], bool) or c[3] < 0:
-                raise self.fail(f"cold_starts[{i}] must be [device, kind, cause, rounds] with kind among "
-                                f"{list(fed.kinds)}, cause among {list(COLD_START_CAUSES)} and rounds an integer "
-                                f">= 0, got {c!r}")
+            if (
+                not isinstance(c, list)
+                or len(c) != 4
+                or c[1] not in fed.kinds
+                or c[2] not in COLD_START_CAUSES
+                or not isinstance(c[3], int)
+                or isinstance(c[3], bool)
+                or c[3] < 0
+            ):
+                raise self.fail(
+                    f"cold_starts[{i}] must be [device, kind, cause, rounds] with kind among "
+                    f"{list(fed.kinds)}, cause among {list(COLD_START_CAUSES)} and rounds an integer "
+                    f">= 0, got {c!r}"
+                )
             out.append(ColdStart(self.node(f"cold_starts[{i}] device", c[0], fed.n_devices), c[1], c[2], c[3]))
         return out
 
@@ -407,11 +451,12 @@ class _Reader:
         if not isinstance(tasks, list) or any(t not in fed.tasks for t in tasks):
             raise self.fail(f"requests.task must be a list of tasks among {list(fed.tasks)}")
         if not len(tasks) == len(device) == len(sample):
-            raise self.fail(f"requests: {len(tasks)} tasks, {len(device)} devices and {len(sample)} samples "
-                            "must be as many")
+            raise self.fail(
+                f"requests: {len(tasks)} tasks, {len(device)} devices and {len(sample)} samples must be as many"
+            )
         self.check_indices("requests/device", device, fed.n_devices)
         for i, t in enumerate(tasks):
-            self.check_indices("requests/sample", sample[i:i + 1], len(fed.data.pools[t].label))
+            self.check_indices("requests/sample", sample[i : i + 1], len(fed.data.pools[t].label))
         return Requests(device, tuple(tasks), sample)
 
     def trackers(self) -> dict[str, np.ndarray]:
@@ -421,8 +466,7 @@ class _Reader:
         for name in ("last_sync", "last_train"):
             ago = self.tensors[f"{name}_ago"].numpy()
             if (ago < -1).any():
-                raise self.fail(f"tensor '{name}_ago' must hold rounds ago >= 0 or -1 (never), "
-                                f"got {int(ago.min())}")
+                raise self.fail(f"tensor '{name}_ago' must hold rounds ago >= 0 or -1 (never), got {int(ago.min())}")
             out[name] = np.where(ago >= 0, np.maximum(now - ago, 0), -1).astype(np.int64)
         out["trained_ever"] = self.tensors["trained_ever"].numpy().copy()
         out["expert_mask"] = self.tensors["expert_mask"].numpy().copy()
@@ -452,4 +496,3 @@ def _swap_in(fed: Federation, state: dict[str, Any]) -> None:
     fed.accuracy = state["accuracy"]
     fed.cold_starts = state["cold_starts"]
     fed.requests = state["requests"]
-

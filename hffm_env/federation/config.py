@@ -133,8 +133,13 @@ class FaultConfig:
 
     @property
     def any(self) -> bool:
-        return bool(self.dropout_before_upload or self.dropout_after_upload or self.straggler_fraction
-                    or self.round_deadline_s is not None or self.edge_outage)
+        return bool(
+            self.dropout_before_upload
+            or self.dropout_after_upload
+            or self.straggler_fraction
+            or self.round_deadline_s is not None
+            or self.edge_outage
+        )
 
 
 @dataclass(frozen=True)
@@ -250,13 +255,19 @@ class FederationConfig:
         check_int("federation.gossip_rounds", self.gossip_rounds, low=1)
         check_choice("federation.gossip_weights", self.gossip_weights, GOSSIP_WEIGHTS)
         if not isinstance(self.specialists_contribute, bool):
-            raise ConfigError(f"federation.specialists_contribute must be True or False, got "
-                              f"{self.specialists_contribute!r}")
+            raise ConfigError(
+                f"federation.specialists_contribute must be True or False, got {self.specialists_contribute!r}"
+            )
         if self.eval_max_samples is not None:
             check_int("federation.eval_max_samples", self.eval_max_samples, low=1)
         if self.keep_ledger_rounds is not None:
             check_int("federation.keep_ledger_rounds", self.keep_ledger_rounds, low=1)
-        for name, cls in (("events", EventConfig), ("privacy", PrivacyConfig), ("adversaries", AdversaryConfig),
-                          ("inference", InferenceConfig), ("faults", FaultConfig)):
+        for name, cls in (
+            ("events", EventConfig),
+            ("privacy", PrivacyConfig),
+            ("adversaries", AdversaryConfig),
+            ("inference", InferenceConfig),
+            ("faults", FaultConfig),
+        ):
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"federation.{name} must be a {cls.__name__}, got {getattr(self, name)!r}")

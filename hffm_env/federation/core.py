@@ -37,12 +37,7 @@ from hffm_env.federation.op_aggregate import AggregateOp
 from hffm_env.federation.op_relay import RelayOp
 from hffm_env.federation.op_serve import ServeOp
 from hffm_env.federation.op_specialize import SpecializeOp
-from hffm_env.federation.ops import (
-    Aggregate,
-    Offload,
-    Relay,
-    Specialize,
-)
+from hffm_env.federation.ops import Aggregate, Offload, Relay, Specialize
 from hffm_env.federation.records import (
     SPECIALIST_GROUP,
     ColdStart,
@@ -64,8 +59,20 @@ from hffm_env.network.ledger import Ledger
 from hffm_env.network.schedules import charge_aggregation_parts
 from hffm_env.scenario import Scenario
 
-__all__ = ["SHARED_KINDS", "SPECIALIST_GROUP", "ColdStart", "Federation", "InferenceResult", "Membership", "Requests",
-           "Roles", "RoundResult", "load_backbone", "module_kinds", "pair_mean"]
+__all__ = [
+    "SHARED_KINDS",
+    "SPECIALIST_GROUP",
+    "ColdStart",
+    "Federation",
+    "InferenceResult",
+    "Membership",
+    "Requests",
+    "Roles",
+    "RoundResult",
+    "load_backbone",
+    "module_kinds",
+    "pair_mean",
+]
 
 SHARED_KINDS = ("adapters", "prompts", "experts", "gate")
 
@@ -80,12 +87,16 @@ def module_kinds(scenario: Scenario) -> tuple[str, ...]:
     """The module kinds a scenario's model has and moves: the shared kinds of nonzero
     size, the encoder of every modality its tasks use, one head per task."""
     tasks = tuple(scenario.data.tasks)
-    fresh = init_bank(scenario.model, {t: len(task_spec(t).answers) for t in tasks}, 1,
-                      torch.Generator().manual_seed(0))
+    fresh = init_bank(
+        scenario.model, {t: len(task_spec(t).answers) for t in tasks}, 1, torch.Generator().manual_seed(0)
+    )
     sizes = payload_bytes(fresh)
     used = {m for t in tasks for m in task_spec(t).modalities}
-    return tuple([k for k in SHARED_KINDS if sizes.get(k, 0) > 0] + [ENCODER_OF[m] for m in MODALITIES if m in used]
-                 + [head_kind(t) for t in tasks])
+    return tuple(
+        [k for k in SHARED_KINDS if sizes.get(k, 0) > 0]
+        + [ENCODER_OF[m] for m in MODALITIES if m in used]
+        + [head_kind(t) for t in tasks]
+    )
 
 
 class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, RelayOp, SpecializeOp, ServeOp):
@@ -127,7 +138,9 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
         answers = {t: len(task_spec(t).answers) for t in self.tasks}
         gen = torch.Generator().manual_seed(int(root.generate_state(1)[0]))
         self.fresh = init_bank(scenario.model, answers, 1, gen)
-        self.bank: Bank = {n: t.repeat(self.n_nodes, *([1] * (t.dim() - 1))).contiguous() for n, t in self.fresh.items()}
+        self.bank: Bank = {
+            n: t.repeat(self.n_nodes, *([1] * (t.dim() - 1))).contiguous() for n, t in self.fresh.items()
+        }
         self.synced: Bank = {n: t.clone() for n, t in self.bank.items()}
         self.adam = AdamState.zeros_like(self.bank)
         sizes = payload_bytes(self.fresh)
@@ -135,29 +148,39 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
         E = scenario.model.n_experts
         k_e = self.config.experts_per_device
         if k_e is not None and k_e > E:
-            raise ConfigError(f"federation.experts_per_device must be an integer in [1, {E}] "
-                              f"(model.n_experts), got {k_e}")
+            raise ConfigError(
+                f"federation.experts_per_device must be an integer in [1, {E}] (model.n_experts), got {k_e}"
+            )
         role_rng = np.random.default_rng(role_ss)
         self.expert_mask = np.ones((self.n_nodes, E), dtype=bool)
         if k_e is not None and k_e < E:
-            self.expert_mask[:self.n_devices] = False
+            self.expert_mask[: self.n_devices] = False
             for d in range(self.n_devices):
                 self.expert_mask[d, role_rng.choice(E, size=k_e, replace=False)] = True
         scale = self.config.payload_scale
         self.wire_bytes = {k: sizes[k] * scale * ((k_e or E) / E if k == "experts" else 1.0) for k in self.kinds}
         sh = self.data.shards
-        self.members = Membership(np.ones(self.n_devices, dtype=bool), [set(m) for m in sh.modalities],
-                                   [list(t) for t in sh.tasks], [dict(x) for x in sh.train],
-                                   [dict(x) for x in sh.test])
+        self.members = Membership(
+            np.ones(self.n_devices, dtype=bool),
+            [set(m) for m in sh.modalities],
+            [list(t) for t in sh.tasks],
+            [dict(x) for x in sh.train],
+            [dict(x) for x in sh.test],
+        )
         self.roles = Roles()
         adv = self.config.adversaries
         n_adv = int(round(adv.fraction * self.n_devices))
         for d in role_rng.choice(self.n_devices, size=n_adv, replace=False):
             self.roles.attack[int(d)] = (adv.attack, adv.strength)
         inf = self.config.inference
-        self.model_bytes = inf.model_bytes if inf.model_bytes is not None else float(
-            sum(p.numel() * p.element_size() for p in self.backbone.parameters())
-            + sum(t[0].numel() * t.element_size() for t in self.fresh.values()))
+        self.model_bytes = (
+            inf.model_bytes
+            if inf.model_bytes is not None
+            else float(
+                sum(p.numel() * p.element_size() for p in self.backbone.parameters())
+                + sum(t[0].numel() * t.element_size() for t in self.fresh.values())
+            )
+        )
         self.memory_bytes = role_rng.uniform(*inf.device_memory_bytes_range, size=self.n_devices)
         self.ledger = Ledger(keep_rounds=self.config.keep_ledger_rounds)
         self.round_index = -1
@@ -187,12 +210,18 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
         first round: the yardstick the envs normalise costs by. Priced on a scratch
         copy of the network without link faults; the run itself is not touched."""
         if not hasattr(self, "_reference"):
-            scratch = FogNetwork(replace(self.scenario.network, faults=LinkFaultConfig()), np.random.default_rng(
-                np.random.SeedSequence(self._net_seed.entropy, spawn_key=self._net_seed.spawn_key)))
+            scratch = FogNetwork(
+                replace(self.scenario.network, faults=LinkFaultConfig()),
+                np.random.default_rng(
+                    np.random.SeedSequence(self._net_seed.entropy, spawn_key=self._net_seed.spawn_key)
+                ),
+            )
             scratch.new_round()
             ledger = Ledger()
             ledger.begin_round(0)
-            charge_aggregation_parts(scratch, ledger, [(dict(self.wire_bytes), None)], self.scenario.network.n_tiers - 1)
+            charge_aggregation_parts(
+                scratch, ledger, [(dict(self.wire_bytes), None)], self.scenario.network.n_tiers - 1
+            )
             cost = ledger.end_round()
             self._reference = (cost.latency_s, cost.energy_j)
         return self._reference
@@ -269,16 +298,31 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
         self.accuracy, self.p_correct = self.measure()
         cost = self.ledger.end_round()
         if self.net.retransmitted_packets or self.net.retransmitted_bytes:
-            self._faults.append({"fault": "packet_loss", "retransmitted_packets": self.net.retransmitted_packets,
-                                 "retransmitted_bytes": self.net.retransmitted_bytes})
+            self._faults.append(
+                {
+                    "fault": "packet_loss",
+                    "retransmitted_packets": self.net.retransmitted_packets,
+                    "retransmitted_bytes": self.net.retransmitted_bytes,
+                }
+            )
         self._open = False
         # a cold start trained from scratch long enough joins its module's federation
         self.cold_starts = [c for c in self.cold_starts if c.rounds < self.config.cold_start_rounds]
         events = self._draw_events()
         self.requests = self._draw_requests()
         loss = float(np.nanmean(self._losses)) if np.isfinite(self._losses).any() else float("nan")
-        return RoundResult(self.round_index, self.accuracy, cost, loss, tuple(self._ops), tuple(events),
-                           self._inference, tuple(self.cold_starts), tuple(self._faults), self.p_correct)
+        return RoundResult(
+            self.round_index,
+            self.accuracy,
+            cost,
+            loss,
+            tuple(self._ops),
+            tuple(events),
+            self._inference,
+            tuple(self.cold_starts),
+            tuple(self._faults),
+            self.p_correct,
+        )
 
     def evaluate(self) -> dict[int, dict[str, float]]:
         """Accuracy of every active device's copy on each of its active tasks' test shard."""
@@ -308,18 +352,23 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
             rates += [float(np.mean(labels[i] == top)) for i in held]
         return float(np.mean(rates)) if rates else float("nan")
 
-    def measure(self, test: tuple[dict[str, np.ndarray], ...] | None = None, devices=None
-                ) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]:
+    def measure(
+        self, test: tuple[dict[str, np.ndarray], ...] | None = None, devices=None
+    ) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]:
         """Accuracy and mean probability of the right answer of every active device's
         copy (or of ``devices``' only) on each of its active tasks, in one batched
         pass, on :meth:`eval_shards` (or on ``test``: per device, task -> pool indices)."""
         view = self.view()
         sh = view.shards
-        view = FederatedData(view.config, view.pools, Shards(sh.tasks, sh.modalities, sh.train,
-                                                             self.eval_shards() if test is None else test))
+        view = FederatedData(
+            view.config,
+            view.pools,
+            Shards(sh.tasks, sh.modalities, sh.train, self.eval_shards() if test is None else test),
+        )
         only = None if devices is None else set(int(d) for d in devices)
-        devs = np.array([d for d in range(self.n_devices) if view.shards.tasks[d] and (only is None or d in only)],
-                        dtype=np.int64)
+        devs = np.array(
+            [d for d in range(self.n_devices) if view.shards.tasks[d] and (only is None or d in only)], dtype=np.int64
+        )
         if not devs.size:
             return {}, {}
         return evaluate_metrics(self.backbone, self.bank, view, devs, devs, self.model_config)
@@ -341,12 +390,18 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
         self.train()
         for op in ops:
             if isinstance(op, Aggregate):
-                self.aggregate(op.kinds, op.scope, path=op.path, clusters=op.clusters, rule=op.rule,
-                               gossip_rounds=op.gossip_rounds, d2d_clusters=op.d2d_clusters)
+                self.aggregate(
+                    op.kinds,
+                    op.scope,
+                    path=op.path,
+                    clusters=op.clusters,
+                    rule=op.rule,
+                    gossip_rounds=op.gossip_rounds,
+                    d2d_clusters=op.d2d_clusters,
+                )
         offloads = [op for op in ops if isinstance(op, Offload)]
         if len(offloads) > 1:
             raise ValueError("ops may hold at most one Offload")
         if len(self.requests):
             self.serve(offloads[0].targets if offloads else None)
         return self.end_round()
-

@@ -23,7 +23,7 @@ class FaultsMixin:
         self._dropped_after = np.zeros(n, dtype=bool)
         self._late = np.zeros(n, dtype=bool)
         self._slowdown = np.ones(n)
-        self._train_s = np.zeros(n)          # each device's training seconds this round so far
+        self._train_s = np.zeros(n)  # each device's training seconds this round so far
 
     def _draw_faults(self) -> None:
         """This round's node faults (``federation.faults``) and the link failures the
@@ -38,10 +38,18 @@ class FaultsMixin:
             self._slowdown[slow] = f.straggler_slowdown
             v = self.fault_rng.random(topo.n_clusters)
             self.edge_down = np.where(self.edge_down, v >= f.edge_repair, v < f.edge_outage)
-            self._faults += [{"fault": "edge_outage", "cluster": int(c), "server": int(topo.tier_offsets[1] + c),
-                              "fallback": f.outage_fallback} for c in np.nonzero(self.edge_down)[0]]
-        self._faults += [{"fault": "d2d_link_down", "link": [int(a), int(b)]}
-                         for a, b in topo.d2d.edges[~self.net.d2d_up]]
+            self._faults += [
+                {
+                    "fault": "edge_outage",
+                    "cluster": int(c),
+                    "server": int(topo.tier_offsets[1] + c),
+                    "fallback": f.outage_fallback,
+                }
+                for c in np.nonzero(self.edge_down)[0]
+            ]
+        self._faults += [
+            {"fault": "d2d_link_down", "link": [int(a), int(b)]} for a, b in topo.d2d.edges[~self.net.d2d_up]
+        ]
 
     def _server_down(self, node: int) -> bool:
         """Whether ``node`` is an edge server that is out this round."""

@@ -39,9 +39,12 @@ class MembershipMixin:
             self._tables, self._tables_version = {}, self.members.version
         if kind not in self._tables:
             tasks = [self._tasks_for(d, kind) for d in range(self.n_devices)]
-            self._tables[kind] = (np.array([bool(t) for t in tasks], dtype=bool),
-                                  np.array([sum(len(self.members.train[d][x]) for x in t) for d, t in enumerate(tasks)],
-                                           dtype=np.float64))
+            self._tables[kind] = (
+                np.array([bool(t) for t in tasks], dtype=bool),
+                np.array(
+                    [sum(len(self.members.train[d][x]) for x in t) for d, t in enumerate(tasks)], dtype=np.float64
+                ),
+            )
         return self._tables[kind]
 
     def view(self, only: dict[int, list[str]] | None = None) -> FederatedData:
@@ -56,9 +59,12 @@ class MembershipMixin:
             if only is not None:
                 ts = [t for t in ts if t in only.get(d, ())]
             tasks.append(tuple(ts))
-        shards = Shards(tuple(tasks), tuple(tuple(sorted(m)) for m in mem.modalities),
-                        tuple({t: mem.train[d][t] for t in tasks[d]} for d in range(self.n_devices)),
-                        tuple({t: mem.test[d][t] for t in tasks[d]} for d in range(self.n_devices)))
+        shards = Shards(
+            tuple(tasks),
+            tuple(tuple(sorted(m)) for m in mem.modalities),
+            tuple({t: mem.train[d][t] for t in tasks[d]} for d in range(self.n_devices)),
+            tuple({t: mem.test[d][t] for t in tasks[d]} for d in range(self.n_devices)),
+        )
         out = FederatedData(self.data.config, self.data.pools, shards)
         if only is None:
             self._view_cache = (mem.version, out)
@@ -78,8 +84,9 @@ class MembershipMixin:
                     if new:
                         out.append(self.add_task(d, new[rng.integers(len(new))]))
                 if rng.random() < ev.modality_off and len(mem.modalities[d]) > 1:
-                    out.append(self.set_modality(d, sorted(mem.modalities[d])[rng.integers(len(mem.modalities[d]))],
-                                                 False))
+                    out.append(
+                        self.set_modality(d, sorted(mem.modalities[d])[rng.integers(len(mem.modalities[d]))], False)
+                    )
                 off = [m for m in MODALITIES if m not in mem.modalities[d]]
                 if off and rng.random() < ev.modality_on:
                     out.append(self.set_modality(d, off[rng.integers(len(off))], True))
@@ -127,8 +134,13 @@ class MembershipMixin:
             n_test = int(np.median([len(mem.test[x][task]) for x in holders])) if holders else 1
             n_train = min(max(n_train, cfg.min_shard), len(rest))
             train = self.event_rng.choice(rest, size=n_train, replace=False)
-            test = deal_shares(part, self.data.pools[task].label, [min(max(n_test, 1), len(part))], self.event_rng,
-                               cfg.eval_shares == "stratified")[0]
+            test = deal_shares(
+                part,
+                self.data.pools[task].label,
+                [min(max(n_test, 1), len(part))],
+                self.event_rng,
+                cfg.eval_shares == "stratified",
+            )[0]
         else:
             size = int(np.median([len(mem.train[x][task]) + len(mem.test[x][task]) for x in holders])) if holders else 0
             size = max(size, int(np.ceil(cfg.min_shard / (1.0 - cfg.test_fraction))) + 1)

@@ -10,17 +10,9 @@ import numpy as np
 import torch
 
 from hffm_env._validation import check_choice
-from hffm_env.federation.aggregation import (
-    aggregate_into,
-    attack_updates,
-    clip_updates,
-    gossip_matrix,
-)
+from hffm_env.federation.aggregation import aggregate_into, attack_updates, clip_updates, gossip_matrix
 from hffm_env.federation.config import RULES
-from hffm_env.federation.ops import (
-    PATHS,
-    SCOPES,
-)
+from hffm_env.federation.ops import PATHS, SCOPES
 from hffm_env.model.banks import gather
 from hffm_env.network.schedules import charge_aggregation_parts
 
@@ -34,15 +26,15 @@ class AggregateOp:
         idx = torch.as_tensor(rows)
         clip = self.config.privacy.clip_norm if privacy else None
         if clip is None and not any(int(r) in self.roles.attack for r in rows):
-            return gather(self.bank, names, idx)              # honest, unclipped: the copies themselves
+            return gather(self.bank, names, idx)  # honest, unclipped: the copies themselves
         base = gather(self.synced, names, idx)
         upd = {n: c - base[n] for n, c in gather(self.bank, names, idx).items()}
         for i, r in enumerate(rows):
             if int(r) in self.roles.attack:
                 attack, strength = self.roles.attack[int(r)]
-                one = attack_updates({n: u[i:i + 1] for n, u in upd.items()}, attack, strength, self.torch_gen)
+                one = attack_updates({n: u[i : i + 1] for n, u in upd.items()}, attack, strength, self.torch_gen)
                 for n in names:
-                    upd[n][i:i + 1] = one[n]
+                    upd[n][i : i + 1] = one[n]
         if clip is not None:
             upd = clip_updates(upd, clip)
         return {n: base[n] + upd[n] for n in names}
@@ -56,8 +48,17 @@ class AggregateOp:
             self.last_sync[np.asarray(rows, dtype=np.int64), self.kind_index(k)] = self.round_index
 
     # ------------------------------------------------------------------ aggregation
-    def aggregate(self, kinds, scope: str, *, path: str | None = None, clusters=None, rule: str | None = None,
-                  gossip_rounds: int | None = None, d2d_clusters=None) -> dict:
+    def aggregate(
+        self,
+        kinds,
+        scope: str,
+        *,
+        path: str | None = None,
+        clusters=None,
+        rule: str | None = None,
+        gossip_rounds: int | None = None,
+        d2d_clusters=None,
+    ) -> dict:
         """Aggregate module ``kinds`` at ``scope`` (see :class:`~hffm_env.federation.ops.Aggregate`).
 
         Each kind is aggregated over the round's participants that hold it, weighted
@@ -100,16 +101,27 @@ class AggregateOp:
         fallback = self.config.faults.outage_fallback
         up = np.setdiff1d(clusters, out)
         to_cloud = out if fallback == "cloud" else out[:0]
-        record = self._aggregate(kinds, scope, path, np.concatenate([up, to_cloud]), rule, gossip_rounds,
-                                 d2d_clusters, to_cloud)
+        record = self._aggregate(
+            kinds, scope, path, np.concatenate([up, to_cloud]), rule, gossip_rounds, d2d_clusters, to_cloud
+        )
         if out.size:
             record["outage"] = {"clusters": out.tolist(), "fallback": fallback}
             if fallback == "d2d":
                 self._aggregate(kinds, "d2d", "gather", out, rule, None, None, out[:0], fallback_for=len(self._ops) - 1)
         return record
 
-    def _aggregate(self, kinds: tuple[str, ...], scope: str, path: str, clusters: np.ndarray, rule: str,
-                   gossip_rounds: int | None, d2d_clusters, to_cloud: np.ndarray, fallback_for: int | None = None) -> dict:
+    def _aggregate(
+        self,
+        kinds: tuple[str, ...],
+        scope: str,
+        path: str,
+        clusters: np.ndarray,
+        rule: str,
+        gossip_rounds: int | None,
+        d2d_clusters,
+        to_cloud: np.ndarray,
+        fallback_for: int | None = None,
+    ) -> dict:
         topo = self.topology
         in_scope = np.isin(topo.cluster, clusters)
         via_head = np.zeros(self.n_devices, dtype=bool)
@@ -120,19 +132,27 @@ class AggregateOp:
         took_part[self._participants] = True
         took_part &= ~(self._dropped_before | self._late)
         # D2D-routed devices cut off from their head by failed links cannot take part
-        routed = in_scope & ((scope == "d2d" and not gossip) | (path == "d2d") | via_head) \
-            & ~np.isin(topo.cluster, to_cloud)                 # those reach the cloud directly
+        routed = (
+            in_scope & ((scope == "d2d" and not gossip) | (path == "d2d") | via_head) & ~np.isin(topo.cluster, to_cloud)
+        )  # those reach the cloud directly
         cut_off = routed & took_part
         if cut_off.any():
             cut_off &= ~self.net.reaches_head()
         took_part &= ~cut_off
-        record = {"op": "aggregate", "scope": scope, "path": path, "rule": rule, "kinds": list(kinds),
-                  "participants": {}}
+        record = {
+            "op": "aggregate",
+            "scope": scope,
+            "path": path,
+            "rule": rule,
+            "kinds": list(kinds),
+            "participants": {},
+        }
         if fallback_for is not None:
             record["fallback_for"] = fallback_for
         if cut_off.any():
-            self._faults.append({"fault": "d2d_unreachable", "devices": np.nonzero(cut_off)[0].tolist(),
-                                 "op": len(self._ops)})
+            self._faults.append(
+                {"fault": "d2d_unreachable", "devices": np.nonzero(cut_off)[0].tolist(), "op": len(self._ops)}
+            )
         # kinds with the same participants and weights move (and mix) together
         groups: dict[tuple, list[str]] = {}
         for k in kinds:
@@ -154,8 +174,9 @@ class AggregateOp:
             keep = {k: np.nonzero(self.holds(k) & self.specialist_mask(k))[0] for k in ks}
             frozen = np.concatenate([devs[self._dropped_after[devs]], off + to_cloud]).astype(np.int64)
             restores = [self._snapshot([k], keep[k]) for k in ks] + [self._snapshot(ks, frozen)]
-            self._aggregate_values(ks, devs, np.maximum(np.array(counts, dtype=np.float64), 1.0), scope, path, rule,
-                                   gossip_rounds)
+            self._aggregate_values(
+                ks, devs, np.maximum(np.array(counts, dtype=np.float64), 1.0), scope, path, rule, gossip_rounds
+            )
             for restore in restores:
                 restore()
             payload = {k: self.wire_bytes[k] for k in ks}
@@ -171,8 +192,11 @@ class AggregateOp:
                 record["d2d_clusters"] = sorted(int(c) for c in d2d_clusters)
             direct = np.isin(topo.cluster, to_cloud)
             # clusters are disjoint, so each set of clusters is charged on its own path
-            for sel, d2d, star in ((~via_head & ~direct, scope == "d2d" or path == "d2d", path == "star"),
-                                   (via_head & ~direct, True, False), (direct, False, True)):
+            for sel, d2d, star in (
+                (~via_head & ~direct, scope == "d2d" or path == "d2d", path == "star"),
+                (via_head & ~direct, True, False),
+                (direct, False, True),
+            ):
                 sub = [(p, d[sel[d]], r[sel[r]]) for p, d, r in parts]
                 charge_aggregation_parts(self.net, self.ledger, sub, level, d2d=d2d, star=star)
         self._ops.append(record)
@@ -197,14 +221,26 @@ class AggregateOp:
 
         return restore
 
-    def _aggregate_values(self, kinds: list[str], devs: np.ndarray, w: np.ndarray, scope: str, path: str,
-                          rule: str, gossip_rounds: int | None) -> None:
+    def _aggregate_values(
+        self,
+        kinds: list[str],
+        devs: np.ndarray,
+        w: np.ndarray,
+        scope: str,
+        path: str,
+        rule: str,
+        gossip_rounds: int | None,
+    ) -> None:
         topo, cfg = self.topology, self.config
         names = self.names_of(kinds)
         receivers = devs[[not any(self.is_specialist(d, k) for k in kinds) for d in devs]]
         sent = self._sent(names, devs, privacy=True)
-        rule_args = {"trim_fraction": cfg.trim_fraction, "krum_f": cfg.krum_f, "bucket_size": cfg.bucket_size,
-                     "bucket_generator": self.bucket_gen}
+        rule_args = {
+            "trim_fraction": cfg.trim_fraction,
+            "krum_f": cfg.krum_f,
+            "bucket_size": cfg.bucket_size,
+            "bucket_generator": self.bucket_gen,
+        }
         mask = self.expert_mask[devs] if "experts" in kinds else None
         cluster = topo.cluster[devs]
         if scope == "d2d" and path == "gossip":
@@ -215,22 +251,53 @@ class AggregateOp:
             # one flat aggregate at the top; the edge copies are not touched
             top = np.array([topo.top])
             targets = np.concatenate([top, devs])
-            aggregate_into(self.bank, sent, np.zeros(devs.size, dtype=np.int64), w, targets,
-                           np.zeros(targets.size, dtype=np.int64), rule, expert_mask=mask,
-                           noise_std=self._noise_std(w, np.zeros(devs.size, dtype=np.int64)),
-                           generator=self.torch_gen, **rule_args)
+            aggregate_into(
+                self.bank,
+                sent,
+                np.zeros(devs.size, dtype=np.int64),
+                w,
+                targets,
+                np.zeros(targets.size, dtype=np.int64),
+                rule,
+                expert_mask=mask,
+                noise_std=self._noise_std(w, np.zeros(devs.size, dtype=np.int64)),
+                generator=self.torch_gen,
+                **rule_args,
+            )
             self._write(kinds, np.concatenate([receivers, top]))
             return
         noise = self._noise_std(w, cluster)
         if scope == "d2d":
-            aggregate_into(self.bank, sent, cluster, w, devs, cluster, rule, expert_mask=mask, noise_std=noise,
-                           generator=self.torch_gen, **rule_args)
+            aggregate_into(
+                self.bank,
+                sent,
+                cluster,
+                w,
+                devs,
+                cluster,
+                rule,
+                expert_mask=mask,
+                noise_std=noise,
+                generator=self.torch_gen,
+                **rule_args,
+            )
             self._write(kinds, receivers)
             return
         # edge level: one aggregate per cluster into the edge server's row (privacy noise added there)
         edges = topo.tier_offsets[1] + np.unique(cluster)
-        aggregate_into(self.bank, sent, cluster, w, edges, edges - topo.tier_offsets[1], rule, expert_mask=mask,
-                       noise_std=noise, generator=self.torch_gen, **rule_args)
+        aggregate_into(
+            self.bank,
+            sent,
+            cluster,
+            w,
+            edges,
+            edges - topo.tier_offsets[1],
+            rule,
+            expert_mask=mask,
+            noise_std=noise,
+            generator=self.torch_gen,
+            **rule_args,
+        )
         if scope == "edge":
             src = torch.as_tensor(topo.tier_offsets[1] + cluster)
             for n in names:
@@ -242,8 +309,17 @@ class AggregateOp:
         edge_sent = gather(self.bank, names, torch.as_tensor(edges))
         emask = None if mask is None else np.ones((edges.size, mask.shape[1]), dtype=bool)
         targets = np.concatenate([[topo.top], edges, devs])
-        aggregate_into(self.bank, edge_sent, np.zeros(edges.size, dtype=np.int64), cw, targets,
-                       np.zeros(targets.size, dtype=np.int64), rule, expert_mask=emask, **rule_args)
+        aggregate_into(
+            self.bank,
+            edge_sent,
+            np.zeros(edges.size, dtype=np.int64),
+            cw,
+            targets,
+            np.zeros(targets.size, dtype=np.int64),
+            rule,
+            expert_mask=emask,
+            **rule_args,
+        )
         self._write(kinds, np.concatenate([receivers, edges, [topo.top]]))
 
     def _noise_std(self, w: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -276,7 +352,7 @@ class AggregateOp:
         devs = np.asarray(devs, dtype=np.int64)
         pos = -np.ones(self.n_devices, dtype=np.int64)
         pos[devs] = np.arange(devs.size)
-        e = self.topology.d2d.edges[self.net.d2d_up]       # links that are down carry nothing this round
+        e = self.topology.d2d.edges[self.net.d2d_up]  # links that are down carry nothing this round
         keep = (pos[e[:, 0]] >= 0) & (pos[e[:, 1]] >= 0)
         return gossip_matrix(devs.size, pos[e[keep]], kind or self.config.gossip_weights)
 
@@ -288,5 +364,12 @@ class AggregateOp:
         senders = np.concatenate([e[:, 0], e[:, 1]])
         receivers = np.concatenate([e[:, 1], e[:, 0]])
         for r in range(rounds):
-            self.net.charge_d2d_hops(self.ledger, "aggregate", payload, senders, receivers,
-                                     group=self.topology.cluster[senders], step=f"gossip:{r + 1}")
+            self.net.charge_d2d_hops(
+                self.ledger,
+                "aggregate",
+                payload,
+                senders,
+                receivers,
+                group=self.topology.cluster[senders],
+                step=f"gossip:{r + 1}",
+            )

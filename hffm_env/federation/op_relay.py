@@ -39,8 +39,10 @@ class RelayOp:
         record = {"op": "relay", "kind": kind, "source": source, "target": target, "path": path}
         if path == "d2d":
             if source >= self.n_devices:
-                raise ValueError(f"a D2D relay needs a device source, got node {source} (tier "
-                                 f"{self.scenario.network.tiers[topo.tier[source]].name})")
+                raise ValueError(
+                    f"a D2D relay needs a device source, got node {source} (tier "
+                    f"{self.scenario.network.tiers[topo.tier[source]].name})"
+                )
             comp, full = self.net.d2d_components(), self.net.d2d_components(working=False)
             if full[source] == full[target] and comp[source] != comp[target]:
                 return self._relay_failed(record, "d2d_link_down")
@@ -51,8 +53,11 @@ class RelayOp:
             if any(self._server_down(n) for n in hops_up + [turn] + hops_down):
                 return self._relay_failed(record, "edge_outage")
             self._charge_tree_relay(payload, hops_up, hops_down, group=group)
-        sent = self._sent(names, np.array([source]), privacy=False) if source < self.n_devices else \
-            {n: self.bank[n][source:source + 1] for n in names}
+        sent = (
+            self._sent(names, np.array([source]), privacy=False)
+            if source < self.n_devices
+            else {n: self.bank[n][source : source + 1] for n in names}
+        )
         for n in names:
             self.bank[n][target] = sent[n][0]
             self.adam.m[n][target] = 0.0
@@ -66,8 +71,9 @@ class RelayOp:
 
     def _relay_failed(self, record: dict, reason: str) -> dict:
         record["failed"] = reason
-        self._faults.append({"fault": "relay_failed", "reason": reason,
-                             **{k: record[k] for k in ("kind", "source", "target", "path")}})
+        self._faults.append(
+            {"fault": "relay_failed", "reason": reason, **{k: record[k] for k in ("kind", "source", "target", "path")}}
+        )
         self._ops.append(record)
         return record
 
@@ -77,7 +83,7 @@ class RelayOp:
         receive on the way down (``target`` last)."""
         up, down = self._ancestors(source), self._ancestors(target)
         turn = self.topology.top if via_top else [n for n in up if n in down and n >= self.n_devices][0]
-        return up[:up.index(turn)], turn, down[:down.index(turn)][::-1]
+        return up[: up.index(turn)], turn, down[: down.index(turn)][::-1]
 
     def _ancestors(self, node: int) -> list[int]:
         out = [node]

@@ -12,10 +12,7 @@ import torch
 from hffm_env._validation import check_choice
 from hffm_env.data import task_spec
 from hffm_env.federation.ops import OFFLOAD_TARGETS
-from hffm_env.federation.records import (
-    InferenceResult,
-    Requests,
-)
+from hffm_env.federation.records import InferenceResult, Requests
 from hffm_env.model import m3t
 from hffm_env.model.banks import gather, head_kind
 from hffm_env.model.numerics import flush_denormals
@@ -35,10 +32,19 @@ class ServeOp:
         mem = self.members
         devs, tasks, samples = [], [], []
         if inf.requests_per_device > 0:
-            held_out = {t: np.unique(np.concatenate([mem.test[x][t] for x in range(self.n_devices)
-                                                     if t in mem.active_tasks(x) and len(mem.test[x][t])] or
-                                                    [np.zeros(0, dtype=np.int64)]))
-                        for t in self.tasks}
+            held_out = {
+                t: np.unique(
+                    np.concatenate(
+                        [
+                            mem.test[x][t]
+                            for x in range(self.n_devices)
+                            if t in mem.active_tasks(x) and len(mem.test[x][t])
+                        ]
+                        or [np.zeros(0, dtype=np.int64)]
+                    )
+                )
+                for t in self.tasks
+            }
             for d in range(self.n_devices):
                 own = [t for t in mem.active_tasks(d) if len(mem.test[d][t])]
                 if not own:
@@ -62,8 +68,11 @@ class ServeOp:
         k = self.kind_index(head_kind(task))
         if node >= self.n_devices:
             return bool(self.last_sync[node, k] >= 0)
-        return bool(task in self.members.active_tasks(node) and self.trained_ever[node, k]
-                    and not self.cold(head_kind(task))[node])
+        return bool(
+            task in self.members.active_tasks(node)
+            and self.trained_ever[node, k]
+            and not self.cold(head_kind(task))[node]
+        )
 
     def can_host(self) -> np.ndarray:
         """Devices whose memory holds the model (bool ``[n_devices]``)."""
@@ -80,8 +89,15 @@ class ServeOp:
         if not cands:
             return -1
         head = head_kind(task)
-        return max(cands, key=lambda p: (self.answers(p, task), self.is_specialist(p, head),
-                                         self.accuracy.get(p, {}).get(task, 0.0), -p))
+        return max(
+            cands,
+            key=lambda p: (
+                self.answers(p, task),
+                self.is_specialist(p, head),
+                self.accuracy.get(p, {}).get(task, 0.0),
+                -p,
+            ),
+        )
 
     def offload_mask(self) -> np.ndarray:
         """Valid targets per pending request (bool ``[n_requests, 4]`` in ``OFFLOAD_TARGETS`` order)."""
@@ -104,8 +120,9 @@ class ServeOp:
         r = self.requests
         targets = self.default_offload() if targets is None else tuple(targets)
         if len(targets) != len(r):
-            raise ValueError(f"targets must name one of {OFFLOAD_TARGETS} for each of the {len(r)} requests, "
-                             f"got {len(targets)}")
+            raise ValueError(
+                f"targets must name one of {OFFLOAD_TARGETS} for each of the {len(r)} requests, got {len(targets)}"
+            )
         mask = self.offload_mask()
         topo = self.topology
         holder = np.zeros(len(r), dtype=np.int64)
@@ -113,10 +130,16 @@ class ServeOp:
             check_choice(f"targets[{i}]", tgt, OFFLOAD_TARGETS)
             j = OFFLOAD_TARGETS.index(tgt)
             if not mask[i, j]:
-                raise ValueError(f"targets[{i}]={tgt!r} is not available for the request of device {d} "
-                                 f"(allowed: {[o for o, ok in zip(OFFLOAD_TARGETS, mask[i]) if ok]})")
-            holder[i] = {"local": d, "peer": self.peer_for(int(d), t) if tgt == "peer" else -1,
-                         "edge": topo.parent[d], "cloud": topo.top}[tgt]
+                raise ValueError(
+                    f"targets[{i}]={tgt!r} is not available for the request of device {d} "
+                    f"(allowed: {[o for o, ok in zip(OFFLOAD_TARGETS, mask[i]) if ok]})"
+                )
+            holder[i] = {
+                "local": d,
+                "peer": self.peer_for(int(d), t) if tgt == "peer" else -1,
+                "edge": topo.parent[d],
+                "cloud": topo.top,
+            }[tgt]
         failed = self._blocked_requests(targets, holder)
         correct, p_right = self._infer(holder)
         correct &= ~failed
@@ -157,8 +180,9 @@ class ServeOp:
             inputs, labels = task_inputs(self.data, task, r.sample[sel][:, None])
             rows = torch.as_tensor(holder[sel])
             params = gather(self.bank, used_names(self.bank, task), rows)
-            logits = m3t.forward(self.backbone, params, inputs, task, task_spec(task).modalities,
-                                 self.model_config.experts_top_k)
+            logits = m3t.forward(
+                self.backbone, params, inputs, task, task_spec(task).modalities, self.model_config.experts_top_k
+            )
             correct[sel] = (logits.argmax(-1) == labels).numpy()[:, 0]
             p_right[sel] = right_answer_probability(logits, labels).numpy()[:, 0]
         return correct, p_right
@@ -166,7 +190,7 @@ class ServeOp:
     def input_bytes(self, task: str) -> float:
         """Raw bytes of one input of ``task`` (uint8 image, int16 tokens, float32 signal)."""
         cfg = self.data.config
-        size = {"image": 3 * cfg.image_size ** 2, "text": 2 * cfg.max_question_tokens, "sensor": 4 * cfg.sensor_length}
+        size = {"image": 3 * cfg.image_size**2, "text": 2 * cfg.max_question_tokens, "sensor": 4 * cfg.sensor_length}
         return float(sum(size[m] for m in task_spec(task).modalities))
 
     def _charge_inference(self, targets: tuple[str, ...], holder: np.ndarray, failed: np.ndarray) -> np.ndarray:
@@ -187,30 +211,35 @@ class ServeOp:
         answer = inf.answer_bytes > 0
         for i in np.nonzero(ok & (tgt == "peer"))[0]:
             path = net.d2d_path(int(dev[i]), int(holder[i]), inp[i])
-            latency[i] += net.charge_d2d_path(led, "inference", {"inference": inp[i]}, path, group=int(group[i]),
-                                              step="input")
+            latency[i] += net.charge_d2d_path(
+                led, "inference", {"inference": inp[i]}, path, group=int(group[i]), step="input"
+            )
             if answer:
-                latency[i] += net.charge_d2d_path(led, "inference", ans, path[::-1], group=int(group[i]),
-                                                  step="answer")
+                latency[i] += net.charge_d2d_path(led, "inference", ans, path[::-1], group=int(group[i]), step="answer")
         up = ok & np.isin(tgt, ("edge", "cloud"))
         if up.any():
-            latency[up] += net.charge_upload(led, "inference", one, dev[up], copies=inp[up], group=group[up],
-                                             step="input")
+            latency[up] += net.charge_upload(
+                led, "inference", one, dev[up], copies=inp[up], group=group[up], step="input"
+            )
         cloud = ok & (tgt == "cloud")
         # each cloud request's chain device → ... → top, one tier per column
         chains = np.array([self._ancestors(int(d)) for d in dev[cloud]], dtype=np.int64).reshape(
-            cloud.sum(), self.scenario.network.n_tiers)
-        for k in range(1, chains.shape[1] - 1):            # on up through the servers below the top
-            latency[cloud] += net.charge_upload(led, "inference", one, chains[:, k], copies=inp[cloud],
-                                                group=group[cloud], step=f"input{k - 1}")
+            cloud.sum(), self.scenario.network.n_tiers
+        )
+        for k in range(1, chains.shape[1] - 1):  # on up through the servers below the top
+            latency[cloud] += net.charge_upload(
+                led, "inference", one, chains[:, k], copies=inp[cloud], group=group[cloud], step=f"input{k - 1}"
+            )
         if ok.any():
-            latency[ok] += net.charge_cycles(led, "inference", "inference", holder[ok], inf.cycles_per_inference,
-                                             group=group[ok], step="compute")
+            latency[ok] += net.charge_cycles(
+                led, "inference", "inference", holder[ok], inf.cycles_per_inference, group=group[ok], step="compute"
+            )
         edge = ok & (tgt == "edge")
         if answer and edge.any():
             latency[edge] += net.charge_download(led, "inference", ans, dev[edge], group=group[edge], step="answer0")
         if answer and cloud.any():
-            for k, col in enumerate(range(chains.shape[1] - 2, -1, -1)):   # back down, tier by tier
-                latency[cloud] += net.charge_download(led, "inference", ans, chains[:, col], group=group[cloud],
-                                                      step=f"answer{k}")
+            for k, col in enumerate(range(chains.shape[1] - 2, -1, -1)):  # back down, tier by tier
+                latency[cloud] += net.charge_download(
+                    led, "inference", ans, chains[:, col], group=group[cloud], step=f"answer{k}"
+                )
         return latency

@@ -45,11 +45,31 @@ class SpecializeOp:
         view = self.view({d: sorted({t for k in owned[d] for t in self._tasks_for(d, k)}) for d in nodes})
         devs = np.array(nodes, dtype=np.int64)
         # one batched pass per step for every specialist, each on its own modules
-        local_train(self.backbone, self.bank, self.adam, view, devs, devs, steps, self.config.batch_size,
-                    self.rng, self.model_config, expert_mask=self.expert_mask, flip_labels=self._label_flippers(),
-                    only_kinds=[tuple(owned[d]) for d in nodes])
-        self.net.charge_compute(self.ledger, "aggregate", "specialist", devs, steps * self.config.batch_size,
-                                slowdown=self._slowdown[devs], group=SPECIALIST_GROUP + devs, step="specialist")
+        local_train(
+            self.backbone,
+            self.bank,
+            self.adam,
+            view,
+            devs,
+            devs,
+            steps,
+            self.config.batch_size,
+            self.rng,
+            self.model_config,
+            expert_mask=self.expert_mask,
+            flip_labels=self._label_flippers(),
+            only_kinds=[tuple(owned[d]) for d in nodes],
+        )
+        self.net.charge_compute(
+            self.ledger,
+            "aggregate",
+            "specialist",
+            devs,
+            steps * self.config.batch_size,
+            slowdown=self._slowdown[devs],
+            group=SPECIALIST_GROUP + devs,
+            step="specialist",
+        )
         for d in nodes:
             cols = [self.kind_index(k) for k in owned[d]]
             self.last_train[d, cols] = self.round_index

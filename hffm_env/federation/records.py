@@ -19,7 +19,7 @@ def pair_mean(per_device: dict[int, dict[str, float]]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-SPECIALIST_GROUP = 2_000_000     # ledger groups of specialists' extra steps: one per device, apart from clusters
+SPECIALIST_GROUP = 2_000_000  # ledger groups of specialists' extra steps: one per device, apart from clusters
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class ColdStart:
 
     node: int
     kind: str
-    cause: str          # "task_arrival" | "modality_on" | "join"
+    cause: str  # "task_arrival" | "modality_on" | "join"
     rounds: int = 0
 
 
@@ -55,7 +55,7 @@ class InferenceResult:
     targets: tuple[str, ...]
     correct: np.ndarray
     latency_s: np.ndarray
-    failed: np.ndarray | None = None     # requests a fault left unserved (counted wrong)
+    failed: np.ndarray | None = None  # requests a fault left unserved (counted wrong)
     p_correct: np.ndarray | None = None  # probability the serving copy gave the right answer (0 if failed)
 
     @property

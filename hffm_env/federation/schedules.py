@@ -70,8 +70,15 @@ class ScheduleRun:
         return float(self.accuracy[-1])
 
 
-def run_schedule(scenario: Scenario, schedule: AggregationSchedule | None, rounds: int, seed: int | None = None,
-                 key: str = "", kinds: tuple[str, ...] | None = None, progress=None) -> ScheduleRun:
+def run_schedule(
+    scenario: Scenario,
+    schedule: AggregationSchedule | None,
+    rounds: int,
+    seed: int | None = None,
+    key: str = "",
+    kinds: tuple[str, ...] | None = None,
+    progress=None,
+) -> ScheduleRun:
     """Run ``rounds`` federated rounds of ``schedule`` (every module kind unless
     ``kinds``); ``schedule`` None never aggregates (local training only)."""
     from hffm_env.federation.core import Federation
@@ -98,8 +105,9 @@ def schedule_keys() -> tuple[str, ...]:
     return (*table1_schedules(), LOCAL_ONLY)
 
 
-def run_schedules(scenario: Scenario, rounds: int, seed: int | None = None, keys: tuple[str, ...] | None = None,
-                  progress=None) -> dict[str, ScheduleRun]:
+def run_schedules(
+    scenario: Scenario, rounds: int, seed: int | None = None, keys: tuple[str, ...] | None = None, progress=None
+) -> dict[str, ScheduleRun]:
     """Every Table I schedule and ``local_only`` (or those in ``keys``) on the same
     seeded scenario (same topology, data, initial modules and evaluation set)."""
     schedules = table1_schedules()
@@ -120,14 +128,17 @@ def schedule_table(scenario: Scenario, rounds: int, seeds: tuple[int, ...], prog
     rows = []
     for k in schedule_keys():
         per = [r[k] for r in runs]
-        rows.append({
-            "method": k, "name": per[0].name,
-            "first_accuracy": float(np.mean([r.first_accuracy for r in per])),
-            "final_accuracy": float(np.mean([r.final_accuracy for r in per])),
-            "final_p_correct": float(np.mean([r.p_correct[-1] for r in per])),
-            "majority_rate": float(np.mean([r.majority_rate for r in per])),
-            "latency_s": float(np.mean([r.mean_latency_s for r in per])),
-            "energy_j": float(np.mean([r.mean_energy_j for r in per])),
-            "final_accuracy_per_seed": [r.final_accuracy for r in per],
-        })
+        rows.append(
+            {
+                "method": k,
+                "name": per[0].name,
+                "first_accuracy": float(np.mean([r.first_accuracy for r in per])),
+                "final_accuracy": float(np.mean([r.final_accuracy for r in per])),
+                "final_p_correct": float(np.mean([r.p_correct[-1] for r in per])),
+                "majority_rate": float(np.mean([r.majority_rate for r in per])),
+                "latency_s": float(np.mean([r.mean_latency_s for r in per])),
+                "energy_j": float(np.mean([r.mean_energy_j for r in per])),
+                "final_accuracy_per_seed": [r.final_accuracy for r in per],
+            }
+        )
     return rows

@@ -30,7 +30,7 @@ class TrainingMixin:
         eligible = np.array([d for d in range(self.n_devices) if view.shards.tasks[d]], dtype=np.int64)
         if cfg.participation < 1.0 and eligible.size:
             take = self.rng.random(eligible.size) < cfg.participation
-            take |= np.isin(eligible, [d for d, _ in self.roles.specialists])   # specialists always train
+            take |= np.isin(eligible, [d for d, _ in self.roles.specialists])  # specialists always train
             if not take.any():
                 take[self.rng.integers(eligible.size)] = True
             participants = eligible[take]
@@ -40,29 +40,61 @@ class TrainingMixin:
         losses = np.zeros(0)
         if participants.size and (cfg.local_steps or cfg.local_epochs is not None):
             skipped: set[int] = set()
-            losses = local_train(self.backbone, self.bank, self.adam, view, participants, participants,
-                                 cfg.local_steps, cfg.batch_size, self.rng, self.model_config,
-                                 expert_mask=self.expert_mask, flip_labels=flip, skipped=skipped,
-                                 epochs=cfg.local_epochs)
-            self._faults += [{"fault": "update_skipped", "device": d, "reason": "non-finite AdamW step"}
-                             for d in sorted(skipped)]
-            steps = np.array([len(step_tasks(view, int(d), cfg.local_steps, cfg.batch_size, cfg.local_epochs))
-                              for d in participants])
-            seconds = self.net.charge_compute(self.ledger, "train", "train", participants,
-                                              steps * cfg.batch_size, slowdown=self._slowdown[participants],
-                                              deadline_s=cfg.faults.round_deadline_s)
+            losses = local_train(
+                self.backbone,
+                self.bank,
+                self.adam,
+                view,
+                participants,
+                participants,
+                cfg.local_steps,
+                cfg.batch_size,
+                self.rng,
+                self.model_config,
+                expert_mask=self.expert_mask,
+                flip_labels=flip,
+                skipped=skipped,
+                epochs=cfg.local_epochs,
+            )
+            self._faults += [
+                {"fault": "update_skipped", "device": d, "reason": "non-finite AdamW step"} for d in sorted(skipped)
+            ]
+            steps = np.array(
+                [len(step_tasks(view, int(d), cfg.local_steps, cfg.batch_size, cfg.local_epochs)) for d in participants]
+            )
+            seconds = self.net.charge_compute(
+                self.ledger,
+                "train",
+                "train",
+                participants,
+                steps * cfg.batch_size,
+                slowdown=self._slowdown[participants],
+                deadline_s=cfg.faults.round_deadline_s,
+            )
             self._train_s[participants] = seconds
-            self._faults += [{"fault": "straggler", "device": int(d), "slowdown": float(self._slowdown[d])}
-                             for d in participants if self._slowdown[d] > 1]
+            self._faults += [
+                {"fault": "straggler", "device": int(d), "slowdown": float(self._slowdown[d])}
+                for d in participants
+                if self._slowdown[d] > 1
+            ]
             if cfg.faults.round_deadline_s is not None:
                 late = participants[seconds > cfg.faults.round_deadline_s]
                 self._late[late] = True
-                self._faults += [{"fault": "deadline_miss", "device": int(d), "compute_s": float(t),
-                                  "deadline_s": cfg.faults.round_deadline_s}
-                                 for d, t in zip(participants, seconds) if self._late[d]]
+                self._faults += [
+                    {
+                        "fault": "deadline_miss",
+                        "device": int(d),
+                        "compute_s": float(t),
+                        "deadline_s": cfg.faults.round_deadline_s,
+                    }
+                    for d, t in zip(participants, seconds)
+                    if self._late[d]
+                ]
             for d in participants:
-                for name, hit in (("dropout_before_upload", self._dropped_before),
-                                  ("dropout_after_upload", self._dropped_after)):
+                for name, hit in (
+                    ("dropout_before_upload", self._dropped_before),
+                    ("dropout_after_upload", self._dropped_after),
+                ):
                     if hit[d]:
                         self._faults.append({"fault": name, "device": int(d)})
             # a participant that drops out relays no one's D2D uploads or broadcasts this round

@@ -28,10 +28,17 @@ def vilt_config(config: ModelConfig):
     from transformers import ViltConfig
 
     return ViltConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
-        image_size=config.image_size, patch_size=config.patch_size, max_position_embeddings=config.max_text_tokens,
-        modality_type_vocab_size=3, max_image_length=-1, hidden_dropout_prob=0.0,
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        intermediate_size=config.intermediate_size,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        max_position_embeddings=config.max_text_tokens,
+        modality_type_vocab_size=3,
+        max_image_length=-1,
+        hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
 
@@ -41,20 +48,31 @@ def check_architecture(config: ModelConfig, loaded) -> None:
     from hffm_env._validation import ConfigError
 
     if not 1 <= config.num_layers <= loaded.num_hidden_layers:
-        raise ConfigError(f"num_layers must be in 1..{loaded.num_hidden_layers} (the layers of the backbone in "
-                          f"{config.backbone!r}), got {config.num_layers!r}")
-    pairs = {"hidden_size": loaded.hidden_size, "image_size": loaded.image_size, "patch_size": loaded.patch_size,
-             "vocab_size": loaded.vocab_size}
+        raise ConfigError(
+            f"num_layers must be in 1..{loaded.num_hidden_layers} (the layers of the backbone in "
+            f"{config.backbone!r}), got {config.num_layers!r}"
+        )
+    pairs = {
+        "hidden_size": loaded.hidden_size,
+        "image_size": loaded.image_size,
+        "patch_size": loaded.patch_size,
+        "vocab_size": loaded.vocab_size,
+    }
     for name, value in pairs.items():
         if getattr(config, name) != value:
-            raise ConfigError(f"{name} must be {value} to match the backbone in {config.backbone!r}, "
-                              f"got {getattr(config, name)!r}")
+            raise ConfigError(
+                f"{name} must be {value} to match the backbone in {config.backbone!r}, got {getattr(config, name)!r}"
+            )
     if config.max_text_tokens > loaded.max_position_embeddings:
-        raise ConfigError(f"max_text_tokens must be <= {loaded.max_position_embeddings} (the backbone's text "
-                          f"positions), got {config.max_text_tokens}")
+        raise ConfigError(
+            f"max_text_tokens must be <= {loaded.max_position_embeddings} (the backbone's text "
+            f"positions), got {config.max_text_tokens}"
+        )
     if loaded.modality_type_vocab_size < 3:
-        raise ConfigError("the backbone must have modality_type_vocab_size >= 3 (text, image, sensor); "
-                          f"{config.backbone!r} has {loaded.modality_type_vocab_size}")
+        raise ConfigError(
+            "the backbone must have modality_type_vocab_size >= 3 (text, image, sensor); "
+            f"{config.backbone!r} has {loaded.modality_type_vocab_size}"
+        )
 
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "backbone.safetensors"
@@ -67,8 +85,10 @@ def build_vilt(config: ModelConfig):
     if config.backbone not in ("default", "random"):
         path = Path(config.backbone)
         if not path.is_dir():
-            raise FileNotFoundError(f"backbone directory {path} not found (ModelConfig.backbone must be 'default', "
-                                    "'random' or a local directory written by ViltModel.save_pretrained)")
+            raise FileNotFoundError(
+                f"backbone directory {path} not found (ModelConfig.backbone must be 'default', "
+                "'random' or a local directory written by ViltModel.save_pretrained)"
+            )
         model = ViltModel.from_pretrained(str(path), local_files_only=True)
         check_architecture(config, model.config)
         return truncated(model, config.num_layers)
@@ -77,14 +97,17 @@ def build_vilt(config: ModelConfig):
         # CPU generator only (torch.manual_seed would also queue a CUDA reseed); the
         # fork restores it after this block
         torch.default_generator.manual_seed(config.init_seed)
-        model = ViltModel(vilt_config(replace(config, num_layers=SHIPPED_ARCHITECTURE["num_layers"]) if shipped
-                                      else config))
+        model = ViltModel(
+            vilt_config(replace(config, num_layers=SHIPPED_ARCHITECTURE["num_layers"]) if shipped else config)
+        )
     if shipped:
         from safetensors.torch import load_file
 
         if not SHIPPED_WEIGHTS.is_file():
-            raise FileNotFoundError(f"{SHIPPED_WEIGHTS} is missing: rebuild it with "
-                                    "`python -m training.pretrain_backbone --out hffm_env/assets`")
+            raise FileNotFoundError(
+                f"{SHIPPED_WEIGHTS} is missing: rebuild it with "
+                "`python -m training.pretrain_backbone --out hffm_env/assets`"
+            )
         model.load_state_dict(load_file(str(SHIPPED_WEIGHTS)), strict=True)
     return truncated(model, config.num_layers)
 
@@ -116,13 +139,19 @@ class _FrozenLayer(nn.Module):
         super().__init__()
         att = layer.attention.attention
         self.num_heads = att.num_attention_heads
-        linears = (att.query, att.key, att.value, layer.attention.output.dense, layer.intermediate.dense,
-                   layer.output.dense)
+        linears = (
+            att.query,
+            att.key,
+            att.value,
+            layer.attention.output.dense,
+            layer.intermediate.dense,
+            layer.output.dense,
+        )
         self.own = linears[0].weight.dtype == dtype
         # plain dicts: the ViLT's modules are not registered a second time
         self.linears = dict(zip(self.PROJECTIONS, linears))
         self.norms = {"before": layer.layernorm_before, "after": layer.layernorm_after}
-        self.activation = {"fn": layer.intermediate.intermediate_act_fn}    # the ViLT's own (exact GELU by default)
+        self.activation = {"fn": layer.intermediate.intermediate_act_fn}  # the ViLT's own (exact GELU by default)
         if not self.own:
             for name, lin in self.linears.items():
                 self.register_buffer(f"{name}_w", lin.weight.detach().to(dtype))
@@ -131,8 +160,10 @@ class _FrozenLayer(nn.Module):
         # matmul gives each element exactly as the three do; their input gradients would not)
         qkv = linears[:3]
         self.register_buffer("qkv_w", torch.cat([lin.weight.detach() for lin in qkv]).to(dtype))
-        self.register_buffer("qkv_b", None if any(lin.bias is None for lin in qkv)
-                             else torch.cat([lin.bias.detach() for lin in qkv]).to(dtype))
+        self.register_buffer(
+            "qkv_b",
+            None if any(lin.bias is None for lin in qkv) else torch.cat([lin.bias.detach() for lin in qkv]).to(dtype),
+        )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -157,7 +188,9 @@ class _FrozenLayer(nn.Module):
         low = self.dtype
         x = self._norm("before", h).to(low)
         if x.requires_grad:
-            qkv = [self._linear("query", x[:, :1] if first_only else x)] + [self._linear(p, x) for p in ("key", "value")]
+            qkv = [self._linear("query", x[:, :1] if first_only else x)] + [
+                self._linear(p, x) for p in ("key", "value")
+            ]
         else:
             w, b = self.qkv_w, self.qkv_b
             if first_only:

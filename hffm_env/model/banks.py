@@ -72,13 +72,15 @@ def parse_kind(name: str) -> ModuleKind:
     """The :class:`ModuleKind` of a kind name (``heads.<task>``, ``<modality>_encoder``
     or a shared kind); ValueError for anything else."""
     if name.startswith(HEAD_PREFIX) and len(name) > len(HEAD_PREFIX):
-        return ModuleKind(name, "heads", task=name[len(HEAD_PREFIX):])
+        return ModuleKind(name, "heads", task=name[len(HEAD_PREFIX) :])
     if name in MODALITY_OF:
         return ModuleKind(name, "encoders", modality=MODALITY_OF[name])
     if name in MODULE_KINDS and name != "heads":
         return ModuleKind(name, name)
-    raise ValueError(f"module kind must be heads.<task>, one of {', '.join(MODALITY_OF)} or one of "
-                     f"{', '.join(k for k in MODULE_KINDS if k not in MODALITY_OF and k != 'heads')}, got {name!r}")
+    raise ValueError(
+        f"module kind must be heads.<task>, one of {', '.join(MODALITY_OF)} or one of "
+        f"{', '.join(k for k in MODULE_KINDS if k not in MODALITY_OF and k != 'heads')}, got {name!r}"
+    )
 
 
 def head_kind(task: str) -> str:
@@ -97,8 +99,13 @@ def kind_of(name: str) -> str:
     return parts[0]
 
 
-def init_bank(config: ModelConfig, answers_per_task: dict[str, int], n_holders: int,
-              generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Bank:
+def init_bank(
+    config: ModelConfig,
+    answers_per_task: dict[str, int],
+    n_holders: int,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+) -> Bank:
     """One freshly initialised copy of every module, broadcast to ``n_holders`` rows.
 
     Adapters start as the identity (zero up-projection), as adapter fine-tuning does.

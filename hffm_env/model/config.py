@@ -10,8 +10,16 @@ BACKBONE_DTYPES = ("float32", "bfloat16")
 
 # The architecture of the backbone shipped in hffm_env/assets (training/pretrain_backbone.py).
 SHIPPED_ARCHITECTURE = {
-    "hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 256, "image_size": 32,
-    "patch_size": 8, "max_text_tokens": 12, "vocab_size": 256, "sensor_length": 64, "sensor_patch": 8,
+    "hidden_size": 128,
+    "num_layers": 4,
+    "num_heads": 4,
+    "intermediate_size": 256,
+    "image_size": 32,
+    "patch_size": 8,
+    "max_text_tokens": 12,
+    "vocab_size": 256,
+    "sensor_length": 64,
+    "sensor_patch": 8,
 }
 
 
@@ -72,9 +80,11 @@ class ModelConfig:
                 if name == "num_layers":
                     check_int(f"num_layers (the shipped backbone has {value})", self.num_layers, low=1, high=value)
                 elif getattr(self, name) != value:
-                    raise ConfigError(f"{name} must be {value} with backbone='default' (the shipped backbone's "
-                                      f"architecture), got {getattr(self, name)!r}; use backbone='random' for "
-                                      "another architecture")
+                    raise ConfigError(
+                        f"{name} must be {value} with backbone='default' (the shipped backbone's "
+                        f"architecture), got {getattr(self, name)!r}; use backbone='random' for "
+                        "another architecture"
+                    )
         check_int("hidden_size", self.hidden_size, low=8)
         check_int("num_layers", self.num_layers, low=1)
         check_int("num_heads", self.num_heads, low=1)
@@ -90,23 +100,25 @@ class ModelConfig:
         check_int("sensor_length", self.sensor_length, low=1)
         check_int("sensor_patch", self.sensor_patch, low=1, high=self.sensor_length)
         if self.sensor_length % self.sensor_patch:
-            raise ConfigError(f"sensor_length must be a multiple of sensor_patch={self.sensor_patch}, "
-                              f"got {self.sensor_length}")
+            raise ConfigError(
+                f"sensor_length must be a multiple of sensor_patch={self.sensor_patch}, got {self.sensor_length}"
+            )
         check_int("adapter_bottleneck", self.adapter_bottleneck, low=1)
         check_int("n_prompts", self.n_prompts, low=0)
         check_int("n_experts", self.n_experts, low=1)
         check_int("expert_bottleneck", self.expert_bottleneck, low=1)
-        check_int(f"experts_top_k (at most n_experts={self.n_experts})", self.experts_top_k, low=1,
-                  high=self.n_experts)
+        check_int(f"experts_top_k (at most n_experts={self.n_experts})", self.experts_top_k, low=1, high=self.n_experts)
         check_int("init_seed", self.init_seed, low=0)
         # AdamW moves a weight by about the learning rate per step: above 1 the modules
         # blow up to inf/NaN within a few rounds
         check_real("learning_rate", self.learning_rate, low=0.0, high=1.0, low_inclusive=False)
         check_real("weight_decay", self.weight_decay, low=0.0)
         if self.learning_rate * self.weight_decay > 1.0:
-            raise ConfigError(f"weight_decay must be at most 1/learning_rate={1.0 / self.learning_rate:g} "
-                              "(AdamW scales weights by 1 - learning_rate·weight_decay each step), "
-                              f"got {self.weight_decay!r}")
+            raise ConfigError(
+                f"weight_decay must be at most 1/learning_rate={1.0 / self.learning_rate:g} "
+                "(AdamW scales weights by 1 - learning_rate·weight_decay each step), "
+                f"got {self.weight_decay!r}"
+            )
 
     @property
     def n_patches(self) -> int:

@@ -30,8 +30,12 @@ def _encode(params: dict[str, torch.Tensor], kind: str, x: torch.Tensor, d: int)
     return z.reshape(n, t, hid)
 
 
-def embed(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
-          modalities: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def embed(
+    backbone: FrozenBackbone,
+    params: dict[str, torch.Tensor],
+    inputs: dict[str, torch.Tensor],
+    modalities: tuple[str, ...],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token embeddings ``[D·B, T, H]`` and token mask ``[D·B, T]`` of one task group.
 
     Text always contributes at least its ``[CLS]`` token, which the pooler reads.
@@ -60,14 +64,14 @@ def embed(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dic
         parts.append(x)
         masks.append(torch.ones(x.shape[:2], dtype=torch.long))
     if "sensor" in modalities:
-        sig = inputs["sensor"].to(dtype)                                 # [D, B, T]
+        sig = inputs["sensor"].to(dtype)  # [D, B, T]
         patches = sig.view(d, b, -1, params["sensor_encoder.w"].shape[1])  # [D, B, S, p]
         x = torch.einsum("dbsp,dph->dbsh", patches, params["sensor_encoder.w"])
         x = x + params["sensor_encoder.b"][:, None, None] + params["sensor_encoder.pos"][:, None]
         x = x.flatten(0, 1) + backbone.type_embedding(SENSOR_TYPE)
         parts.append(x)
         masks.append(torch.ones(x.shape[:2], dtype=torch.long))
-    prompts = params["prompts.tokens"]                                  # [D, P, H]
+    prompts = params["prompts.tokens"]  # [D, P, H]
     if prompts.shape[1]:
         parts.append(prompts.repeat_interleave(b, dim=0))
         masks.append(torch.ones(d * b, prompts.shape[1], dtype=torch.long))
@@ -85,24 +89,30 @@ def mixture_of_experts(params: dict[str, torch.Tensor], z: torch.Tensor, top_k: 
     return z + torch.einsum("dne,dneh->dnh", weights, out)
 
 
-def forward(backbone: FrozenBackbone, params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
-            task: str, modalities: tuple[str, ...], top_k: int = 2) -> torch.Tensor:
+def forward(
+    backbone: FrozenBackbone,
+    params: dict[str, torch.Tensor],
+    inputs: dict[str, torch.Tensor],
+    task: str,
+    modalities: tuple[str, ...],
+    top_k: int = 2,
+) -> torch.Tensor:
     """Logits ``[D, B, A_task]`` of one task group, holder ``i`` using row ``i`` of ``params``."""
     h, mask = embed(backbone, params, inputs, modalities)
     n, t, hid = h.shape
     d = params["adapters.down_w"].shape[0]
     bias = backbone.attention_bias(mask, h.dtype)
-    up_b = params["adapters.up_b"].sum(dim=2)                            # the two adapters' biases
+    up_b = params["adapters.up_b"].sum(dim=2)  # the two adapters' biases
     last = len(backbone.layers) - 1
     for i, layer in enumerate(backbone.layers):
         # the pooler reads only the first ([CLS]) token: the last layer, its adapters
         # and the experts after it are computed for that token alone
         h = layer(h, bias, first_only=i == last)
-        z = h.reshape(d, -1, hid)                                         # [D, B·T, H]
+        z = h.reshape(d, -1, hid)  # [D, B·T, H]
         a = F.gelu(torch.baddbmm(params["adapters.down_b"][:, i, None], z, params["adapters.down_w"][:, i]))
         z = z + torch.baddbmm(up_b[:, i, None], a, params["adapters.up_w"][:, i])
         if i == last:
             z = mixture_of_experts(params, z, top_k)
         h = z.reshape(n, -1, hid)
-    pooled = backbone.pool(h).view(d, -1, hid)                            # [D, B, H]
+    pooled = backbone.pool(h).view(d, -1, hid)  # [D, B, H]
     return torch.baddbmm(params[f"heads.{task}.b"][:, None], pooled, params[f"heads.{task}.w"])

@@ -66,7 +66,7 @@ def _setter():
                 callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
                 want = {"on": False}
 
-                def body(_):            # runs once on each thread of the team
+                def body(_):  # runs once on each thread of the team
                     torch.set_flush_denormal(want["on"])
 
                 body_c = callback(body)
@@ -77,7 +77,7 @@ def _setter():
                     want["on"] = on
                     lib.GOMP_parallel(body_c, None, torch.get_num_threads(), 0)
 
-                _pool["keep"] = (body_c, lib)      # the callback must outlive every call
+                _pool["keep"] = (body_c, lib)  # the callback must outlive every call
                 _pool["set"] = set_all
         return _pool["set"]
 
@@ -107,7 +107,7 @@ def flush_denormals(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         before = flushing()
-        if before:              # already flushing here (an outer call, or the user's choice)
+        if before:  # already flushing here (an outer call, or the user's choice)
             return fn(*args, **kwargs)
         _set(True)
         try:

@@ -39,16 +39,27 @@ class AdamState:
 
     @classmethod
     def zeros_like(cls, bank: Bank) -> "AdamState":
-        return cls({k: torch.zeros_like(t) for k, t in bank.items()},
-                   {k: torch.zeros_like(t) for k, t in bank.items()},
-                   {k: torch.zeros(t.shape[:2] if k in EXPERT_PARAMS else t.shape[:1], dtype=torch.long)
-                    for k, t in bank.items()})
+        return cls(
+            {k: torch.zeros_like(t) for k, t in bank.items()},
+            {k: torch.zeros_like(t) for k, t in bank.items()},
+            {
+                k: torch.zeros(t.shape[:2] if k in EXPERT_PARAMS else t.shape[:1], dtype=torch.long)
+                for k, t in bank.items()
+            },
+        )
 
 
-def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dict[str, torch.Tensor],
-                 lr: float, weight_decay: float, expert_mask: torch.Tensor | None = None,
-                 current: dict[str, torch.Tensor] | None = None,
-                 row_mask: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def adamw_update(
+    bank: Bank,
+    state: AdamState,
+    holders: torch.Tensor,
+    grads: dict[str, torch.Tensor],
+    lr: float,
+    weight_decay: float,
+    expert_mask: torch.Tensor | None = None,
+    current: dict[str, torch.Tensor] | None = None,
+    row_mask: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """AdamW (decoupled weight decay, bias-corrected) on rows ``holders`` of each named bank.
 
     ``expert_mask [D, E]`` (bool) limits the expert parameters' update to the experts
@@ -70,7 +81,7 @@ def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dic
     ms = list(gather(state.m, names, holders).values())
     vs = list(gather(state.v, names, holders).values())
     if expert_mask is not None and bool(expert_mask.all()):
-        expert_mask = None          # every holder trains every expert: a plain step
+        expert_mask = None  # every holder trains every expert: a plain step
     keeps, steps = [], []
     for n, g in zip(names, gs):
         step = state.step[n].index_select(0, holders)
@@ -106,19 +117,21 @@ def adamw_update(bank: Bank, state: AdamState, holders: torch.Tensor, grads: dic
     torch._foreach_mul_(ps, 1.0 - lr * weight_decay)
     torch._foreach_addcdiv_(ps, ms, denoms, value=-1.0)
     for i, (p_old, m_old, v_old) in old.items():
-        ps[i], ms[i], vs[i] = (torch.where(keeps[i], new, prev)
-                               for new, prev in zip((ps[i], ms[i], vs[i]), (p_old, m_old, v_old)))
+        ps[i], ms[i], vs[i] = (
+            torch.where(keeps[i], new, prev) for new, prev in zip((ps[i], ms[i], vs[i]), (p_old, m_old, v_old))
+        )
     finite = _finite_holders(ps + vs, len(holders))
     updates = {n: (p, m, v, s) for n, p, m, v, s in zip(names, ps, ms, vs, steps)}
     skip_any = not bool(finite.all())
     for name, (p_new, m_new, v_new, step) in updates.items():
-        if skip_any:       # the skipped holders keep their rows: write back what they had
+        if skip_any:  # the skipped holders keep their rows: write back what they had
             ok = finite.view(-1, *([1] * (p_new.dim() - 1)))
             p_new = torch.where(ok, p_new, bank[name].index_select(0, holders))
             m_new = torch.where(ok, m_new, state.m[name].index_select(0, holders))
             v_new = torch.where(ok, v_new, state.v[name].index_select(0, holders))
-            step = torch.where(finite.view(-1, *([1] * (step.dim() - 1))), step,
-                               state.step[name].index_select(0, holders))
+            step = torch.where(
+                finite.view(-1, *([1] * (step.dim() - 1))), step, state.step[name].index_select(0, holders)
+            )
         bank[name][holders] = p_new
         state.m[name][holders] = m_new
         state.v[name][holders] = v_new
@@ -138,8 +151,7 @@ def _finite_holders(tensors: list[torch.Tensor], n: int) -> torch.Tensor:
     return torch.isfinite(rows.amax(1)) & torch.isfinite(rows.amin(1))
 
 
-def step_tasks(data: FederatedData, device: int, steps: int, batch_size: int,
-               epochs: float | None = None) -> list[str]:
+def step_tasks(data: FederatedData, device: int, steps: int, batch_size: int, epochs: float | None = None) -> list[str]:
     """The task ``device`` trains on at each of its local steps.
 
     With ``epochs`` None: ``steps`` steps cycling through its tasks. Otherwise
@@ -160,8 +172,14 @@ def step_tasks(data: FederatedData, device: int, steps: int, batch_size: int,
     return out
 
 
-def plan_batches(data: FederatedData, devices: np.ndarray, steps: int, batch_size: int,
-                 rng: np.random.Generator, epochs: float | None = None) -> list[list[tuple[int, str, np.ndarray]]]:
+def plan_batches(
+    data: FederatedData,
+    devices: np.ndarray,
+    steps: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    epochs: float | None = None,
+) -> list[list[tuple[int, str, np.ndarray]]]:
     """For every step, ``(device, task, sample indices)`` of each training device.
 
     A device's steps follow :func:`step_tasks` (``steps`` each, or ``epochs`` passes
@@ -212,11 +230,21 @@ def trainable_names(bank: Bank, task: str, modalities: tuple[str, ...]) -> list[
     return [n for n in used_names(bank, task) if not n.startswith(absent) and bank[n][0].numel() > 0]
 
 
-def group_loss(backbone: FrozenBackbone, bank: Bank, holders: torch.Tensor, task: str,
-               inputs: dict[str, torch.Tensor], labels: torch.Tensor, names: list[str], top_k: int):
+def group_loss(
+    backbone: FrozenBackbone,
+    bank: Bank,
+    holders: torch.Tensor,
+    task: str,
+    inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    names: list[str],
+    top_k: int,
+):
     """Sum over holders of each holder's mean cross-entropy, and the leaf parameters."""
     modalities = task_spec(task).modalities
-    params = {n: t.detach().requires_grad_(n in names) for n, t in gather(bank, used_names(bank, task), holders).items()}
+    params = {
+        n: t.detach().requires_grad_(n in names) for n, t in gather(bank, used_names(bank, task), holders).items()
+    }
     logits = m3t.forward(backbone, params, inputs, task, modalities, top_k)
     per_sample = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
     per_holder = per_sample.view(labels.shape).mean(dim=1)
@@ -224,13 +252,23 @@ def group_loss(backbone: FrozenBackbone, bank: Bank, holders: torch.Tensor, task
 
 
 @flush_denormals
-def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: FederatedData,
-                devices: np.ndarray, holders: np.ndarray, steps: int, batch_size: int,
-                rng: np.random.Generator, config: ModelConfig,
-                expert_mask: np.ndarray | None = None, flip_labels: np.ndarray | None = None,
-                only_kinds: tuple[str, ...] | list[tuple[str, ...]] | None = None,
-                skipped: set[int] | None = None,
-                epochs: float | None = None) -> np.ndarray:
+def local_train(
+    backbone: FrozenBackbone,
+    bank: Bank,
+    adam: AdamState,
+    data: FederatedData,
+    devices: np.ndarray,
+    holders: np.ndarray,
+    steps: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    config: ModelConfig,
+    expert_mask: np.ndarray | None = None,
+    flip_labels: np.ndarray | None = None,
+    only_kinds: tuple[str, ...] | list[tuple[str, ...]] | None = None,
+    skipped: set[int] | None = None,
+    epochs: float | None = None,
+) -> np.ndarray:
     """``steps`` local AdamW steps of every device in ``devices`` on its own shards
     (or ``epochs`` passes over them, see :func:`plan_batches`),
     updating bank rows ``holders`` (same order). ``expert_mask [n_holders, E]`` says
@@ -267,14 +305,23 @@ def local_train(backbone: FrozenBackbone, bank: Bank, adam: AdamState, data: Fed
                 if not names:
                     continue
                 row_mask = {n: torch.tensor([kind_of(n) in kinds_of[d] for d, _ in group]) for n in names}
-            loss, per_holder, leaves = group_loss(backbone, bank, rows, task, inputs, labels, names,
-                                                  config.experts_top_k)
+            loss, per_holder, leaves = group_loss(
+                backbone, bank, rows, task, inputs, labels, names, config.experts_top_k
+            )
             grads = torch.autograd.grad(loss, [leaves[n] for n in names])
             mask = None if expert_mask is None else torch.as_tensor(expert_mask)[rows]
             with torch.no_grad():
-                bad = adamw_update(bank, adam, rows, dict(zip(names, grads)), config.learning_rate,
-                                   config.weight_decay, mask, current={n: leaves[n].detach() for n in names},
-                                   row_mask=row_mask)
+                bad = adamw_update(
+                    bank,
+                    adam,
+                    rows,
+                    dict(zip(names, grads)),
+                    config.learning_rate,
+                    config.weight_decay,
+                    mask,
+                    current={n: leaves[n].detach() for n in names},
+                    row_mask=row_mask,
+                )
             if skipped is not None and bad.any():
                 skipped.update(int(group[i][0]) for i in torch.nonzero(bad).flatten().tolist())
             for (d, _), value in zip(group, per_holder.tolist()):
@@ -287,9 +334,16 @@ def right_answer_probability(logits: torch.Tensor, labels: torch.Tensor) -> torc
     return torch.softmax(logits.double(), -1).gather(-1, labels[..., None]).squeeze(-1)
 
 
-def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices: np.ndarray,
-             holders: np.ndarray, config: ModelConfig, split: str = "test",
-             max_batch: int = 256) -> dict[int, dict[str, float]]:
+def evaluate(
+    backbone: FrozenBackbone,
+    bank: Bank,
+    data: FederatedData,
+    devices: np.ndarray,
+    holders: np.ndarray,
+    config: ModelConfig,
+    split: str = "test",
+    max_batch: int = 256,
+) -> dict[int, dict[str, float]]:
     """Accuracy of each device's model copy (bank row) on each of its tasks' ``split``
     shard (:func:`evaluate_metrics`' first half)."""
     return evaluate_metrics(backbone, bank, data, devices, holders, config, split, max_batch)[0]
@@ -297,9 +351,16 @@ def evaluate(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices:
 
 @flush_denormals
 @torch.inference_mode()
-def evaluate_metrics(backbone: FrozenBackbone, bank: Bank, data: FederatedData, devices: np.ndarray,
-                     holders: np.ndarray, config: ModelConfig, split: str = "test",
-                     max_batch: int = 256) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]:
+def evaluate_metrics(
+    backbone: FrozenBackbone,
+    bank: Bank,
+    data: FederatedData,
+    devices: np.ndarray,
+    holders: np.ndarray,
+    config: ModelConfig,
+    split: str = "test",
+    max_batch: int = 256,
+) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]:
     """Accuracy and mean probability of the correct answer of each device's model copy
     (bank row) on each of its tasks' ``split`` shard, from one forward pass.
 
@@ -324,12 +385,13 @@ def evaluate_metrics(backbone: FrozenBackbone, bank: Bank, data: FederatedData, 
         rows = torch.tensor([row_of[d] for d in holders_t])
         params = gather(bank, used_names(bank, task), rows)
         for start in range(0, longest, max_batch):
-            chunk = [i[start:start + max_batch] for i in idx]
+            chunk = [i[start : start + max_batch] for i in idx]
             width = max(len(c) for c in chunk)
             if width == 0:
                 continue
-            padded = np.stack([np.pad(c, (0, width - len(c)), mode="edge") if len(c) else np.zeros(width, int)
-                               for c in chunk])
+            padded = np.stack(
+                [np.pad(c, (0, width - len(c)), mode="edge") if len(c) else np.zeros(width, int) for c in chunk]
+            )
             valid = torch.from_numpy(np.stack([np.arange(width) < len(c) for c in chunk]))
             inputs, labels = task_inputs(data, task, padded)
             logits = m3t.forward(backbone, params, inputs, task, task_spec(task).modalities, config.experts_top_k)

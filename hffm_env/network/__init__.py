@@ -15,6 +15,18 @@ from hffm_env.network.routing import RouteTree, shortest_path_tree
 from hffm_env.network.topology import Topology
 
 __all__ = [
-    "ChannelConfig", "ComputeConfig", "CostTotals", "FogNetwork", "Ledger", "LinkConfig", "LinkFaultConfig", "MobilityConfig",
-    "NetworkConfig", "RoundCost", "RouteTree", "TierConfig", "Topology", "shortest_path_tree",
+    "ChannelConfig",
+    "ComputeConfig",
+    "CostTotals",
+    "FogNetwork",
+    "Ledger",
+    "LinkConfig",
+    "LinkFaultConfig",
+    "MobilityConfig",
+    "NetworkConfig",
+    "RoundCost",
+    "RouteTree",
+    "TierConfig",
+    "Topology",
+    "shortest_path_tree",
 ]

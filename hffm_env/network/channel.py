@@ -17,9 +17,11 @@ def path_gain(distance_m: np.ndarray, channel: ChannelConfig, shadowing_db: np.n
     Distances below ``channel.min_distance_m`` are evaluated at ``min_distance_m``.
     """
     d = np.maximum(np.asarray(distance_m, dtype=np.float64), channel.min_distance_m)
-    gain_db = (channel.reference_gain_db
-               - 10.0 * channel.pathloss_exponent * np.log10(d / channel.reference_distance_m)
-               + shadowing_db)
+    gain_db = (
+        channel.reference_gain_db
+        - 10.0 * channel.pathloss_exponent * np.log10(d / channel.reference_distance_m)
+        + shadowing_db
+    )
     return np.power(10.0, gain_db / 10.0)
 
 
@@ -44,15 +46,17 @@ def draw_fading(rng: np.random.Generator, shape: int | tuple[int, ...], channel:
     return rng.exponential(channel.rayleigh_mean_power, size=shape)
 
 
-def shannon_rate_bps(bandwidth_hz: float, tx_power_w: np.ndarray | float, gain: np.ndarray,
-                     noise_w: float) -> np.ndarray:
+def shannon_rate_bps(
+    bandwidth_hz: float, tx_power_w: np.ndarray | float, gain: np.ndarray, noise_w: float
+) -> np.ndarray:
     """``B·log2(1 + P·g/N)`` in bit/s."""
     snr = np.asarray(tx_power_w, dtype=np.float64) * gain / noise_w
-    return bandwidth_hz * np.log1p(snr) / np.log(2.0)     # log1p: no underflow to 0 at tiny SNR
+    return bandwidth_hz * np.log1p(snr) / np.log(2.0)  # log1p: no underflow to 0 at tiny SNR
 
 
-def link_gain(channel: ChannelConfig, distance_m: np.ndarray, shadowing_db: np.ndarray | float,
-              fading: np.ndarray | float) -> np.ndarray:
+def link_gain(
+    channel: ChannelConfig, distance_m: np.ndarray, shadowing_db: np.ndarray | float, fading: np.ndarray | float
+) -> np.ndarray:
     """Linear power gain of links: path loss with shadowing, times this round's fading."""
     return path_gain(distance_m, channel, shadowing_db) * fading
 
@@ -68,7 +72,9 @@ def link_rate_bps(link: LinkConfig, channel: ChannelConfig, gain: np.ndarray) ->
     return shannon_rate_bps(link.bandwidth_hz, power_w, gain, noise_power_w(link.bandwidth_hz, channel))
 
 
-def transfer_cost(link: LinkConfig, payload_bits: np.ndarray | float, rate_bps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def transfer_cost(
+    link: LinkConfig, payload_bits: np.ndarray | float, rate_bps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Seconds and joules of sending ``payload_bits`` over links of this class.
 
     Time is ``fixed_latency_s + bits/rate``; energy is ``tx_power_w`` times the whole

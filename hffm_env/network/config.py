@@ -57,14 +57,17 @@ class LinkConfig:
         if self.kind == "wireless":
             check_positive("tx_power_w", self.tx_power_w)
             if self.rate_bps is not None:
-                raise ConfigError("rate_bps must be None for a wireless link (its rate comes from the channel), "
-                                  f"got {self.rate_bps!r}")
+                raise ConfigError(
+                    "rate_bps must be None for a wireless link (its rate comes from the channel), "
+                    f"got {self.rate_bps!r}"
+                )
             if self.rate_power_w is not None:
                 check_positive("rate_power_w", self.rate_power_w)
         else:
             if self.rate_power_w is not None:
-                raise ConfigError("rate_power_w must be None for a wired link (its rate is rate_bps), "
-                                  f"got {self.rate_power_w!r}")
+                raise ConfigError(
+                    f"rate_power_w must be None for a wired link (its rate is rate_bps), got {self.rate_power_w!r}"
+                )
             check_non_negative("tx_power_w", self.tx_power_w)
             if self.rate_bps is None:
                 raise ConfigError("rate_bps must be a positive number for a wired link, got None")
@@ -156,8 +159,9 @@ class MobilityConfig:
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, MOBILITY_MODELS)
-        object.__setattr__(self, "speed_mps_range",
-                           check_range_pair("speed_mps_range", self.speed_mps_range, low_inclusive=True))
+        object.__setattr__(
+            self, "speed_mps_range", check_range_pair("speed_mps_range", self.speed_mps_range, low_inclusive=True)
+        )
         check_positive("round_duration_s", self.round_duration_s)
 
 
@@ -227,8 +231,12 @@ class TierConfig:
 def _default_tiers() -> tuple[TierConfig, ...]:
     return (
         TierConfig("device", 40, uplink=LinkConfig("wireless", bandwidth_hz=1e6, tx_power_w=0.2)),
-        TierConfig("edge", 10, uplink=LinkConfig("wired", tx_power_w=1.0, rate_bps=100e6, fixed_latency_s=0.01),
-                   min_separation_m=500.0),
+        TierConfig(
+            "edge",
+            10,
+            uplink=LinkConfig("wired", tx_power_w=1.0, rate_bps=100e6, fixed_latency_s=0.01),
+            min_separation_m=500.0,
+        ),
         TierConfig("cloud", 1),
     )
 
@@ -280,7 +288,8 @@ class NetworkConfig:
             if upper.count > lower.count:
                 raise ConfigError(
                     f"tiers[{upper.name}].count must be in [1, {lower.count}] (no more nodes than in tier "
-                    f"{lower.name!r} below it), got {upper.count}")
+                    f"{lower.name!r} below it), got {upper.count}"
+                )
             if lower.uplink is None:
                 raise ConfigError(f"tiers[{lower.name}].uplink must be a LinkConfig (it has a tier above), got None")
         if tiers[-1].uplink is not None:
@@ -292,8 +301,13 @@ class NetworkConfig:
         check_positive("cluster_radius_m", self.cluster_radius_m)
         check_non_negative("d2d_radius_m", self.d2d_radius_m)
         for name in ("d2d", "channel", "compute", "mobility", "faults"):
-            expected = {"d2d": LinkConfig, "channel": ChannelConfig, "compute": ComputeConfig,
-                        "mobility": MobilityConfig, "faults": LinkFaultConfig}[name]
+            expected = {
+                "d2d": LinkConfig,
+                "channel": ChannelConfig,
+                "compute": ComputeConfig,
+                "mobility": MobilityConfig,
+                "faults": LinkFaultConfig,
+            }[name]
             if not isinstance(getattr(self, name), expected):
                 raise ConfigError(f"{name} must be a {expected.__name__}, got {getattr(self, name)!r}")
         if self.d2d.kind != "wireless":
@@ -308,12 +322,13 @@ class NetworkConfig:
         for t in tiers[1:]:
             if t.count > 1 and t.min_separation_m > 0:
                 per_side = self.area_side_m / t.min_separation_m + 1
-                packable = per_side * per_side      # float product: inf, not OverflowError, for huge areas
+                packable = per_side * per_side  # float product: inf, not OverflowError, for huge areas
                 if t.count > packable:
                     raise ConfigError(
                         f"tiers[{t.name}].min_separation_m={t.min_separation_m:g} is too large to place "
                         f"{t.count} nodes in a square of area_side_m={self.area_side_m:g} (at most ~{int(packable)} "
-                        "fit): lower it or raise area_side_m")
+                        "fit): lower it or raise area_side_m"
+                    )
 
     @property
     def n_devices(self) -> int:

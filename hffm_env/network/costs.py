@@ -25,8 +25,14 @@ PAPER_TABLE1: dict[str, tuple[float, float, float]] = {
 }
 
 
-def table1_costs(network: NetworkConfig, payload: Payload, rounds: int = 8, seeds: int = 100,
-                 first_seed: int = 0, compare_with_paper: bool = False) -> list[dict]:
+def table1_costs(
+    network: NetworkConfig,
+    payload: Payload,
+    rounds: int = 8,
+    seeds: int = 100,
+    first_seed: int = 0,
+    compare_with_paper: bool = False,
+) -> list[dict]:
     """Mean latency (s) and energy (J) per round of each Table I schedule.
 
     Each seed draws a topology; every schedule then runs ``rounds`` rounds on a
@@ -39,8 +45,9 @@ def table1_costs(network: NetworkConfig, payload: Payload, rounds: int = 8, seed
     schedules = table1_schedules()
     cycle = int(np.lcm.reduce([p for s in schedules.values() for p in s.periods if p is not None]))
     if rounds % cycle:
-        raise ConfigError(f"rounds must be a multiple of {cycle} (every schedule's full aggregation cycle), "
-                          f"got {rounds}")
+        raise ConfigError(
+            f"rounds must be a multiple of {cycle} (every schedule's full aggregation cycle), got {rounds}"
+        )
     rows = []
     for key, schedule in schedules.items():
         lat, en = [], []
@@ -50,14 +57,16 @@ def table1_costs(network: NetworkConfig, payload: Payload, rounds: int = 8, seed
             lat.append(mean_lat)
             en.append(mean_en)
         paper = PAPER_TABLE1.get(key) if compare_with_paper else None
-        rows.append({
-            "method": key,
-            "name": schedule.name,
-            "latency_s": float(np.mean(lat)),
-            "energy_j": float(np.mean(en)),
-            "latency_s_std_over_seeds": float(np.std(lat)),
-            "energy_j_std_over_seeds": float(np.std(en)),
-            "paper_latency_s": None if paper is None else paper[0],
-            "paper_energy": None if paper is None else paper[1],
-        })
+        rows.append(
+            {
+                "method": key,
+                "name": schedule.name,
+                "latency_s": float(np.mean(lat)),
+                "energy_j": float(np.mean(en)),
+                "latency_s_std_over_seeds": float(np.std(lat)),
+                "energy_j_std_over_seeds": float(np.std(en)),
+                "paper_latency_s": None if paper is None else paper[0],
+                "paper_energy": None if paper is None else paper[1],
+            }
+        )
     return rows

@@ -61,8 +61,9 @@ class FogNetwork:
         self.rng = rng
         # retransmissions draw from their own stream (only when there is loss): how many
         # transfers a policy makes must not change the channel later rounds see
-        self.loss_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0]) \
-            if config.faults.packet_loss > 0 else None
+        self.loss_rng = (
+            np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0]) if config.faults.packet_loss > 0 else None
+        )
         self.topology = Topology(config, rng)
         self.round_index = -1
         self._routes: dict[tuple[float, bool], RouteTree] = {}
@@ -99,10 +100,12 @@ class FogNetwork:
             self.uplink_rate_bps[sl] = link_rate_bps(tier.uplink, ch, self.uplink_gain[sl])
         if cfg.direct_uplink is not None:
             d = topo.distance_m(np.arange(topo.n_devices), np.full(topo.n_devices, topo.top))
-            self.direct_rate_bps = link_rate_bps(cfg.direct_uplink, ch,
-                                                 link_gain(ch, d, topo.direct_shadowing_db, direct_fading))
-        self.d2d_rate_bps = link_rate_bps(cfg.d2d, ch, link_gain(ch, g.distance_m[:, None], g.shadowing_db[:, None],
-                                                                 d2d_fading))
+            self.direct_rate_bps = link_rate_bps(
+                cfg.direct_uplink, ch, link_gain(ch, d, topo.direct_shadowing_db, direct_fading)
+            )
+        self.d2d_rate_bps = link_rate_bps(
+            cfg.d2d, ch, link_gain(ch, g.distance_m[:, None], g.shadowing_db[:, None], d2d_fading)
+        )
         # A failed link carries nothing this round (rate 0: infinite hop time, so routes avoid it).
         self.d2d_up = np.ones(g.n_edges, dtype=bool)
         if cfg.faults.d2d_failure > 0:
@@ -190,23 +193,50 @@ class FogNetwork:
         key = (float(payload_bytes) if self.config.d2d.fixed_latency_s > 0 else 1.0, bool(toward_heads))
         if key not in self._routes:
             hop_s, _ = transfer_cost(self.config.d2d, 8.0 * key[0], self.d2d_rate_bps)
-            self._routes[key] = shortest_path_tree(self.topology.n_devices, self.topology.d2d.edges, hop_s,
-                                                   self.topology.heads, toward_heads=toward_heads,
-                                                   transit=self.relaying)
+            self._routes[key] = shortest_path_tree(
+                self.topology.n_devices,
+                self.topology.d2d.edges,
+                hop_s,
+                self.topology.heads,
+                toward_heads=toward_heads,
+                transit=self.relaying,
+            )
         return self._routes[key]
 
     # ------------------------------------------------------------------ charging
     @staticmethod
-    def _split(ledger: Ledger, stage: str, link: str, payload: Payload, src, dst, seconds, joules,
-               lane=None, copies=None, group=None, step: str = "") -> None:
+    def _split(
+        ledger: Ledger,
+        stage: str,
+        link: str,
+        payload: Payload,
+        src,
+        dst,
+        seconds,
+        joules,
+        lane=None,
+        copies=None,
+        group=None,
+        step: str = "",
+    ) -> None:
         names, sizes = _check_payload(payload)
         total = sizes.sum()
         copies = 1.0 if copies is None else np.asarray(copies, dtype=np.float64)
         for name, size in zip(names, sizes):
             share = size / total if total > 0 else 0.0
-            ledger.charge(stage=stage, module=name, link=link, src=src, dst=dst, lane=lane,
-                          group=0 if group is None else group, step=step,
-                          nbytes=size * copies, seconds=seconds * share, joules=joules * share)
+            ledger.charge(
+                stage=stage,
+                module=name,
+                link=link,
+                src=src,
+                dst=dst,
+                lane=lane,
+                group=0 if group is None else group,
+                step=step,
+                nbytes=size * copies,
+                seconds=seconds * share,
+                joules=joules * share,
+            )
 
     def _price(self, link: LinkConfig, payload: Payload, rate_bps: np.ndarray, copies=None):
         """Seconds and joules of sending the whole payload (times ``copies``) at
@@ -230,8 +260,9 @@ class FogNetwork:
     def _link_name(self, k_from: int, k_to: int) -> str:
         return f"{self.config.tiers[k_from].name}->{self.config.tiers[k_to].name}"
 
-    def charge_upload(self, ledger: Ledger, stage: str, payload: Payload, nodes, copies=None, *,
-                      group=None, step: str = "") -> np.ndarray:
+    def charge_upload(
+        self, ledger: Ledger, stage: str, payload: Payload, nodes, copies=None, *, group=None, step: str = ""
+    ) -> np.ndarray:
         """Every node in ``nodes`` (one tier) sends the payload to its parent, in parallel.
 
         ``copies`` (per node) multiplies the bytes, for a node that forwards its
@@ -245,12 +276,24 @@ class FogNetwork:
         if k == self.config.n_tiers - 1:
             raise ValueError(f"tier {self.config.tiers[k].name!r} is the top tier: it has no uplink")
         seconds, joules, sent = self._price(self.config.tiers[k].uplink, payload, self.uplink_rate_bps[nodes], copies)
-        self._split(ledger, stage, self._link_name(k, k + 1), payload, nodes, self.topology.parent[nodes],
-                    seconds, joules, copies=sent, group=group, step=step)
+        self._split(
+            ledger,
+            stage,
+            self._link_name(k, k + 1),
+            payload,
+            nodes,
+            self.topology.parent[nodes],
+            seconds,
+            joules,
+            copies=sent,
+            group=group,
+            step=step,
+        )
         return seconds
 
-    def charge_download(self, ledger: Ledger, stage: str, payload: Payload, nodes, *, group=None,
-                        step: str = "") -> np.ndarray:
+    def charge_download(
+        self, ledger: Ledger, stage: str, payload: Payload, nodes, *, group=None, step: str = ""
+    ) -> np.ndarray:
         """Each node's parent sends it the payload; one transfer per child, in parallel
         (separate channels), over the tier's downlink class at this round's channel."""
         self._require_round()
@@ -260,29 +303,57 @@ class FogNetwork:
         k = self._tier_of(nodes)
         # The downlink sees the uplink's channel gain (reciprocity) with its own power and bandwidth.
         down: LinkConfig = self.config.tiers[k].downlink_link
-        seconds, joules, sent = self._price(down, payload,
-                                            link_rate_bps(down, self.config.channel, self.uplink_gain[nodes]))
+        seconds, joules, sent = self._price(
+            down, payload, link_rate_bps(down, self.config.channel, self.uplink_gain[nodes])
+        )
         parents = self.topology.parent[nodes]
-        self._split(ledger, stage, self._link_name(k + 1, k), payload, parents, nodes, seconds, joules, lane=nodes,
-                    copies=sent, group=group, step=step)
+        self._split(
+            ledger,
+            stage,
+            self._link_name(k + 1, k),
+            payload,
+            parents,
+            nodes,
+            seconds,
+            joules,
+            lane=nodes,
+            copies=sent,
+            group=group,
+            step=step,
+        )
         return seconds
 
-    def charge_direct_upload(self, ledger: Ledger, stage: str, payload: Payload, devices, *, group=None,
-                             step: str = "") -> np.ndarray:
+    def charge_direct_upload(
+        self, ledger: Ledger, stage: str, payload: Payload, devices, *, group=None, step: str = ""
+    ) -> np.ndarray:
         """Devices send the payload straight to the top tier over ``direct_uplink`` (star FL)."""
         self._require_round()
         if self.config.direct_uplink is None:
-            raise ValueError("direct_uplink is None in this NetworkConfig: star traffic must go up the hierarchy "
-                             "(charge_upload tier by tier with copies)")
+            raise ValueError(
+                "direct_uplink is None in this NetworkConfig: star traffic must go up the hierarchy "
+                "(charge_upload tier by tier with copies)"
+            )
         devices = np.asarray(devices, dtype=np.int64)
         seconds, joules, sent = self._price(self.config.direct_uplink, payload, self.direct_rate_bps[devices])
         link = f"{self.config.tiers[0].name}->{self.config.tiers[-1].name}"
-        self._split(ledger, stage, link, payload, devices, np.full(devices.size, self.topology.top), seconds, joules,
-                    copies=sent, group=group, step=step)
+        self._split(
+            ledger,
+            stage,
+            link,
+            payload,
+            devices,
+            np.full(devices.size, self.topology.top),
+            seconds,
+            joules,
+            copies=sent,
+            group=group,
+            step=step,
+        )
         return seconds
 
-    def charge_direct_download(self, ledger: Ledger, stage: str, payload: Payload, devices, *, group=None,
-                               step: str = "") -> np.ndarray:
+    def charge_direct_download(
+        self, ledger: Ledger, stage: str, payload: Payload, devices, *, group=None, step: str = ""
+    ) -> np.ndarray:
         """The top tier sends the payload straight to devices over ``direct_uplink``'s class."""
         self._require_round()
         devices = np.asarray(devices, dtype=np.int64)
@@ -292,8 +363,20 @@ class FogNetwork:
             raise ValueError("direct_uplink is None in this NetworkConfig")
         seconds, joules, sent = self._price(self.config.direct_uplink, payload, self.direct_rate_bps[devices])
         link = f"{self.config.tiers[-1].name}->{self.config.tiers[0].name}"
-        self._split(ledger, stage, link, payload, np.full(devices.size, self.topology.top), devices, seconds,
-                    joules, lane=devices, copies=sent, group=group, step=step)
+        self._split(
+            ledger,
+            stage,
+            link,
+            payload,
+            np.full(devices.size, self.topology.top),
+            devices,
+            seconds,
+            joules,
+            lane=devices,
+            copies=sent,
+            group=group,
+            step=step,
+        )
         return seconds
 
     def _d2d_members(self, clusters, devices=None) -> np.ndarray:
@@ -306,8 +389,9 @@ class FogNetwork:
             members = np.intersect1d(members, np.asarray(devices, dtype=np.int64))
         return members
 
-    def charge_d2d_gather(self, ledger: Ledger, stage: str, payload: Payload, clusters=None, *,
-                          devices=None, step: str = "") -> np.ndarray:
+    def charge_d2d_gather(
+        self, ledger: Ledger, stage: str, payload: Payload, clusters=None, *, devices=None, step: str = ""
+    ) -> np.ndarray:
         """Every non-head member of ``clusters`` (only those in ``devices``, when given)
         sends the payload to its head over its shortest multi-hop D2D path (relays
         forward without aggregating).
@@ -331,15 +415,27 @@ class FogNetwork:
         if self.config.faults.packet_loss > 0:
             path_s = self._along_paths(tree, v, hop_s[col] * fac)
             extra_hops = self._along_paths(tree, v, fac - 1.0)
-            sent = 1.0 + extra_hops / np.maximum(tree.hops, 1)       # mean sends per hop of the path
+            sent = 1.0 + extra_hops / np.maximum(tree.hops, 1)  # mean sends per hop of the path
             # the ledger's row carries the payload once per sender; the packets resent are every hop's
             self._count_retransmissions(nbytes * (sent[senders] - 1.0), self._packets(nbytes) * extra_hops[senders])
-        self._split(ledger, stage, "d2d", payload, senders, tree.root[senders], path_s[senders],
-                    path_j[senders], copies=sent[senders], group=self.topology.cluster[senders], step=step)
+        self._split(
+            ledger,
+            stage,
+            "d2d",
+            payload,
+            senders,
+            tree.root[senders],
+            path_s[senders],
+            path_j[senders],
+            copies=sent[senders],
+            group=self.topology.cluster[senders],
+            step=step,
+        )
         return path_s[senders]
 
-    def charge_d2d_broadcast(self, ledger: Ledger, stage: str, payload: Payload, clusters=None, *,
-                             devices=None, step: str = "") -> np.ndarray:
+    def charge_d2d_broadcast(
+        self, ledger: Ledger, stage: str, payload: Payload, clusters=None, *, devices=None, step: str = ""
+    ) -> np.ndarray:
         """Heads send the payload to their members (only those in ``devices``, when
         given) down the union of the shortest head-to-member paths (a tree): each tree
         edge carries it once. One row per device on that tree: its path time as
@@ -367,8 +463,20 @@ class FogNetwork:
         if self.config.faults.packet_loss > 0:
             path_s = self._along_paths(tree, hops, hop_s[col] * fac)
             self._count_retransmissions(nbytes * (fac - 1.0), self._packets(nbytes) * (fac - 1.0))
-        self._split(ledger, stage, "d2d", payload, senders, hops, path_s[hops], recv_j,
-                    lane=hops, copies=fac, group=self.topology.cluster[hops], step=step)
+        self._split(
+            ledger,
+            stage,
+            "d2d",
+            payload,
+            senders,
+            hops,
+            path_s[hops],
+            recv_j,
+            lane=hops,
+            copies=fac,
+            group=self.topology.cluster[hops],
+            step=step,
+        )
         return path_s[receivers]
 
     def _along_paths(self, tree: RouteTree, nodes: np.ndarray, own_hop: np.ndarray) -> np.ndarray:
@@ -390,27 +498,32 @@ class FogNetwork:
         tree = shortest_path_tree(n, self.topology.d2d.edges, hop_s, np.array([int(dst)]), toward_heads=True)
         if not tree.reached[int(src)]:
             down = "" if self.d2d_up.all() else f"; {int((~self.d2d_up).sum())} D2D links are down this round"
-            raise ValueError(f"devices {src} and {dst} have no D2D path (clusters "
-                             f"{self.topology.cluster[int(src)]} and {self.topology.cluster[int(dst)]}{down})")
+            raise ValueError(
+                f"devices {src} and {dst} have no D2D path (clusters "
+                f"{self.topology.cluster[int(src)]} and {self.topology.cluster[int(dst)]}{down})"
+            )
         path = [int(src)]
         while path[-1] != int(dst):
             path.append(int(tree.next_hop[path[-1]]))
         return np.array(path, dtype=np.int64)
 
-    def charge_d2d_path(self, ledger: Ledger, stage: str, payload: Payload, path, *, group=None,
-                        step: str = "") -> float:
+    def charge_d2d_path(
+        self, ledger: Ledger, stage: str, payload: Payload, path, *, group=None, step: str = ""
+    ) -> float:
         """Send the payload along a D2D ``path`` of devices hop by hop (store and
         forward): one row per hop, all in the lane of the path's first device, so they
         add up in latency. Returns the path's seconds."""
         path = np.asarray(path, dtype=np.int64)
         if path.size < 2:
             return 0.0
-        seconds = self.charge_d2d_hops(ledger, stage, payload, path[:-1], path[1:], lane=np.full(path.size - 1, path[0]),
-                                       group=group, step=step)
+        seconds = self.charge_d2d_hops(
+            ledger, stage, payload, path[:-1], path[1:], lane=np.full(path.size - 1, path[0]), group=group, step=step
+        )
         return float(seconds.sum())
 
-    def charge_d2d_hops(self, ledger: Ledger, stage: str, payload: Payload, senders, receivers, *, lane=None,
-                        group=None, step: str = "") -> np.ndarray:
+    def charge_d2d_hops(
+        self, ledger: Ledger, stage: str, payload: Payload, senders, receivers, *, lane=None, group=None, step: str = ""
+    ) -> np.ndarray:
         """One single-hop D2D transfer of the payload per ``senders[i] → receivers[i]``
         (each pair must be a D2D link), at this round's rate of that direction. A
         sender's transfers share its lane (one radio) unless ``lane`` says otherwise.
@@ -428,23 +541,56 @@ class FogNetwork:
             down = e[~self.d2d_up[e]][0]
             raise ValueError(f"D2D link {tuple(edges[down].tolist())} is down this round")
         seconds, joules, sent = self._price(self.config.d2d, payload, rate)
-        self._split(ledger, stage, "d2d", payload, a, b, seconds, joules, lane=lane, copies=sent, group=group,
-                    step=step)
+        self._split(
+            ledger, stage, "d2d", payload, a, b, seconds, joules, lane=lane, copies=sent, group=group, step=step
+        )
         return seconds
 
-    def charge_compute(self, ledger: Ledger, stage: str, module: str, devices, n_samples, epochs: float = 1.0, *,
-                       slowdown=None, deadline_s=None, group=None, step: str = ""):
+    def charge_compute(
+        self,
+        ledger: Ledger,
+        stage: str,
+        module: str,
+        devices,
+        n_samples,
+        epochs: float = 1.0,
+        *,
+        slowdown=None,
+        deadline_s=None,
+        group=None,
+        step: str = "",
+    ):
         """Local training of ``devices`` on ``n_samples`` each for ``epochs`` passes:
         ``c·n·E`` CPU cycles each (``c`` = ``ComputeConfig.cycles_per_sample``), in parallel
         (``slowdown``, ``deadline_s``: see :meth:`charge_cycles`)."""
         n = np.asarray(n_samples, dtype=np.float64)
         if np.any(n < 0) or not np.isfinite(epochs) or epochs < 0:
             raise ValueError("n_samples and epochs must be >= 0")
-        return self.charge_cycles(ledger, stage, module, devices, self.config.compute.cycles_per_sample * n * epochs,
-                                  slowdown=slowdown, deadline_s=deadline_s, group=group, step=step)
+        return self.charge_cycles(
+            ledger,
+            stage,
+            module,
+            devices,
+            self.config.compute.cycles_per_sample * n * epochs,
+            slowdown=slowdown,
+            deadline_s=deadline_s,
+            group=group,
+            step=step,
+        )
 
-    def charge_cycles(self, ledger: Ledger, stage: str, module: str, nodes, cycles, *, slowdown=None,
-                      deadline_s=None, group=None, step: str = "") -> np.ndarray:
+    def charge_cycles(
+        self,
+        ledger: Ledger,
+        stage: str,
+        module: str,
+        nodes,
+        cycles,
+        *,
+        slowdown=None,
+        deadline_s=None,
+        group=None,
+        step: str = "",
+    ) -> np.ndarray:
         """Run ``cycles`` CPU cycles on each of ``nodes`` (any tiers), in parallel.
 
         A device takes ``cycles/f`` seconds and ``κ·cycles·f²`` joules (its own CPU
@@ -470,13 +616,23 @@ class FogNetwork:
             freq[sel] = tier.cpu_freq_hz
             power[sel] = tier.compute_power_w
         seconds = cycles / freq
-        joules = np.where(dev, comp.kappa * cycles * freq ** 2, power * seconds)
+        joules = np.where(dev, comp.kappa * cycles * freq**2, power * seconds)
         if slowdown is not None:
             slowdown = np.broadcast_to(np.asarray(slowdown, dtype=np.float64), nodes.shape)
             if np.any(~np.isfinite(slowdown)) or np.any(slowdown < 1):
                 raise ValueError(f"slowdown must be finite and >= 1, got {slowdown!r}")
             seconds = seconds * slowdown
         waited = seconds if deadline_s is None else np.minimum(seconds, deadline_s)
-        ledger.charge(stage=stage, module=module, link="compute", src=nodes, dst=nodes, nbytes=0.0,
-                      seconds=waited, joules=joules, group=0 if group is None else group, step=step)
+        ledger.charge(
+            stage=stage,
+            module=module,
+            link="compute",
+            src=nodes,
+            dst=nodes,
+            nbytes=0.0,
+            seconds=waited,
+            joules=joules,
+            group=0 if group is None else group,
+            step=step,
+        )
         return seconds

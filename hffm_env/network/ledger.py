@@ -91,7 +91,7 @@ class Ledger:
             raise ValueError(f"keep_rounds must be None or an integer >= 1, got {keep_rounds!r}")
         self.keep_rounds = keep_rounds
         self._labels = {c: _Codes() for c in _LABELS}
-        self._open: list[tuple] = []   # (label codes, rows, then the array columns in _COLUMNS order)
+        self._open: list[tuple] = []  # (label codes, rows, then the array columns in _COLUMNS order)
         self._round: int | None = None
         self._rows: dict[int, dict[str, np.ndarray]] = {}
         self.summaries: dict[int, RoundCost] = {}
@@ -108,8 +108,21 @@ class Ledger:
             raise ValueError(f"round {round_index} was already recorded in this ledger")
         self._round = int(round_index)
 
-    def charge(self, *, stage: str, module: str, link: str, src, dst, nbytes, seconds, joules,
-               lane=None, group=0, step: str = "") -> None:
+    def charge(
+        self,
+        *,
+        stage: str,
+        module: str,
+        link: str,
+        src,
+        dst,
+        nbytes,
+        seconds,
+        joules,
+        lane=None,
+        group=0,
+        step: str = "",
+    ) -> None:
         """Record one row per element of the (broadcast) arrays ``src, dst, nbytes, seconds, joules``.
 
         ``lane`` (default: ``src``) keys rows that run one after another; ``group``
@@ -140,9 +153,9 @@ class Ledger:
         r = self._round
         if self._open:
             codes, sizes, *arrays = zip(*self._open)
-            labels = np.repeat(np.array(codes, dtype=np.int32), sizes, axis=0).T.copy()   # [label, row]
+            labels = np.repeat(np.array(codes, dtype=np.int32), sizes, axis=0).T.copy()  # [label, row]
             rows = dict(zip(_LABELS, labels))
-            rows.update({c: np.concatenate(a) for c, a in zip(_COLUMNS[len(_LABELS):], arrays)})
+            rows.update({c: np.concatenate(a) for c, a in zip(_COLUMNS[len(_LABELS) :], arrays)})
         else:
             rows = {c: np.zeros(0, dtype=np.float64 if c in _FLOATS else np.int64) for c in _COLUMNS}
         self._open = []
@@ -151,7 +164,7 @@ class Ledger:
         self.summaries[r] = summary
         self._rows[r] = rows
         if self.keep_rounds is not None:
-            for old in sorted(self._rows)[:-self.keep_rounds]:
+            for old in sorted(self._rows)[: -self.keep_rounds]:
                 del self._rows[old]
         return summary
 
@@ -168,12 +181,12 @@ class Ledger:
                 g = np.unique(g, return_inverse=True)[1].ravel()
                 ln = np.unique(ln, return_inverse=True)[1].ravel()
                 n_steps, n_lanes = int(st.max()) + 1, int(ln.max()) + 1
-                group_step = g * n_steps + st                       # dense keys, no 2-D unique
+                group_step = g * n_steps + st  # dense keys, no 2-D unique
                 lane_keys, lane_key = np.unique(group_step * n_lanes + ln, return_inverse=True)
-                lane_busy = np.bincount(lane_key, weights=sec)      # rows of a lane in series
+                lane_busy = np.bincount(lane_key, weights=sec)  # rows of a lane in series
                 gs_keys, step_key = np.unique(lane_keys // n_lanes, return_inverse=True)
                 step_time = np.zeros(len(gs_keys))
-                np.maximum.at(step_time, step_key, lane_busy)       # lanes of a step in parallel
+                np.maximum.at(step_time, step_key, lane_busy)  # lanes of a step in parallel
                 group_time = np.bincount(gs_keys // n_steps, weights=step_time)  # steps in series
                 label = self._labels["stage"].labels[s]
                 stage_lat[label] = float(group_time.max())
@@ -194,20 +207,26 @@ class Ledger:
         out = {}
         for code in np.unique(codes):
             sel = codes == code
-            out[labels[code]] = CostTotals(float(rows["bytes"][sel].sum()), float(rows["seconds"][sel].sum()),
-                                           float(rows["joules"][sel].sum()))
+            out[labels[code]] = CostTotals(
+                float(rows["bytes"][sel].sum()), float(rows["seconds"][sel].sum()), float(rows["joules"][sel].sum())
+            )
         return out
 
     def records(self, round_index: int) -> dict[str, np.ndarray]:
         """The raw rows of a closed round, with label columns decoded to strings."""
         if round_index not in self._rows:
             kept = sorted(self._rows)
-            raise KeyError(f"round {round_index} has no kept rows (kept rounds: {kept[:3]}…{kept[-3:]})"
-                           if kept else f"round {round_index} has no kept rows (none kept)")
+            raise KeyError(
+                f"round {round_index} has no kept rows (kept rounds: {kept[:3]}…{kept[-3:]})"
+                if kept
+                else f"round {round_index} has no kept rows (none kept)"
+            )
         rows = self._rows[round_index]
         out = {c: rows[c].copy() for c in _COLUMNS if c not in _LABELS}
         for c in _LABELS:
-            out[c] = np.asarray(self._labels[c].labels, dtype=object)[rows[c]] if rows[c].size else np.zeros(0, dtype=object)
+            out[c] = (
+                np.asarray(self._labels[c].labels, dtype=object)[rows[c]] if rows[c].size else np.zeros(0, dtype=object)
+            )
         out["round"] = np.full(rows["src"].size, round_index)
         return out
 

@@ -75,8 +75,14 @@ def _directed_weights(hop_weight: np.ndarray) -> np.ndarray:
     return np.maximum(np.stack([w, w], axis=1) if w.ndim == 1 else w, 1e-15)
 
 
-def shortest_path_tree(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads: np.ndarray,
-                       toward_heads: bool = True, transit: np.ndarray | None = None) -> RouteTree:
+def shortest_path_tree(
+    n_devices: int,
+    edges: np.ndarray,
+    hop_weight: np.ndarray,
+    heads: np.ndarray,
+    toward_heads: bool = True,
+    transit: np.ndarray | None = None,
+) -> RouteTree:
     """Shortest paths between every device and the head of its component.
 
     ``hop_weight`` is per edge (same both ways) or per edge and direction, shape
@@ -119,8 +125,14 @@ def shortest_path_tree(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray
     return RouteTree(root=root, next_hop=next_hop, path_s=path, hops=hops, hop_edge=hop_edge)
 
 
-def _leaf_only(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads: np.ndarray,
-               toward_heads: bool, transit: np.ndarray) -> RouteTree:
+def _leaf_only(
+    n_devices: int,
+    edges: np.ndarray,
+    hop_weight: np.ndarray,
+    heads: np.ndarray,
+    toward_heads: bool,
+    transit: np.ndarray,
+) -> RouteTree:
     """:func:`shortest_path_tree` where the devices with ``transit`` False forward
     nothing: the tree over the links between transit devices, then each other
     device hung on its fastest hop to a reached transit device."""
@@ -131,7 +143,7 @@ def _leaf_only(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads:
     root, next_hop, path = tree.root.copy(), tree.next_hop.copy(), tree.path_s.copy()
     hop_edge = np.full(n_devices, -1, dtype=np.int64)
     has = tree.hop_edge >= 0
-    hop_edge[has] = np.nonzero(inner)[0][tree.hop_edge[has]]          # back to indices into ``edges``
+    hop_edge[has] = np.nonzero(inner)[0][tree.hop_edge[has]]  # back to indices into ``edges``
     heads_off = heads[~transit[heads]]
     root[heads_off], path[heads_off] = heads_off, 0.0
     # each leaf's candidates: its links to reached transit devices, the hop toward the head;
@@ -143,7 +155,7 @@ def _leaf_only(n_devices: int, edges: np.ndarray, hop_weight: np.ndarray, heads:
     cand = path[relay] + hop
     ok = ~transit[leaf] & transit[relay] & tree.reached[relay] & ~np.isin(leaf, heads_off) & np.isfinite(cand)
     leaf, relay, cand, edge = leaf[ok], relay[ok], cand[ok], np.concatenate([e_all, e_all])[ok]
-    order = np.lexsort((edge, cand, leaf))             # per leaf: fastest first (ties: lowest edge index)
+    order = np.lexsort((edge, cand, leaf))  # per leaf: fastest first (ties: lowest edge index)
     first = order[np.r_[True, leaf[order][1:] != leaf[order][:-1]]] if order.size else order
     v = leaf[first]
     path[v], next_hop[v], root[v], hop_edge[v] = cand[first], relay[first], root[relay[first]], edge[first]

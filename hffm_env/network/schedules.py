@@ -42,7 +42,9 @@ class AggregationSchedule:
     def __post_init__(self) -> None:
         if not self.star:
             if not self.periods or self.periods[0] is None:
-                raise ConfigError(f"periods must start with a period for tier 1 (an integer >= 1), got {self.periods!r}")
+                raise ConfigError(
+                    f"periods must start with a period for tier 1 (an integer >= 1), got {self.periods!r}"
+                )
             for i, p in enumerate(self.periods):
                 if p is not None:
                     check_int(f"periods[{i}]", p, low=1)
@@ -61,8 +63,11 @@ class AggregationSchedule:
 
 def table1_keys(global_periods: tuple[int, ...] = (2, 8)) -> tuple[str, ...]:
     """The keys of the paper's Table I schedules, with E_agg in ``global_periods``."""
-    return (("star", "edge_only", "edge_only_d2d") + tuple(f"hfm_{e}" for e in global_periods)
-            + tuple(f"hfm_d2d_{e}" for e in global_periods))
+    return (
+        ("star", "edge_only", "edge_only_d2d")
+        + tuple(f"hfm_{e}" for e in global_periods)
+        + tuple(f"hfm_d2d_{e}" for e in global_periods)
+    )
 
 
 # the seven schedules of Table I, by key: the one list every layer names them by
@@ -87,10 +92,13 @@ def schedule_from_key(key: str) -> AggregationSchedule:
     m = re.fullmatch(r"(edge|d2d)_every_(\d+)", key)
     if m and int(m.group(2)) >= 1:
         k, d2d = int(m.group(2)), m.group(1) == "d2d"
-        return AggregationSchedule(f"{'D2D consensus' if d2d else 'edge aggregation'} every {k} rounds",
-                                   periods=(k, None), d2d=d2d)
-    raise ValueError(f"schedule must be star, edge_only, edge_only_d2d, hfm_<E>, hfm_d2d_<E>, edge_every_<k> or "
-                     f"d2d_every_<k>, got {key!r}")
+        return AggregationSchedule(
+            f"{'D2D consensus' if d2d else 'edge aggregation'} every {k} rounds", periods=(k, None), d2d=d2d
+        )
+    raise ValueError(
+        f"schedule must be star, edge_only, edge_only_d2d, hfm_<E>, hfm_d2d_<E>, edge_every_<k> or "
+        f"d2d_every_<k>, got {key!r}"
+    )
 
 
 def table1_schedules(global_periods: tuple[int, ...] = (2, 8)) -> dict[str, AggregationSchedule]:
@@ -109,8 +117,7 @@ def _carriers(net: FogNetwork, senders: np.ndarray, level: int) -> list[np.ndarr
     return out
 
 
-def _charge_star(net: FogNetwork, ledger: Ledger, payload: Payload, devices: np.ndarray,
-                 receivers: np.ndarray) -> None:
+def _charge_star(net: FogNetwork, ledger: Ledger, payload: Payload, devices: np.ndarray, receivers: np.ndarray) -> None:
     topo = net.topology
     if net.config.direct_uplink is not None:
         net.charge_direct_upload(ledger, "upload:star", payload, devices)
@@ -133,8 +140,16 @@ def _charge_star(net: FogNetwork, ledger: Ledger, payload: Payload, devices: np.
         net.charge_download(ledger, "download:tier1", payload, receivers)
 
 
-def charge_aggregation(net: FogNetwork, ledger: Ledger, payload: Payload, level: int, *, d2d: bool = False,
-                       star: bool = False, devices=None) -> None:
+def charge_aggregation(
+    net: FogNetwork,
+    ledger: Ledger,
+    payload: Payload,
+    level: int,
+    *,
+    d2d: bool = False,
+    star: bool = False,
+    devices=None,
+) -> None:
     """Charge one aggregation of ``payload`` by the participating ``devices`` (all by
     default) up to tier ``level`` and back down.
 
@@ -153,8 +168,9 @@ def charge_aggregation(net: FogNetwork, ledger: Ledger, payload: Payload, level:
     charge_aggregation_parts(net, ledger, [(payload, devices)], level, d2d=d2d, star=star)
 
 
-def charge_aggregation_parts(net: FogNetwork, ledger: Ledger, parts, level: int, *, d2d: bool = False,
-                             star: bool = False) -> None:
+def charge_aggregation_parts(
+    net: FogNetwork, ledger: Ledger, parts, level: int, *, d2d: bool = False, star: bool = False
+) -> None:
     """:func:`charge_aggregation` of several module groups at once, each
     ``(payload, devices)`` with its own participants (e.g. a task head and the devices
     holding that task), or ``(payload, devices, receivers)`` when only some of the
@@ -198,8 +214,8 @@ def charge_aggregation_parts(net: FogNetwork, ledger: Ledger, parts, level: int,
     for payload, _, _ in parts:
         merged.update(payload)
     carriers = _carriers(net, np.concatenate([d for _, d, _ in parts]), level)
-    edges = carriers[0]                                 # tier-1 nodes with a participant
-    edge_group = edges - topo.tier_offsets[1]           # cluster index of each tier-1 node
+    edges = carriers[0]  # tier-1 nodes with a participant
+    edge_group = edges - topo.tier_offsets[1]  # cluster index of each tier-1 node
     if level >= 2:
         net.charge_upload(ledger, stage, merged, edges, group=edge_group, step="upload:tier2")
     for k in range(3, level + 1):
@@ -219,8 +235,9 @@ def charge_aggregation_parts(net: FogNetwork, ledger: Ledger, parts, level: int,
             net.charge_d2d_broadcast(ledger, stage, payload, devices=receivers, step="d2d:broadcast")
 
 
-def charge_round(net: FogNetwork, ledger: Ledger, schedule: AggregationSchedule, round_number: int,
-                 payload: Payload) -> int:
+def charge_round(
+    net: FogNetwork, ledger: Ledger, schedule: AggregationSchedule, round_number: int, payload: Payload
+) -> int:
     """Charge the communication of one round of ``schedule`` (every device taking
     part) into ``ledger``'s open round; see :func:`charge_aggregation`. Returns the
     highest tier that aggregated (the top tier's index for star, 0 for none)."""
@@ -229,16 +246,19 @@ def charge_round(net: FogNetwork, ledger: Ledger, schedule: AggregationSchedule,
         return net.config.n_tiers - 1
     n_levels = net.config.n_tiers - 1
     if len(schedule.periods) > n_levels:
-        raise ConfigError(f"schedule {schedule.name!r} has {len(schedule.periods)} periods but the network has "
-                          f"only {n_levels} tiers above the devices")
+        raise ConfigError(
+            f"schedule {schedule.name!r} has {len(schedule.periods)} periods but the network has "
+            f"only {n_levels} tiers above the devices"
+        )
     level = schedule.level(round_number)
     if level:
         charge_aggregation(net, ledger, payload, level, d2d=schedule.d2d)
     return level
 
 
-def charge_schedule(net: FogNetwork, schedule: AggregationSchedule, rounds: int, payload: Payload,
-                    ledger: Ledger | None = None) -> Ledger:
+def charge_schedule(
+    net: FogNetwork, schedule: AggregationSchedule, rounds: int, payload: Payload, ledger: Ledger | None = None
+) -> Ledger:
     """Charge ``rounds`` rounds of a schedule's communication on ``net`` (fading redrawn
     each round), no training: the cost side of :func:`hffm_env.federation.schedules.run_schedule`."""
     check_int("rounds", rounds, low=1)

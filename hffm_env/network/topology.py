@@ -29,8 +29,10 @@ def _place_separated(rng: np.random.Generator, count: int, side_m: float, min_se
                 points = np.vstack([points, c])
                 if len(points) == count:
                     return points
-    raise RuntimeError(f"could not place {count} nodes {min_sep_m:g} m apart in a {side_m:g} m square; "
-                       "lower min_separation_m or enlarge area_side_m")
+    raise RuntimeError(
+        f"could not place {count} nodes {min_sep_m:g} m apart in a {side_m:g} m square; "
+        "lower min_separation_m or enlarge area_side_m"
+    )
 
 
 def _uniform_in_discs(rng: np.random.Generator, centers: np.ndarray, radius_m: float, side_m: float) -> np.ndarray:
@@ -68,8 +70,16 @@ class D2DGraph:
         return len(self.edges)
 
 
-def build_d2d_graph(positions: np.ndarray, cluster: np.ndarray, n_clusters: int, radius_m: float,
-                    rng: np.random.Generator, channel, link=None, patch_weight: str = "distance") -> D2DGraph:
+def build_d2d_graph(
+    positions: np.ndarray,
+    cluster: np.ndarray,
+    n_clusters: int,
+    radius_m: float,
+    rng: np.random.Generator,
+    channel,
+    link=None,
+    patch_weight: str = "distance",
+) -> D2DGraph:
     """Random geometric graph per cluster, patched to connectivity with the cluster's MST.
 
     All clusters are handled at once: candidate pairs are all intra-cluster pairs;
@@ -127,8 +137,9 @@ def build_d2d_graph(positions: np.ndarray, cluster: np.ndarray, n_clusters: int,
         patched[candidate] = (mst_keys[pos] == pair_keys) & ~in_radius[candidate]
     keep = in_radius | patched
     edges = np.stack([lo[keep], hi[keep]], axis=1)
-    return D2DGraph(edges=edges, distance_m=dist[keep], shadowing_db=shadowing[keep], patched=patched[keep],
-                    fading=fading[keep])
+    return D2DGraph(
+        edges=edges, distance_m=dist[keep], shadowing_db=shadowing[keep], patched=patched[keep], fading=fading[keep]
+    )
 
 
 class Topology:
@@ -156,10 +167,12 @@ class Topology:
         self.positions[self.tier_slice(1)] = anchors
         self.cluster_centers = _uniform_in_discs(rng, anchors, config.cluster_center_offset_m, side)
         # Devices split as evenly as possible over the clusters, in cluster order.
-        cluster = np.repeat(np.arange(self.n_clusters),
-                            np.diff(np.linspace(0, self.n_devices, self.n_clusters + 1).round().astype(int)))
-        self.positions[:self.n_devices] = _uniform_in_discs(rng, self.cluster_centers[cluster],
-                                                            config.cluster_radius_m, side)
+        cluster = np.repeat(
+            np.arange(self.n_clusters), np.diff(np.linspace(0, self.n_devices, self.n_clusters + 1).round().astype(int))
+        )
+        self.positions[: self.n_devices] = _uniform_in_discs(
+            rng, self.cluster_centers[cluster], config.cluster_radius_m, side
+        )
         for k in range(2, len(tiers)):
             if tiers[k].count == 1:
                 pos = np.array([[side / 2.0, side / 2.0]])
@@ -208,7 +221,7 @@ class Topology:
         """Ids of the tier-``k`` nodes with at least one device below them (after
         handovers a cluster, and the nodes above it, can be empty)."""
         has = np.zeros(self.n_nodes, dtype=bool)
-        has[:self.n_devices] = True
+        has[: self.n_devices] = True
         for j in range(1, k + 1):
             below = self.tier_ids(j - 1)
             has[np.unique(self.parent[below[has[below]]])] = True
@@ -225,7 +238,9 @@ class Topology:
         g = nx.Graph()
         nodes = np.arange(self.n_devices) if cluster is None else self.members(cluster)
         g.add_nodes_from(int(i) for i in nodes)
-        keep = np.ones(self.d2d.n_edges, dtype=bool) if cluster is None else self.cluster[self.d2d.edges[:, 0]] == cluster
+        keep = (
+            np.ones(self.d2d.n_edges, dtype=bool) if cluster is None else self.cluster[self.d2d.edges[:, 0]] == cluster
+        )
         for (u, v), d, p in zip(self.d2d.edges[keep], self.d2d.distance_m[keep], self.d2d.patched[keep]):
             g.add_edge(int(u), int(v), distance_m=float(d), patched=bool(p))
         return g
@@ -241,8 +256,8 @@ class Topology:
         theta = rng.uniform(0.0, 2.0 * np.pi, size=n)
         pos = self.positions[:n] + np.stack([step * np.cos(theta), step * np.sin(theta)], axis=1)
         side = self.config.area_side_m
-        pos = np.abs(pos)                             # reflect at 0
-        pos = side - np.abs(side - pos)               # reflect at side
+        pos = np.abs(pos)  # reflect at 0
+        pos = side - np.abs(side - pos)  # reflect at side
         self.positions[:n] = pos
         # Handover: a device that left its cluster's disc joins the nearest cluster centre.
         own = np.hypot(*(pos - self.cluster_centers[self.cluster]).T)
@@ -261,11 +276,19 @@ class Topology:
 
     def _build_d2d(self, rng: np.random.Generator) -> D2DGraph:
         cfg = self.config
-        return build_d2d_graph(self.positions[:self.n_devices], self.cluster, self.n_clusters, cfg.d2d_radius_m,
-                               rng, cfg.channel, cfg.d2d, cfg.d2d_patch_weight)
+        return build_d2d_graph(
+            self.positions[: self.n_devices],
+            self.cluster,
+            self.n_clusters,
+            cfg.d2d_radius_m,
+            rng,
+            cfg.channel,
+            cfg.d2d,
+            cfg.d2d_patch_weight,
+        )
 
     def _set_device_parents(self) -> None:
-        self.parent[:self.n_devices] = self.tier_offsets[1] + self.cluster
+        self.parent[: self.n_devices] = self.tier_offsets[1] + self.cluster
 
     def _choose_heads(self, rng: np.random.Generator, keep_existing: bool) -> None:
         rule = self.config.cluster_head

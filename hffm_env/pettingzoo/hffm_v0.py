@@ -51,8 +51,9 @@ class HFFMParallelEnv(ParallelEnv):
         decisions = ("aggregation", "specialization", "offloading") if self.devices_act else ("aggregation",)
         self.core = EnvCore(self.scenario, decisions)
         C, D = self.core.n_clusters, self.core.n_devices
-        self.possible_agents = [f"edge_{c}" for c in range(C)] + ([f"device_{d}" for d in range(D)]
-                                                                   if self.devices_act else [])
+        self.possible_agents = [f"edge_{c}" for c in range(C)] + (
+            [f"device_{d}" for d in range(D)] if self.devices_act else []
+        )
         self.agents = []
         shapes = self.core.obs_shapes()
         f_dev, f_cl, f_g = shapes["devices"][1], shapes["clusters"][1], shapes["globals"][0]
@@ -62,8 +63,10 @@ class HFFMParallelEnv(ParallelEnv):
             size = f_cl + f_g + 2 * f_dev if a.startswith("edge_") else f_dev + f_cl + f_g
             self._obs_spaces[a] = spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32)
             self._act_spaces[a] = spaces.MultiDiscrete(
-                [len(AGG_OPTIONS)] * G if a.startswith("edge_")
-                else [2] * S + [len(OFFLOAD_TARGETS)] * REQUESTS_PER_DEVICE_AGENT)
+                [len(AGG_OPTIONS)] * G
+                if a.startswith("edge_")
+                else [2] * S + [len(OFFLOAD_TARGETS)] * REQUESTS_PER_DEVICE_AGENT
+            )
         self._renderer = CoreRenderer()
         self._rng = np.random.default_rng()
 
@@ -91,8 +94,9 @@ class HFFMParallelEnv(ParallelEnv):
         flat = self._joint_action(actions)
         acc_before = dict(self.core.score)
         reward, terminated, truncated, info = self.core.step(flat)
-        rewards = ({a: reward for a in self.agents} if self.scenario.env.shared_reward
-                   else self._own_rewards(acc_before, info))
+        rewards = (
+            {a: reward for a in self.agents} if self.scenario.env.shared_reward else self._own_rewards(acc_before, info)
+        )
         obs = self._observe()
         agents = list(self.agents)
         terms = {a: terminated for a in agents}
@@ -135,7 +139,7 @@ class HFFMParallelEnv(ParallelEnv):
             a = np.asarray(actions[f"edge_{c}"])
             if not self._act_spaces[f"edge_{c}"].contains(a.astype(np.int64)):
                 raise ValueError(f"action of edge_{c} must be in {self._act_spaces[f'edge_{c}']}, got {a!r}")
-            agg[c * G:(c + 1) * G] = a
+            agg[c * G : (c + 1) * G] = a
         parts.append(agg)
         if self.devices_act:
             S = len(core.special_kinds)
@@ -146,7 +150,7 @@ class HFFMParallelEnv(ParallelEnv):
                 a = np.asarray(actions[f"device_{d}"]).astype(np.int64)
                 if not self._act_spaces[f"device_{d}"].contains(a):
                     raise ValueError(f"action of device_{d} must be in {self._act_spaces[f'device_{d}']}, got {a!r}")
-                spec[d * S:(d + 1) * S] = a[:S]
+                spec[d * S : (d + 1) * S] = a[:S]
                 mine = [i for i in np.nonzero(req.device == d)[0] if i < core.config.max_requests]
                 for k, i in enumerate(mine[:REQUESTS_PER_DEVICE_AGENT]):
                     off[i] = a[S + k]
@@ -158,8 +162,11 @@ class HFFMParallelEnv(ParallelEnv):
         fed, topo = core.fed, core.fed.topology
         rows = fed.ledger.records(fed.round_index)
         node = rows["src"]
-        owner = np.where(node < topo.n_devices, topo.cluster[np.minimum(node, topo.n_devices - 1)],
-                         np.where(topo.tier[node] == 1, node - topo.tier_offsets[1], -1))
+        owner = np.where(
+            node < topo.n_devices,
+            topo.cluster[np.minimum(node, topo.n_devices - 1)],
+            np.where(topo.tier[node] == 1, node - topo.tier_offsets[1], -1),
+        )
         cloud_j = rows["joules"][owner < 0].sum() / topo.n_clusters
         lat = info["latency_s"] / core.latency_scale
         out = {}

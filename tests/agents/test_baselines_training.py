@@ -32,7 +32,7 @@ def test_schedule_policies_follow_table1_levels():
     first, _ = p.predict(obs)
     env.step(first)
     second, _ = p.predict(obs)
-    assert set(first) == {1} and set(second) == {5}           # D2D consensus, then cloud via the heads
+    assert set(first) == {1} and set(second) == {5}  # D2D consensus, then cloud via the heads
     star, _ = make_policy("star", env).predict(obs)
     assert set(star) == {6}
     assert schedule_from_key("hfm_4").periods == (1, 4)
@@ -56,8 +56,29 @@ def test_train_writes_a_loadable_model(tmp_path):
     from stable_baselines3 import PPO
 
     out = tmp_path / "ppo"
-    assert hffm(["train", "--algo", "ppo", "--steps", "64", "--n-steps", "32", "--batch-size", "32",
-                 "--n-epochs", "1", "--out", str(out), "--no-progress", "--set", "env__max_rounds=8"]) == 0
+    assert (
+        hffm(
+            [
+                "train",
+                "--algo",
+                "ppo",
+                "--steps",
+                "64",
+                "--n-steps",
+                "32",
+                "--batch-size",
+                "32",
+                "--n-epochs",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--set",
+                "env__max_rounds=8",
+            ]
+        )
+        == 0
+    )
     model = PPO.load(str(out / "model.zip"))
     env = gym.make("hffm_env/Aggregation-v0", preset="tiny")
     obs, _ = env.reset(seed=1)
@@ -69,8 +90,29 @@ def test_train_writes_a_loadable_model(tmp_path):
 
 def test_train_maskable_ppo_with_two_subprocess_envs(tmp_path):
     out = tmp_path / "mppo"
-    assert hffm(["train", "--algo", "maskable_ppo", "--steps", "64", "--n-steps", "16", "--batch-size", "32",
-                 "--n-epochs", "1", "--n-envs", "2", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        hffm(
+            [
+                "train",
+                "--algo",
+                "maskable_ppo",
+                "--steps",
+                "64",
+                "--n-steps",
+                "16",
+                "--batch-size",
+                "32",
+                "--n-epochs",
+                "1",
+                "--n-envs",
+                "2",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     from sb3_contrib import MaskablePPO
 
     from evaluation.evaluate import load_sb3_model
@@ -91,20 +133,60 @@ def test_train_rejects_dqn_and_eval_seeds(capsys):
 
 def test_multi_agent_parameter_sharing_trains(tmp_path):
     out = tmp_path / "ma"
-    assert hffm(["train", "--env", "hffm_v0", "--algo", "ppo", "--steps", "64", "--n-steps", "16",
-                 "--batch-size", "32", "--n-epochs", "1", "--out", str(out), "--no-progress",
-                 "--set", "env__max_rounds=4"]) == 0
+    assert (
+        hffm(
+            [
+                "train",
+                "--env",
+                "hffm_v0",
+                "--algo",
+                "ppo",
+                "--steps",
+                "64",
+                "--n-steps",
+                "16",
+                "--batch-size",
+                "32",
+                "--n-epochs",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--set",
+                "env__max_rounds=4",
+            ]
+        )
+        == 0
+    )
     assert (out / "model.zip").is_file()
 
 
 def test_evaluate_writes_table_with_every_row(tmp_path, capsys):
     out = tmp_path / "ev"
     model_dir = tmp_path / "m"
-    assert hffm(["train", "--algo", "a2c", "--steps", "16", "--n-steps", "8", "--out", str(model_dir),
-                 "--no-progress", "--set", "env__max_rounds=2"]) == 0
+    assert (
+        hffm(
+            [
+                "train",
+                "--algo",
+                "a2c",
+                "--steps",
+                "16",
+                "--n-steps",
+                "8",
+                "--out",
+                str(model_dir),
+                "--no-progress",
+                "--set",
+                "env__max_rounds=2",
+            ]
+        )
+        == 0
+    )
     policies = "star,edge_only,random," + str(model_dir / "model.zip")
-    assert hffm(["evaluate", "--seeds", "2", "--policies", policies, "--out", str(out),
-                 "--set", "env__max_rounds=2"]) == 0
+    assert (
+        hffm(["evaluate", "--seeds", "2", "--policies", policies, "--out", str(out), "--set", "env__max_rounds=2"]) == 0
+    )
     with open(out / "table.csv") as f:
         rows = list(csv.DictReader(f))
     # the baseline (the env's default policy) is run too, on the same seeds
@@ -126,8 +208,9 @@ def test_paired_differences_against_the_baseline(tmp_path):
     seeds move both policies together."""
     from evaluation.evaluate import evaluate, mean_ci
 
-    common = dict(env_id="hffm_env/Aggregation-v0", preset="tiny", seeds=3, progress=False,
-                  overrides={"env__max_rounds": 2})
+    common = dict(
+        env_id="hffm_env/Aggregation-v0", preset="tiny", seeds=3, progress=False, overrides={"env__max_rounds": 2}
+    )
     rows = evaluate(policies=["edge_only", "star", "local_only"], out=tmp_path / "a", baseline="best", **common)
     by = {r["policy"]: r for r in rows}
     best = max(("edge_only", "star", "local_only"), key=lambda n: by[n]["return_mean"])
@@ -142,7 +225,8 @@ def test_paired_differences_against_the_baseline(tmp_path):
     ret = {n: [run_episode(env, make_policy(n, env), 10_000 + i).ret for i in range(3)] for n in ("star", best)}
     diff = mean_ci(np.subtract(ret["star"], ret[best]))
     assert by["star"]["paired_diff_mean"] == pytest.approx(diff[0]) and by["star"]["paired_diff_ci95"] == pytest.approx(
-        diff[1])
+        diff[1]
+    )
     with pytest.raises(ValueError, match="policy must be one of"):
         evaluate(policies=["star"], out=tmp_path / "b", baseline="oracle", **common)
 
@@ -152,8 +236,9 @@ def test_default_policy_is_the_envs_own_default():
     on Relaying-v0 it never relays, on Aggregation-v0 it is ``env.default_schedule``."""
     env = gym.make("hffm_env/Aggregation-v0", preset="tiny", env__default_schedule="edge_only")
     obs, _ = env.reset(seed=0)
-    np.testing.assert_array_equal(make_policy("default", env).predict(obs)[0],
-                                  make_policy("edge_only", env).predict(obs)[0])
+    np.testing.assert_array_equal(
+        make_policy("default", env).predict(obs)[0], make_policy("edge_only", env).predict(obs)[0]
+    )
     env = gym.make("hffm_env/Relaying-v0", preset="tiny")
     obs, _ = env.reset(seed=0)
     core = env.unwrapped.core
@@ -182,8 +267,29 @@ def test_saved_models_load_without_unpickling(tmp_path):
     from evaluation.evaluate import load_sb3_model
 
     out = tmp_path / "ppo"
-    assert hffm(["train", "--algo", "ppo", "--steps", "16", "--n-steps", "16", "--batch-size", "16",
-                 "--n-epochs", "1", "--out", str(out), "--no-progress", "--set", "env__max_rounds=4"]) == 0
+    assert (
+        hffm(
+            [
+                "train",
+                "--algo",
+                "ppo",
+                "--steps",
+                "16",
+                "--n-steps",
+                "16",
+                "--batch-size",
+                "16",
+                "--n-epochs",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--set",
+                "env__max_rounds=4",
+            ]
+        )
+        == 0
+    )
     marker = tmp_path / "pwned"
     evil = base64.b64encode(pickle.dumps(_Touch(marker))).decode()
 
@@ -202,7 +308,7 @@ def test_saved_models_load_without_unpickling(tmp_path):
     tampered = rewrite("tampered.zip", lambda d: d["lr_schedule"].update({":serialized:": evil}))
     env = gym.make("hffm_env/Aggregation-v0", preset="tiny")
     model = load_sb3_model(PPO, tampered, env)
-    assert not marker.exists()                           # the payload never ran
+    assert not marker.exists()  # the payload never ran
     obs, _ = env.reset(seed=1)
     assert env.action_space.contains(model.predict(obs)[0])
     extra = rewrite("extra.zip", lambda d: d.update({"surprise": {":type:": "x", ":serialized:": evil}}))

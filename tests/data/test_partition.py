@@ -38,7 +38,8 @@ def test_federated_data_heterogeneity_and_determinism():
     assert a.shards.tasks == b.shards.tasks
     assert all(np.array_equal(a.shards.train[d][t], b.shards.train[d][t]) for d in range(12) for t in a.shards.tasks[d])
     assert a.shards.tasks != c.shards.tasks or any(
-        not np.array_equal(a.shards.train[d][t], c.shards.train[d][t]) for d in range(12) for t in a.shards.tasks[d])
+        not np.array_equal(a.shards.train[d][t], c.shards.train[d][t]) for d in range(12) for t in a.shards.tasks[d]
+    )
     assert len(set(a.shards.tasks)) > 1  # devices differ in their tasks
     for d in range(12):
         assert 1 <= len(a.shards.tasks[d]) <= 2
@@ -68,8 +69,9 @@ def test_task_assignment_respects_bounds_or_says_why():
     with pytest.raises(ConfigError, match="modality_availability"):
         assign_tasks(never, 4, np.random.default_rng(0))
     with pytest.raises(ConfigError, match="no holder"):
-        assign_tasks(DataConfig(tasks=("scene_qa", "style_qa", "sensor"), tasks_per_device=(1, 1)), 2,
-                     np.random.default_rng(0))
+        assign_tasks(
+            DataConfig(tasks=("scene_qa", "style_qa", "sensor"), tasks_per_device=(1, 1)), 2, np.random.default_rng(0)
+        )
 
 
 def _label_shares(data, split: str, task: str) -> list[np.ndarray]:
@@ -90,16 +92,16 @@ def test_global_protocol_scores_every_device_on_the_task_distribution():
     everywhere = np.bincount(pool, minlength=k) / len(pool)
 
     part = glob.shards.test_part["scene_qa"]
-    assert len(part) == 300                                     # test_fraction of the pool
+    assert len(part) == 300  # test_fraction of the pool
     shares = [s["scene_qa"] for s in glob.shards.test]
-    assert sorted(np.concatenate(shares).tolist()) == sorted(part.tolist())   # the part, shared out whole
-    assert max(map(len, shares)) - min(map(len, shares)) <= 1                 # in near-equal shares
+    assert sorted(np.concatenate(shares).tolist()) == sorted(part.tolist())  # the part, shared out whole
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1  # in near-equal shares
     train = np.concatenate([s["scene_qa"] for s in glob.shards.train])
-    assert not np.intersect1d(train, part).size                                # never trained on
+    assert not np.intersect1d(train, part).size  # never trained on
     assert len(train) + len(part) == len(pool)
     assert local.shards.test_part == {}
 
-    def tv(dists):          # mean total-variation distance to the pool's answer distribution
+    def tv(dists):  # mean total-variation distance to the pool's answer distribution
         return float(np.mean([0.5 * np.abs(d - everywhere).sum() for d in dists]))
 
     # own-shard test sets carry the training skew; global shares do not
@@ -118,7 +120,7 @@ def test_stratified_shares_hold_the_test_parts_answer_mix():
     part = strat.shards.test_part["scene_qa"]
     whole = np.bincount(labels[part], minlength=k)
 
-    def worst_miss(data):   # largest distance of a share's answer count from its proportional count
+    def worst_miss(data):  # largest distance of a share's answer count from its proportional count
         shares = [s["scene_qa"] for s in data.shards.test]
         assert sorted(np.concatenate(shares).tolist()) == sorted(part.tolist())
         return max(np.abs(np.bincount(labels[s], minlength=k) - whole * len(s) / len(part)).max() for s in shares)
@@ -135,7 +137,7 @@ def test_deal_shares_sizes_and_systematic_draws():
     for stratified in (True, False):
         shares = deal_shares(part, labels, [3, 30, 7], np.random.default_rng(1), stratified)
         assert [len(x) for x in shares] == [3, 30, 7]
-        assert len(np.unique(np.concatenate(shares))) == 40                     # no sample twice
+        assert len(np.unique(np.concatenate(shares))) == 40  # no sample twice
     # one share of 20 drawn from 100: each answer's count within one of 20·its share
     (one,) = deal_shares(part, labels, [20], np.random.default_rng(2), True)
     assert np.abs(np.bincount(labels[one], minlength=4) - [10, 6, 3, 1]).max() < 1.0

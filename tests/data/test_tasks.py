@@ -83,8 +83,12 @@ def test_user_registered_task():
     @register_task("parity_test_task", modalities=("sensor",), answers=("even", "odd"))
     def build(n, rng, config):
         x = rng.integers(0, 100, size=n)
-        return TaskData("parity_test_task", ("even", "odd"), (x % 2).astype(np.int64),
-                        sensor=np.repeat(x[:, None], config.sensor_length, 1).astype(np.float32))
+        return TaskData(
+            "parity_test_task",
+            ("even", "odd"),
+            (x % 2).astype(np.int64),
+            sensor=np.repeat(x[:, None], config.sensor_length, 1).astype(np.float32),
+        )
 
     assert "parity_test_task" in registered_tasks()
     cfg = DataConfig(tasks=("parity_test_task", "sensor"), pool_size=64, tasks_per_device=(1, 2))
@@ -105,10 +109,14 @@ def test_tokenizer_known_unknown_and_padding():
 
 
 def test_bad_data_config_names_field():
-    for kwargs, field in [({"tasks": ("nope",)}, "tasks"), ({"dirichlet_alpha": 0.0}, "dirichlet_alpha"),
-                          ({"test_fraction": 0.9}, "test_fraction"), ({"tasks_per_device": (0, 1)}, "tasks_per_device"),
-                          ({"modality_availability": (1.0, 1.0)}, "modality_availability"),
-                          ({"image_size": 4}, "image_size")]:
+    for kwargs, field in [
+        ({"tasks": ("nope",)}, "tasks"),
+        ({"dirichlet_alpha": 0.0}, "dirichlet_alpha"),
+        ({"test_fraction": 0.9}, "test_fraction"),
+        ({"tasks_per_device": (0, 1)}, "tasks_per_device"),
+        ({"modality_availability": (1.0, 1.0)}, "modality_availability"),
+        ({"image_size": 4}, "image_size"),
+    ]:
         with pytest.raises(ConfigError, match=field):
             DataConfig(**kwargs)
 

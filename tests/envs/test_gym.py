@@ -42,8 +42,14 @@ def test_checkers_pass_on_larger_presets(preset):
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
     # one specialist step and 4 evaluation samples keep the checkers' random actions quick
-    env = _make("hffm_env/HFFM-v0", preset, env__max_rounds=2, federation__specialist_steps=1,
-                federation__local_steps=1, federation__eval_max_samples=4)
+    env = _make(
+        "hffm_env/HFFM-v0",
+        preset,
+        env__max_rounds=2,
+        federation__specialist_steps=1,
+        federation__local_steps=1,
+        federation__eval_max_samples=4,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check_env(env.unwrapped, skip_render_check=True)
@@ -51,8 +57,10 @@ def test_checkers_pass_on_larger_presets(preset):
 
 
 def test_make_without_import_uses_the_module_prefix():
-    code = ("import gymnasium as gym; e = gym.make('hffm_env:hffm_env/Aggregation-v0', preset='tiny'); "
-            "o, _ = e.reset(seed=0); print(sorted(o))")
+    code = (
+        "import gymnasium as gym; e = gym.make('hffm_env:hffm_env/Aggregation-v0', preset='tiny'); "
+        "o, _ = e.reset(seed=0); print(sorted(o))"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert "devices" in out
 
@@ -156,7 +164,7 @@ def test_masks_match_federation_state():
         for j, k in enumerate(core.special_kinds):
             assert spec[d * len(core.special_kinds) + j, 1] == fed.holds(k)[d]
     off = core.masks("offloading")
-    assert np.array_equal(off[:len(fed.requests)], fed.offload_mask()[:core.config.max_requests])
+    assert np.array_equal(off[: len(fed.requests)], fed.offload_mask()[: core.config.max_requests])
 
 
 def test_relaying_env_serves_cold_starts():
@@ -215,9 +223,15 @@ def test_only_the_model_moves_the_accuracy_term_even_when_events_change_the_set(
     """No training, no aggregation, no relays: the model never changes, so the
     reward's accuracy term is exactly 0 every round, although task arrivals, joins and
     leaves change which (device, task) pairs are scored (the set is re-based on them)."""
-    env = gym.make("hffm_env/Relaying-v0", preset="tiny", federation__local_steps=0, env__default_schedule="none",
-                   federation__events__task_arrival=0.5, federation__events__join=0.3,
-                   federation__events__leave=0.3)
+    env = gym.make(
+        "hffm_env/Relaying-v0",
+        preset="tiny",
+        federation__local_steps=0,
+        env__default_schedule="none",
+        federation__events__task_arrival=0.5,
+        federation__events__join=0.3,
+        federation__events__leave=0.3,
+    )
     env.reset(seed=3)
     core = env.unwrapped.core
     events = 0
@@ -226,6 +240,7 @@ def test_only_the_model_moves_the_accuracy_term_even_when_events_change_the_set(
         events += len(info["events"])
         assert info["reward_terms"]["accuracy"] == 0.0
         _, fresh = core.fed.measure()
-        assert core.score == fresh and core.mean_score == pytest.approx(np.mean(
-            [p for per in fresh.values() for p in per.values()]))
+        assert core.score == fresh and core.mean_score == pytest.approx(
+            np.mean([p for per in fresh.values() for p in per.values()])
+        )
     assert events > 0

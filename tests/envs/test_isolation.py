@@ -29,7 +29,7 @@ from agents import sample_valid_action
 
 torch.set_num_threads(1)
 
-ENV_ID = "hffm_env/HFFM-v0"        # every decision, events and inference requests on
+ENV_ID = "hffm_env/HFFM-v0"  # every decision, events and inference requests on
 KW = {"preset": "tiny", "env__max_rounds": 20}
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,14 +69,14 @@ def trajectory_digest(seed: int = 3, steps: int = 4) -> str:
 def test_subproc_and_dummy_vec_envs_give_bit_identical_trajectories(monkeypatch):
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")      # the spawned workers inherit it
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the spawned workers inherit it
     # gym.make with the module prefix: a spawned worker imports hffm_env itself
     fns = [functools.partial(gym.make, "hffm_env:" + ENV_ID, **KW) for _ in range(2)]
     dummy = DummyVecEnv(fns)
     sub = SubprocVecEnv(fns, start_method="spawn")
     try:
         dummy.seed(11)
-        sub.seed(11)                                 # workers get seeds 11 and 12
+        sub.seed(11)  # workers get seeds 11 and 12
         obs_d, obs_s = dummy.reset(), sub.reset()
         nvec = dummy.action_space.nvec
         rng = np.random.default_rng(0)
@@ -103,10 +103,17 @@ def test_subproc_and_dummy_vec_envs_give_bit_identical_trajectories(monkeypatch)
 def test_child_interpreter_with_another_hash_seed_computes_the_same_trajectory():
     parent_seed = os.environ.get("PYTHONHASHSEED")
     child_seed = "1" if parent_seed == "0" else "0"
-    code = ("from tests.envs.test_isolation import trajectory_digest; "
-            "print(hash('hffm_env')); print(trajectory_digest())")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONHASHSEED": child_seed, "OMP_NUM_THREADS": "1"}).stdout.split()
+    code = (
+        "from tests.envs.test_isolation import trajectory_digest; print(hash('hffm_env')); print(trajectory_digest())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": child_seed, "OMP_NUM_THREADS": "1"},
+    ).stdout.split()
     assert int(out[-2]) != hash("hffm_env"), "the child's string hashing must differ from the parent's"
     assert out[-1] == trajectory_digest()
 
@@ -133,8 +140,11 @@ def _same(a: list, b: list) -> bool:
         if isinstance(x, tuple):
             return all(eq(u, v) for u, v in zip(x, y))
         if isinstance(x, (np.ndarray, torch.Tensor)):
-            return x.dtype == y.dtype and x.shape == y.shape and bytes(x.numpy() if torch.is_tensor(x) else x) == \
-                bytes(y.numpy() if torch.is_tensor(y) else y)
+            return (
+                x.dtype == y.dtype
+                and x.shape == y.shape
+                and bytes(x.numpy() if torch.is_tensor(x) else x) == bytes(y.numpy() if torch.is_tensor(y) else y)
+            )
         return x == y
 
     return len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b))
@@ -147,7 +157,7 @@ def test_interleaved_steps_of_another_env_do_not_change_a_trajectory():
     rng_a = np.random.default_rng(0)
     calls = []
 
-    def step_a():   # env A steps (and once resets on a third seed) between B's steps
+    def step_a():  # env A steps (and once resets on a third seed) between B's steps
         calls.append(1)
         if len(calls) == 3:
             a.reset(seed=5)
@@ -156,7 +166,7 @@ def test_interleaved_steps_of_another_env_do_not_change_a_trajectory():
     interleaved = _trajectory(gym.make(ENV_ID, **KW), seed=1, steps=4, other=step_a)
     assert len(calls) == 4
     assert _same(alone, interleaved)
-    assert not _same(alone, _trajectory(gym.make(ENV_ID, **KW), seed=0, steps=4))   # seeds matter
+    assert not _same(alone, _trajectory(gym.make(ENV_ID, **KW), seed=0, steps=4))  # seeds matter
 
 
 def _storages(fed) -> set[int]:
@@ -168,7 +178,7 @@ def test_module_banks_of_two_envs_never_share_storage():
     a, b = gym.make(ENV_ID, **KW), gym.make(ENV_ID, **KW)
     rng = np.random.default_rng(0)
     for env in (a, b):
-        env.reset(seed=0)                        # the same seed: the same cached pools, the same draws
+        env.reset(seed=0)  # the same seed: the same cached pools, the same draws
     for _ in range(2):
         assert _storages(a.unwrapped.federation).isdisjoint(_storages(b.unwrapped.federation))
         for env in (a, b):
@@ -187,10 +197,14 @@ def test_shared_data_pools_are_read_only():
     for env in (a, b, digits):
         env.reset(seed=0)
     pools_a, pools_b = a.unwrapped.federation.data.pools, b.unwrapped.federation.data.pools
-    assert all(pools_a[t] is pools_b[t] for t in pools_a)   # one cached pool per task, shared by both envs
+    assert all(pools_a[t] is pools_b[t] for t in pools_a)  # one cached pool per task, shared by both envs
     pools = (*pools_a.values(), *digits.unwrapped.federation.data.pools.values())
-    arrays = [getattr(p, f) for p in pools
-              for f in ("label", "image", "tokens", "attention", "sensor") if getattr(p, f) is not None]
+    arrays = [
+        getattr(p, f)
+        for p in pools
+        for f in ("label", "image", "tokens", "attention", "sensor")
+        if getattr(p, f) is not None
+    ]
     arrays += list(_digits())
     for arr in arrays:
         assert not arr.flags.writeable
@@ -212,7 +226,7 @@ def test_frozen_backbone_is_shared_and_untouched_by_training():
     for _ in range(3):
         for env in (a, b):
             info = env.step(_valid(env, rng))[-1]
-            assert "train" in {k for k in info["per_link"]} | {k for k in info["per_module"]}   # it trained
+            assert "train" in {k for k in info["per_link"]} | {k for k in info["per_module"]}  # it trained
     after = bb.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None and not p.requires_grad for p in bb.parameters()) and not bb.vilt.training

@@ -12,8 +12,12 @@ def test_parallel_api_with_edge_agents():
 
 
 def test_parallel_api_with_device_agents_and_own_rewards():
-    env = hffm_v0.parallel_env(env__max_rounds=3, env__device_agents=True, env__shared_reward=False,
-                               federation__inference__requests_per_device=1.0)
+    env = hffm_v0.parallel_env(
+        env__max_rounds=3,
+        env__device_agents=True,
+        env__shared_reward=False,
+        federation__inference__requests_per_device=1.0,
+    )
     parallel_api_test(env, num_cycles=4)
 
 

@@ -28,17 +28,36 @@ def _run(fed, rounds, scope="edge"):
 
 def _snapshot(fed):
     """Everything a load may change, deep-copied."""
-    banks = {p: {n: t.clone() for n, t in b.items()}
-             for p, b in (("bank", fed.bank), ("synced", fed.synced), ("m", fed.adam.m), ("v", fed.adam.v),
-                          ("step", fed.adam.step))}
+    banks = {
+        p: {n: t.clone() for n, t in b.items()}
+        for p, b in (
+            ("bank", fed.bank),
+            ("synced", fed.synced),
+            ("m", fed.adam.m),
+            ("v", fed.adam.v),
+            ("step", fed.adam.step),
+        )
+    }
     arrays = {k: getattr(fed, k).copy() for k in ("last_sync", "last_train", "trained_ever", "expert_mask")}
     mem = fed.members
-    members = (mem.active.copy(), copy.deepcopy(mem.modalities), copy.deepcopy(mem.tasks),
-               [{t: i.tolist() for t, i in x.items()} for x in mem.train],
-               [{t: i.tolist() for t, i in x.items()} for x in mem.test], mem.version)
-    other = (sorted(fed.roles.specialists), dict(fed.roles.attack), copy.deepcopy(fed.accuracy),
-             list(fed.cold_starts), fed.requests.device.tolist(), fed.requests.task, fed.requests.sample.tolist(),
-             fed.round_index)
+    members = (
+        mem.active.copy(),
+        copy.deepcopy(mem.modalities),
+        copy.deepcopy(mem.tasks),
+        [{t: i.tolist() for t, i in x.items()} for x in mem.train],
+        [{t: i.tolist() for t, i in x.items()} for x in mem.test],
+        mem.version,
+    )
+    other = (
+        sorted(fed.roles.specialists),
+        dict(fed.roles.attack),
+        copy.deepcopy(fed.accuracy),
+        list(fed.cold_starts),
+        fed.requests.device.tolist(),
+        fed.requests.task,
+        fed.requests.sample.tolist(),
+        fed.round_index,
+    )
     return banks, arrays, members, other
 
 
@@ -92,26 +111,30 @@ def test_round_trip_restores_banks_optimiser_roles_members_and_accuracy(saved):
     assert np.array_equal(fed.expert_mask, src.expert_mask)
     assert fed.roles.specialists == src.roles.specialists and fed.roles.attack == {3: ("scaling", 2.0)}
     assert fed.members.tasks == src.members.tasks and fed.members.modalities == src.members.modalities
-    assert all(np.array_equal(fed.members.train[d][t], src.members.train[d][t]) for d in range(fed.n_devices)
-               for t in src.members.train[d])
+    assert all(
+        np.array_equal(fed.members.train[d][t], src.members.train[d][t])
+        for d in range(fed.n_devices)
+        for t in src.members.train[d]
+    )
     assert fed.accuracy == src.accuracy
     assert fed.evaluate() == src.evaluate()
 
 
 def test_staleness_is_kept_relative_to_the_loading_run(saved):
     src, path = saved
-    fed = _run(_fed(), 4, scope="d2d")        # a run further on (round 3, src saved at round 1)
+    fed = _run(_fed(), 4, scope="d2d")  # a run further on (round 3, src saved at round 1)
     load_checkpoint(fed, path)
     for name in ("last_sync", "last_train"):
         here, there = getattr(fed, name), getattr(src, name)
         assert np.array_equal(here < 0, there < 0), name
-        assert np.array_equal(np.where(here >= 0, fed.round_index - here, -1),
-                              np.where(there >= 0, src.round_index - there, -1)), name
+        assert np.array_equal(
+            np.where(here >= 0, fed.round_index - here, -1), np.where(there >= 0, src.round_index - there, -1)
+        ), name
 
 
 def test_loaded_run_continues_like_the_saved_one_given_the_same_random_state(saved):
     src, path = saved
-    a = _run(_fed(), 2)       # same seed, same channel rounds, different learned state
+    a = _run(_fed(), 2)  # same seed, same channel rounds, different learned state
     b = copy.deepcopy(src)
     load_checkpoint(a, path)
     a.rng.bit_generator.state = b.rng.bit_generator.state
@@ -154,7 +177,7 @@ def test_truncated_file_fails_clearly_and_changes_nothing(saved, tmp_path):
     _, path = saved
     cut = tmp_path / "cut.safetensors"
     raw = path.read_bytes()
-    cut.write_bytes(raw[:len(raw) // 2])
+    cut.write_bytes(raw[: len(raw) // 2])
     fed = _fed()
     before = _snapshot(fed)
     with pytest.raises(CheckpointError, match="not a readable safetensors file") as err:
@@ -197,7 +220,7 @@ def _version(t, m):
 def _bad_index(t, m):
     """An index past the task's pool, in a file whose digests agree (made, not damaged)."""
     key = "members/test/0/scene_qa"
-    t[key][0] = 10 ** 6
+    t[key][0] = 10**6
     digests = json.loads(m["sha256"])
     digests[key] = checkpoint._digest(t[key])
     m["sha256"] = json.dumps(digests)
@@ -207,15 +230,19 @@ def _bad_role(t, m):
     m["roles"] = json.dumps({"specialists": [[0, "heads.weather"]], "attack": []})
 
 
-@pytest.mark.parametrize("edit, message", [
-    (_shape, r"tensor 'bank/heads\.sensor\.w' has shape \[11, 128, 5\], expected \[11, 128, 6\]"),
-    (_dtype, r"tensor 'adam\.m/adapters\.down_w' has dtype torch\.float64, expected torch\.float32"),
-    (_missing, r"tensor 'synced/prompts\.tokens' is missing"),
-    (_flipped, r"tensor 'adam\.v/experts\.gate_w' does not match its SHA-256 digest"),
-    (_version, r"format_version '99' is not supported"),
-    (_bad_index, r"tensor 'members/test/0/scene_qa' holds indices outside \[0, 1599\]"),
-    (_bad_role, r"roles\.specialists\[0\] must be \[device, kind\] with kind among"),
-], ids=["shape", "dtype", "missing", "corrupt", "version", "index", "role"])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_shape, r"tensor 'bank/heads\.sensor\.w' has shape \[11, 128, 5\], expected \[11, 128, 6\]"),
+        (_dtype, r"tensor 'adam\.m/adapters\.down_w' has dtype torch\.float64, expected torch\.float32"),
+        (_missing, r"tensor 'synced/prompts\.tokens' is missing"),
+        (_flipped, r"tensor 'adam\.v/experts\.gate_w' does not match its SHA-256 digest"),
+        (_version, r"format_version '99' is not supported"),
+        (_bad_index, r"tensor 'members/test/0/scene_qa' holds indices outside \[0, 1599\]"),
+        (_bad_role, r"roles\.specialists\[0\] must be \[device, kind\] with kind among"),
+    ],
+    ids=["shape", "dtype", "missing", "corrupt", "version", "index", "role"],
+)
 def test_hand_edited_checkpoint_fails_naming_the_culprit_and_changes_nothing(saved, tmp_path, edit, message):
     _, path = saved
     bad = _rewrite(path, tmp_path / "bad.safetensors", edit)
@@ -248,7 +275,7 @@ def test_failed_save_keeps_the_previous_checkpoint(saved, tmp_path, monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(src, path)
     assert path.read_bytes() == good
-    assert os.listdir(tmp_path) == ["fed.safetensors"]      # no temporary file left behind
+    assert os.listdir(tmp_path) == ["fed.safetensors"]  # no temporary file left behind
 
 
 def test_metadata_is_json_text(saved):
@@ -283,7 +310,7 @@ def test_env_saves_and_loads_its_federation(tmp_path):
         env.unwrapped.save_checkpoint(path)
     env.reset(seed=4)
     for _ in range(2):
-        env.step(np.zeros_like(env.action_space.nvec))      # every cluster: no aggregation
+        env.step(np.zeros_like(env.action_space.nvec))  # every cluster: no aggregation
     env.unwrapped.save_checkpoint(path)
 
     other = gym.make("hffm_env/Aggregation-v0", preset="tiny", env__max_rounds=5)
@@ -292,7 +319,7 @@ def test_env_saves_and_loads_its_federation(tmp_path):
     a, b = env.unwrapped.federation, other.unwrapped.federation
     assert all(torch.equal(a.bank[n], b.bank[n]) for n in a.bank)
     assert other.unwrapped.core.mean_score == env.unwrapped.core.mean_score
-    obs, *_ = other.step(np.full_like(other.action_space.nvec, 2))      # every cluster: edge aggregation
+    obs, *_ = other.step(np.full_like(other.action_space.nvec, 2))  # every cluster: edge aggregation
     assert other.observation_space.contains(obs)
 
     third = gym.make("hffm_env/Aggregation-v0", preset="tiny", env__max_rounds=5)

@@ -65,16 +65,24 @@ def test_cold_start_rounds_is_validated():
 
 # ---------------------------------------------------------------------- who answers a request
 def test_foreign_requests_go_to_tasks_the_requester_does_not_hold():
-    fed = Federation(make_scenario("tiny", federation__inference__requests_per_device=3.0,
-                                   federation__inference__foreign_fraction=1.0), seed=0)
+    fed = Federation(
+        make_scenario(
+            "tiny", federation__inference__requests_per_device=3.0, federation__inference__foreign_fraction=1.0
+        ),
+        seed=0,
+    )
     req = fed.requests
     assert len(req)
     for d, t in zip(req.device, req.task):
         lacks = [x for x in fed.tasks if x not in fed.members.tasks[d]]
         # a device that holds every task asks about its own
         assert (t not in fed.members.tasks[d]) if lacks else (t in fed.members.tasks[d])
-    own = Federation(make_scenario("tiny", federation__inference__requests_per_device=3.0,
-                                   federation__inference__foreign_fraction=0.0), seed=0)
+    own = Federation(
+        make_scenario(
+            "tiny", federation__inference__requests_per_device=3.0, federation__inference__foreign_fraction=0.0
+        ),
+        seed=0,
+    )
     assert all(t in own.members.tasks[d] for d, t in zip(own.requests.device, own.requests.task))
 
 
@@ -101,8 +109,12 @@ def test_only_trained_copies_answer_and_the_peer_is_one_of_them():
 
 
 def test_served_probability_follows_the_serving_copy():
-    fed = Federation(make_scenario("tiny", federation__inference__requests_per_device=2.0,
-                                   federation__inference__foreign_fraction=0.5), seed=0)
+    fed = Federation(
+        make_scenario(
+            "tiny", federation__inference__requests_per_device=2.0, federation__inference__foreign_fraction=0.5
+        ),
+        seed=0,
+    )
     for _ in range(3):
         fed.run_round([Aggregate(fed.kinds, "edge")])
     fed.begin_round()
@@ -121,7 +133,7 @@ def test_served_probability_follows_the_serving_copy():
         if i not in own:
             assert not fed.answers(d, t)
             continue
-        test = tuple({t: req.sample[i:i + 1]} if x == d else {} for x in range(fed.n_devices))
+        test = tuple({t: req.sample[i : i + 1]} if x == d else {} for x in range(fed.n_devices))
         acc, prob = fed.measure(test=test, devices=[d])
         assert res.p_correct[i] == pytest.approx(prob[d][t], rel=1e-5)
         assert res.correct[i] == bool(acc[d][t])

@@ -51,9 +51,9 @@ def test_dropout_before_upload_keeps_own_copy_and_is_not_charged():
     after = _rows(fed)
     for d in range(fed.n_devices):
         if d in dropped:
-            assert torch.equal(after[d], trained[d])                       # not overwritten, not half-written
+            assert torch.equal(after[d], trained[d])  # not overwritten, not half-written
         else:
-            assert torch.equal(after[d], after[fed.topology.parent[d]])    # got its edge's aggregate
+            assert torch.equal(after[d], after[fed.topology.parent[d]])  # got its edge's aggregate
     assert not set(rec["participants"]["adapters"]) & set(dropped)
     res = fed.end_round()
     src, _, _ = _agg_rows(fed, res.round, "device->edge")
@@ -91,8 +91,12 @@ def test_a_dropped_device_relays_nothing_and_devices_behind_it_are_cut_off(when,
     through a dropped one are reported unreachable and keep their own copy, and every
     charged path avoids it (one that dropped after uploading still sends its own)."""
     for seed in range(60):
-        fed = _fed(seed=seed, network__d2d_radius_m=45.0, federation__participation=participation,
-                   **{f"federation__faults__{when}": 0.3})
+        fed = _fed(
+            seed=seed,
+            network__d2d_radius_m=45.0,
+            federation__participation=participation,
+            **{f"federation__faults__{when}": 0.3},
+        )
         trained = _trained(fed)
         dropped = _hit(fed, when)
         t = fed.topology
@@ -110,7 +114,7 @@ def test_a_dropped_device_relays_nothing_and_devices_behind_it_are_cut_off(when,
         if behind and (participation == 1.0 or len(fed._participants) < fed.n_devices):
             break
     assert behind, "no seed put a dropped device on the only way to a head"
-    assert sorted(np.nonzero(~fed.net.relaying)[0].tolist()) == dropped     # only reported dropouts stop
+    assert sorted(np.nonzero(~fed.net.relaying)[0].tolist()) == dropped  # only reported dropouts stop
     rec = fed.aggregate(KIND, "d2d", path="gather")
     unreachable = sorted(d for f in fed.faults() if f["fault"] == "d2d_unreachable" for d in f["devices"])
     assert unreachable == expected
@@ -122,23 +126,26 @@ def test_a_dropped_device_relays_nothing_and_devices_behind_it_are_cut_off(when,
     for d in np.nonzero(tree.reached)[0]:
         hop = tree.next_hop[d]
         while hop >= 0 and tree.next_hop[hop] >= 0:
-            assert hop not in dropped                                    # never a relay
+            assert hop not in dropped  # never a relay
             hop = tree.next_hop[hop]
     res = fed.end_round()
     r = fed.ledger.records(res.round)
     gather = r["step"].astype(str) == "d2d:gather"
     assert gather.any() and not set(r["src"][gather].tolist()) & set(expected)
     if when == "dropout_after_upload":
-        assert set(dropped) & set(r["src"][gather].tolist())            # its own upload still went
+        assert set(dropped) & set(r["src"][gather].tolist())  # its own upload still went
 
 
 # ---------------------------------------------------------------------- stragglers
 def test_stragglers_past_the_deadline_miss_the_aggregation_and_the_round_stops_waiting():
     sc = make_scenario("tiny", federation__local_steps=1)
     cycles = sc.network.compute.cycles_per_sample * sc.federation.batch_size
-    deadline = 3.0 * cycles / sc.network.compute.cpu_freq_hz_range[0]   # every device on time unless slowed 10x
-    ov = dict(federation__faults__straggler_fraction=0.5, federation__faults__straggler_slowdown=10.0,
-              federation__faults__round_deadline_s=deadline)
+    deadline = 3.0 * cycles / sc.network.compute.cpu_freq_hz_range[0]  # every device on time unless slowed 10x
+    ov = dict(
+        federation__faults__straggler_fraction=0.5,
+        federation__faults__straggler_slowdown=10.0,
+        federation__faults__round_deadline_s=deadline,
+    )
     fed, clean = _fed(**ov), _fed()
     trained, _ = _trained(fed), _trained(clean)
     slow = _hit(fed, "straggler")
@@ -198,8 +205,12 @@ def test_relay_over_a_cut_d2d_route_fails_and_copies_nothing():
         fed = _fed(seed=seed, network__faults__d2d_failure=0.6)
         fed.begin_round()
         comp = fed.net.d2d_components()
-        pairs = [(a, b) for a in range(fed.n_devices) for b in range(fed.n_devices)
-                 if a != b and fed.topology.cluster[a] == fed.topology.cluster[b] and comp[a] != comp[b]]
+        pairs = [
+            (a, b)
+            for a in range(fed.n_devices)
+            for b in range(fed.n_devices)
+            if a != b and fed.topology.cluster[a] == fed.topology.cluster[b] and comp[a] != comp[b]
+        ]
         if pairs:
             break
     assert pairs
@@ -228,7 +239,7 @@ def test_packet_loss_retransmissions_are_charged_and_reported(scope):
     loss = [f for f in res.faults if f["fault"] == "packet_loss"]
     assert len(loss) == 1 and loss[0]["retransmitted_packets"] > 0
     assert moved - base == pytest.approx(loss[0]["retransmitted_bytes"], rel=1e-9)
-    assert 1.2 < moved / base < 1.8                     # about 1/(1 - 0.3) sends per packet
+    assert 1.2 < moved / base < 1.8  # about 1/(1 - 0.3) sends per packet
     assert res.latency_s > ref.latency_s and res.energy_j > ref.energy_j
     # the modules themselves arrive intact: the same values as the lossless round
     assert torch.equal(_rows(lossy), _rows(clean))
@@ -260,15 +271,16 @@ def test_edge_outage_falls_back_to_d2d_consensus():
 
 def test_edge_outage_falls_back_to_the_cloud_over_the_direct_uplink():
     direct = LinkConfig("wireless", bandwidth_hz=2e6, tx_power_w=0.2)
-    fed = _fed(network__direct_uplink=direct, federation__faults__edge_outage=1.0,
-               federation__faults__outage_fallback="cloud")
+    fed = _fed(
+        network__direct_uplink=direct, federation__faults__edge_outage=1.0, federation__faults__outage_fallback="cloud"
+    )
     twin = _fed(network__direct_uplink=direct)
     trained, _ = _trained(fed), _trained(twin)
     fed.aggregate(KIND, "edge")
     twin.aggregate(KIND, "edge")
     devs, edges = np.arange(fed.n_devices), np.arange(fed.n_devices, fed.n_nodes - 1)
-    assert torch.equal(_rows(fed, rows=devs), _rows(twin, rows=devs))   # the cloud did the edges' work
-    assert torch.equal(_rows(fed, rows=edges), trained[edges])          # servers that are down keep their copy
+    assert torch.equal(_rows(fed, rows=devs), _rows(twin, rows=devs))  # the cloud did the edges' work
+    assert torch.equal(_rows(fed, rows=edges), trained[edges])  # servers that are down keep their copy
     res = fed.end_round()
     assert "device->cloud" in res.cost.per_link and "device->edge" not in res.cost.per_link
 
@@ -279,12 +291,15 @@ def test_cloud_fallback_without_a_direct_uplink_is_a_config_error():
 
 
 def test_edge_outage_fails_relays_and_requests_through_the_server():
-    fed = _fed(federation__faults__edge_outage=1.0, federation__inference__requests_per_device=1.0,
-               federation__inference__device_memory_bytes_range=(1.0, 2.0))   # nobody hosts: all go to the edge
-    fed.run_round([Aggregate(("adapters",), "d2d")])          # round 0: the edges are down
-    fed.begin_round()                                         # round 1: repaired (edge_repair = 1)
+    fed = _fed(
+        federation__faults__edge_outage=1.0,
+        federation__inference__requests_per_device=1.0,
+        federation__inference__device_memory_bytes_range=(1.0, 2.0),
+    )  # nobody hosts: all go to the edge
+    fed.run_round([Aggregate(("adapters",), "d2d")])  # round 0: the edges are down
+    fed.begin_round()  # round 1: repaired (edge_repair = 1)
     fed.end_round()
-    fed.begin_round()                                         # round 2: down again
+    fed.begin_round()  # round 2: down again
     assert fed.edge_down.all()
     a, b = [int(x) for x in fed.topology.members(0)[:2]]
     before = _rows(fed).clone()
@@ -301,12 +316,21 @@ def test_edge_outage_fails_relays_and_requests_through_the_server():
 
 # ---------------------------------------------------------------------- the env with every fault on
 _TINY = make_scenario("tiny")
-_SLOWEST_S = (_TINY.network.compute.cycles_per_sample * _TINY.federation.local_steps * _TINY.federation.batch_size
-              / _TINY.network.compute.cpu_freq_hz_range[0])
-FAULTS = dict(federation__faults__dropout_before_upload=0.2, federation__faults__dropout_after_upload=0.2,
-              federation__faults__straggler_fraction=0.3, federation__faults__round_deadline_s=2.0 * _SLOWEST_S,
-              federation__faults__edge_outage=0.3, network__faults__d2d_failure=0.2,
-              network__faults__packet_loss=0.1)
+_SLOWEST_S = (
+    _TINY.network.compute.cycles_per_sample
+    * _TINY.federation.local_steps
+    * _TINY.federation.batch_size
+    / _TINY.network.compute.cpu_freq_hz_range[0]
+)
+FAULTS = dict(
+    federation__faults__dropout_before_upload=0.2,
+    federation__faults__dropout_after_upload=0.2,
+    federation__faults__straggler_fraction=0.3,
+    federation__faults__round_deadline_s=2.0 * _SLOWEST_S,
+    federation__faults__edge_outage=0.3,
+    network__faults__d2d_failure=0.2,
+    network__faults__packet_loss=0.1,
+)
 
 
 def test_env_keeps_stepping_under_every_fault_and_reports_them():
@@ -325,15 +349,28 @@ def test_env_keeps_stepping_under_every_fault_and_reports_them():
         seen |= {f["fault"] for f in info["faults"]}
     fed = env.unwrapped.core.fed
     assert all(torch.isfinite(t).all() for t in fed.bank.values())
-    assert {"dropout_before_upload", "dropout_after_upload", "straggler", "deadline_miss", "edge_outage",
-            "d2d_link_down", "packet_loss"} <= seen
+    assert {
+        "dropout_before_upload",
+        "dropout_after_upload",
+        "straggler",
+        "deadline_miss",
+        "edge_outage",
+        "d2d_link_down",
+        "packet_loss",
+    } <= seen
 
 
-@pytest.mark.parametrize("field,value", [
-    ("federation__faults__edge_outage", 1.5), ("federation__faults__straggler_slowdown", 0.5),
-    ("federation__faults__round_deadline_s", 0.0), ("federation__faults__outage_fallback", "retry"),
-    ("network__faults__packet_loss", 1.0), ("network__faults__d2d_failure", -0.1),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("federation__faults__edge_outage", 1.5),
+        ("federation__faults__straggler_slowdown", 0.5),
+        ("federation__faults__round_deadline_s", 0.0),
+        ("federation__faults__outage_fallback", "retry"),
+        ("network__faults__packet_loss", 1.0),
+        ("network__faults__d2d_failure", -0.1),
+    ],
+)
 def test_bad_fault_configs_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field.split("__", 1)[1].replace("__", ".")):
         make_scenario("tiny", **{field: value})
@@ -341,7 +378,7 @@ def test_bad_fault_configs_name_the_field(field, value):
 
 # ---------------------------------------------------------------------- review fixes
 def test_retransmissions_are_reported_even_below_one_packet_and_do_not_move_the_channel():
-    fed = _fed(network__faults__packet_loss=0.5, network__faults__packet_bytes=1e7)   # one packet per transfer
+    fed = _fed(network__faults__packet_loss=0.5, network__faults__packet_bytes=1e7)  # one packet per transfer
     fed.begin_round()
     fed.train()
     fed.aggregate(KIND, "edge")
@@ -355,7 +392,7 @@ def test_retransmissions_are_reported_even_below_one_packet_and_do_not_move_the_
         f.run_round(ops)
         f.begin_round()
         rates.append(f.net.uplink_rate_bps.copy())
-    assert np.array_equal(rates[0], rates[1], equal_nan=True)   # the top tier has no uplink: NaN
+    assert np.array_equal(rates[0], rates[1], equal_nan=True)  # the top tier has no uplink: NaN
 
 
 def test_specialists_extra_steps_follow_the_upload_and_miss_no_deadline():
@@ -380,8 +417,13 @@ def test_specialists_extra_steps_follow_the_upload_and_miss_no_deadline():
 def test_cloud_fallback_clusters_are_not_held_to_d2d_reachability():
     direct = LinkConfig("wireless", bandwidth_hz=2e6, tx_power_w=0.2)
     for seed in range(30):
-        fed = _fed(seed=seed, network__direct_uplink=direct, network__faults__d2d_failure=0.7,
-                   federation__faults__edge_outage=1.0, federation__faults__outage_fallback="cloud")
+        fed = _fed(
+            seed=seed,
+            network__direct_uplink=direct,
+            network__faults__d2d_failure=0.7,
+            federation__faults__edge_outage=1.0,
+            federation__faults__outage_fallback="cloud",
+        )
         fed.begin_round()
         fed.train()
         cut = np.nonzero(~fed.net.reaches_head())[0]
@@ -397,10 +439,10 @@ def test_an_overflowing_update_is_skipped_whole_and_reported():
     fed = _fed()
     fed.begin_round()
     for n in fed.names_of(("adapters",)):
-        fed.bank[n][3] = 1e38        # float32 overflow in the backward pass of device 3
+        fed.bank[n][3] = 1e38  # float32 overflow in the backward pass of device 3
     before = {n: t[3].clone() for n, t in fed.bank.items()}
     fed.train()
     assert {f["device"] for f in fed.faults() if f["fault"] == "update_skipped"} == {3}
-    assert all(torch.equal(fed.bank[n][3], before[n]) for n in fed.bank)     # kept whole, not half-written
+    assert all(torch.equal(fed.bank[n][3], before[n]) for n in fed.bank)  # kept whole, not half-written
     others = [n for n in fed.bank if torch.isfinite(fed.bank[n][:3]).all()]
     assert others == list(fed.bank)

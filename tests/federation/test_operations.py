@@ -30,7 +30,7 @@ def test_relayed_head_and_encoder_beat_cold_start_right_after_arrival():
     acc = fed.evaluate()
     holders = sorted(np.nonzero(fed.holds("heads.scene_qa"))[0], key=lambda d: -acc[d]["scene_qa"])
     newcomer = int(np.nonzero(~fed.holds("heads.scene_qa"))[0][0])
-    fed.add_task(newcomer, "scene_qa")          # switches image and text on
+    fed.add_task(newcomer, "scene_qa")  # switches image and text on
     cold_kinds = {c.kind for c in fed.cold_starts if c.node == newcomer}
     assert "heads.scene_qa" in cold_kinds
     cold_acc, cold_p = (m[newcomer]["scene_qa"] for m in fed.measure())
@@ -74,9 +74,17 @@ def test_relay_paths_charge_their_hops():
 
 
 def test_events_at_configured_rates():
-    fed = Federation(make_scenario("tiny", federation__events__task_arrival=1.0, federation__events__leave=0.2,
-                                   federation__events__join=1.0, federation__events__modality_on=1.0,
-                                   federation__events__modality_off=0.3), seed=1)
+    fed = Federation(
+        make_scenario(
+            "tiny",
+            federation__events__task_arrival=1.0,
+            federation__events__leave=0.2,
+            federation__events__join=1.0,
+            federation__events__modality_on=1.0,
+            federation__events__modality_off=0.3,
+        ),
+        seed=1,
+    )
     kinds = set()
     for _ in range(4):
         res = fed.run_round([Aggregate(("adapters",), "edge")])
@@ -115,8 +123,9 @@ def test_specialist_keeps_its_copy_and_revocation_ends_it():
     assert fed.specialists() == [(spec, "heads.scene_qa")]
     fed.run_round([Specialize(spec, "heads.scene_qa", revoke=True), Aggregate(fed.kinds, "cloud")])
     assert fed.specialists() == []
-    assert torch.allclose(_rows(fed, "heads.scene_qa", [spec])[0], _rows(fed, "heads.scene_qa", others[:1])[0],
-                          atol=1e-6)
+    assert torch.allclose(
+        _rows(fed, "heads.scene_qa", [spec])[0], _rows(fed, "heads.scene_qa", others[:1])[0], atol=1e-6
+    )
     with pytest.raises(ValueError, match="not a specialist"):
         fed.specialize(spec, "heads.scene_qa", revoke=True)
 
@@ -141,8 +150,10 @@ def test_robust_rules_resist_a_sign_flipping_attacker():
 
 
 def test_adversaries_from_config_and_label_flip_trains_on_wrong_labels():
-    fed = Federation(make_scenario("tiny", federation__adversaries__fraction=0.25,
-                                   federation__adversaries__attack="label_flip"), seed=0)
+    fed = Federation(
+        make_scenario("tiny", federation__adversaries__fraction=0.25, federation__adversaries__attack="label_flip"),
+        seed=0,
+    )
     assert len(fed.roles.attack) == 2 and all(a == ("label_flip", 1.0) for a in fed.roles.attack.values())
     with pytest.raises(ConfigError, match="adversaries.attack must be one of"):
         make_scenario("tiny", federation__adversaries__attack="bribe")
@@ -155,8 +166,9 @@ def test_robust_combine_rules():
     assert robust_combine(v, "trimmed_mean", w, trim_fraction=0.25)["x"].item() == pytest.approx(1.5)
     assert robust_combine(v, "krum", w, krum_f=1)["x"].item() in (0.0, 1.0, 2.0)
     # multi-Krum averages the m - f = 3 most central values by weight: the outlier is gone
-    assert robust_combine(v, "multi_krum", torch.tensor([1.0, 1.0, 2.0, 1.0]), krum_f=1)["x"].item() == \
-        pytest.approx((0.0 + 1.0 + 4.0) / 4)
+    assert robust_combine(v, "multi_krum", torch.tensor([1.0, 1.0, 2.0, 1.0]), krum_f=1)["x"].item() == pytest.approx(
+        (0.0 + 1.0 + 4.0) / 4
+    )
     assert robust_combine(v, "mean", w)["x"].item() == pytest.approx(25.75)
 
 
@@ -182,8 +194,9 @@ def test_bucket_size_one_is_no_bucketing():
     w = torch.arange(1.0, 21.0)
     for rule in ROBUST:
         plain = robust_combine(v, rule, w, krum_f=2)
-        assert torch.equal(robust_combine(v, rule, w, krum_f=2, bucket_size=1, bucket_generator=_gen(0))["x"],
-                           plain["x"]), rule
+        assert torch.equal(
+            robust_combine(v, rule, w, krum_f=2, bucket_size=1, bucket_generator=_gen(0))["x"], plain["x"]
+        ), rule
 
 
 def test_one_bucket_of_all_contributions_is_the_weighted_mean():
@@ -207,14 +220,14 @@ def test_bucketed_krum_keeps_a_scaled_sign_flip_out_and_picks_an_honest_bucket()
     v, n_honest = _spread()
     x = v["x"]
     w = torch.ones(20)
-    pairs = (x[:n_honest, None] + x[None, :n_honest]) / 2                     # every honest bucket of two
+    pairs = (x[:n_honest, None] + x[None, :n_honest]) / 2  # every honest bucket of two
     two = ~torch.eye(n_honest, dtype=torch.bool)
     honest_mean = x[:n_honest].mean(0)
     for seed in range(20):
         got = robust_combine(v, "krum", w, krum_f=2, bucket_size=2, bucket_generator=_gen(seed))["x"]
-        assert (pairs - got).norm(dim=-1)[two].min() < 1e-5, seed              # the mean of two honest inputs
+        assert (pairs - got).norm(dim=-1)[two].min() < 1e-5, seed  # the mean of two honest inputs
         multi = robust_combine(v, "multi_krum", w, krum_f=2, bucket_size=2, bucket_generator=_gen(seed))["x"]
-        assert (multi - honest_mean).norm() < 0.2 * honest_mean.norm(), seed   # 8 honest buckets kept
+        assert (multi - honest_mean).norm() < 0.2 * honest_mean.norm(), seed  # 8 honest buckets kept
 
 
 def test_bucketing_is_seeded_by_its_generator_only():
@@ -223,7 +236,7 @@ def test_bucketing_is_seeded_by_its_generator_only():
     torch.manual_seed(1)
     global_state = torch.get_rng_state()
     a = robust_combine(v, "median", w, bucket_size=2, bucket_generator=_gen(5))["x"]
-    assert torch.equal(torch.get_rng_state(), global_state)                   # the global stream is not drawn
+    assert torch.equal(torch.get_rng_state(), global_state)  # the global stream is not drawn
     torch.manual_seed(2)
     assert torch.equal(robust_combine(v, "median", w, bucket_size=2, bucket_generator=_gen(5))["x"], a)
     assert not torch.equal(robust_combine(v, "median", w, bucket_size=2, bucket_generator=_gen(6))["x"], a)
@@ -237,7 +250,7 @@ def test_bucket_means_average_experts_over_their_trainers():
     mask = np.array([[True, False], [True, False], [False, False], [False, False]])
     means, bucket_w = bucket_means(v, w, 4, _gen(0), expert_mask=mask)
     e = v["experts.down_w"]
-    assert torch.allclose(means["experts.down_w"][0, 0], (e[0, 0] + 3 * e[1, 0]) / 4)      # trainers 0 and 1 only
+    assert torch.allclose(means["experts.down_w"][0, 0], (e[0, 0] + 3 * e[1, 0]) / 4)  # trainers 0 and 1 only
     assert torch.allclose(means["experts.down_w"][0, 1], (e[0, 1] + 3 * e[1, 1] + e[2, 1] + e[3, 1]) / 6)  # none
     assert torch.allclose(means["adapters.w"][0], torch.tensor([(0.0 + 3.0 + 2.0 + 3.0) / 6]))
     assert bucket_w.tolist() == [6.0]
@@ -257,27 +270,27 @@ def test_coordinate_rules_run_each_expert_over_its_trainers(rule):
     non-expert parameters use every contribution."""
     g = torch.Generator().manual_seed(0)
     v = {"experts.up_b": torch.randn(8, 3, 4, generator=g), "adapters.up_b": torch.randn(8, 5, generator=g)}
-    v["experts.up_b"][5:, 0] += 100.0                        # stale copies far away
-    v["experts.up_b"][0, 0] -= 50.0                          # one trainer's outlier: trimmed among the five
+    v["experts.up_b"][5:, 0] += 100.0  # stale copies far away
+    v["experts.up_b"][0, 0] -= 50.0  # one trainer's outlier: trimmed among the five
     mask = np.ones((8, 3), dtype=bool)
-    mask[5:, 0] = False                                       # expert 0: trained by rows 0-4 only
-    mask[:, 2] = False                                        # expert 2: by nobody
+    mask[5:, 0] = False  # expert 0: trained by rows 0-4 only
+    mask[:, 2] = False  # expert 2: by nobody
     w = torch.ones(8)
     got = robust_combine(v, rule, w, trim_fraction=0.2, expert_mask=mask)
     alone = robust_combine({"x": v["experts.up_b"][:5, 0]}, rule, w[:5], trim_fraction=0.2)["x"]
     assert torch.allclose(got["experts.up_b"][0], alone, rtol=1e-6, atol=1e-7)
     assert got["experts.up_b"][0].abs().max() < 10
-    plain = robust_combine(v, rule, w, trim_fraction=0.2)       # (a strided slice may sum in another order)
+    plain = robust_combine(v, rule, w, trim_fraction=0.2)  # (a strided slice may sum in another order)
     assert torch.allclose(got["experts.up_b"][1:], plain["experts.up_b"][1:], rtol=1e-6, atol=1e-7)
     assert torch.equal(got["adapters.up_b"], plain["adapters.up_b"])
     every = robust_combine(v, rule, w, trim_fraction=0.2, expert_mask=np.ones((8, 3), dtype=bool))
-    assert all(torch.equal(every[n], plain[n]) for n in v)      # all train all: exactly the plain rule
+    assert all(torch.equal(every[n], plain[n]) for n in v)  # all train all: exactly the plain rule
 
 
 def test_bucket_size_in_config_buckets_from_its_own_stream():
     plain, b2, again = _krum_round(), _krum_round(federation__bucket_size=2), _krum_round(federation__bucket_size=2)
     assert any(not torch.equal(plain.bank[n], b2.bank[n]) for n in plain.bank)
-    assert all(torch.equal(b2.bank[n], again.bank[n]) for n in b2.bank)      # same seed, same buckets
+    assert all(torch.equal(b2.bank[n], again.bank[n]) for n in b2.bank)  # same seed, same buckets
     # no other stream draws differently: training batches, events, attack noise are as without buckets
     assert plain.rng.bit_generator.state == b2.rng.bit_generator.state
     assert plain.event_rng.bit_generator.state == b2.event_rng.bit_generator.state
@@ -299,7 +312,7 @@ def test_bucket_size_must_be_a_positive_integer():
 def test_clipping_bounds_each_update_and_noise_perturbs():
     def aggregate(**ov):
         fed = Federation(make_scenario("tiny", **ov), seed=0)
-        start = _rows(fed, "adapters", [0])[0].clone()       # every copy starts from the same init
+        start = _rows(fed, "adapters", [0])[0].clone()  # every copy starts from the same init
         fed.begin_round()
         fed.train()
         fed.aggregate(["adapters"], "cloud")
@@ -316,9 +329,12 @@ def test_clipping_bounds_each_update_and_noise_perturbs():
 
 # ---------------------------------------------------------------------- collaborative inference
 def test_inference_offloading_targets_costs_and_capacity():
-    sc = make_scenario("tiny", federation__inference__requests_per_device=2.0,
-                       federation__inference__model_bytes=4e6,
-                       federation__inference__device_memory_bytes_range=(1e6, 8e6))
+    sc = make_scenario(
+        "tiny",
+        federation__inference__requests_per_device=2.0,
+        federation__inference__model_bytes=4e6,
+        federation__inference__device_memory_bytes_range=(1e6, 8e6),
+    )
     fed = Federation(sc, seed=0)
     fed.run_round([Aggregate(fed.kinds, "cloud")])
     n = len(fed.requests)
@@ -356,8 +372,15 @@ def test_schedule_ops_follow_the_levels():
 # Pairs of Table I whose paper values differ by more than 10 % (our Table I tolerance);
 # closer pairs (hfm_2 vs hfm_d2d_2 and hfm_d2d_8 vs edge_only in latency, hfm_8 vs
 # hfm_d2d_2 in energy) are reported by `hffm schedules`, not asserted.
-PAPER = {"star": (12.10, 387.20), "edge_only": (3.59, 59.25), "edge_only_d2d": (2.00, 14.75),
-         "hfm_2": (9.58, 107.65), "hfm_8": (5.04, 71.35), "hfm_d2d_2": (8.86, 67.57), "hfm_d2d_8": (3.66, 27.92)}
+PAPER = {
+    "star": (12.10, 387.20),
+    "edge_only": (3.59, 59.25),
+    "edge_only_d2d": (2.00, 14.75),
+    "hfm_2": (9.58, 107.65),
+    "hfm_8": (5.04, 71.35),
+    "hfm_d2d_2": (8.86, 67.57),
+    "hfm_d2d_8": (3.66, 27.92),
+}
 
 
 def test_table1_cost_orderings_hold_with_real_federation_on_small():

@@ -26,7 +26,7 @@ def _rows(fed, kind, rows):
 
 
 def test_local_training_changes_only_what_devices_hold():
-    fed = _trained(federation__local_steps=2)      # a device with two tasks takes them in turn
+    fed = _trained(federation__local_steps=2)  # a device with two tasks takes them in turn
     before = {n: t[0].clone() for n, t in fed.fresh.items()}
     held = fed.holds("heads.sensor")
     assert held.any() and (~held).any()
@@ -58,8 +58,10 @@ def test_edge_aggregation_equal_within_cluster_differs_across():
         per_cluster.append(rows[0])
     assert not torch.allclose(per_cluster[0], per_cluster[1])
     # the cloud still holds the initial copy until a cloud aggregation
-    assert torch.equal(_rows(fed, "adapters", [topo.top])[0], torch.cat([fed.fresh[n][0].reshape(-1)
-                                                                        for n in fed.names_of(["adapters"])]))
+    assert torch.equal(
+        _rows(fed, "adapters", [topo.top])[0],
+        torch.cat([fed.fresh[n][0].reshape(-1) for n in fed.names_of(["adapters"])]),
+    )
 
 
 def test_aggregate_is_the_sample_weighted_mean_of_holders():
@@ -80,7 +82,7 @@ def test_mixing_matrix_rows_are_group_weights():
     groups = np.array([0, 0, 1, 1, 1])
     w = np.array([1.0, 3.0, 1.0, 1.0, 2.0])
     M = mixing_matrix(groups, w, np.array([1, 0, 1])).to_dense().numpy()
-    assert np.allclose(M, [[0, 0, .25, .25, .5], [.25, .75, 0, 0, 0], [0, 0, .25, .25, .5]])
+    assert np.allclose(M, [[0, 0, 0.25, 0.25, 0.5], [0.25, 0.75, 0, 0, 0], [0, 0, 0.25, 0.25, 0.5]])
 
 
 def test_d2d_gather_equalises_clusters_and_charges_d2d_and_no_uplink():
@@ -221,16 +223,17 @@ def test_local_epochs_read_each_shard_once_and_charge_what_was_trained():
         shards = view.shards.train[d]
         seq = step_tasks(view, int(d), 0, B, 1.0)
         assert sorted(seq) == sorted(t for t, idx in shards.items() for _ in range(-(-len(idx) // B)))
-        seen = {t: np.concatenate([idx for step in plan for dd, tt, idx in step if dd == d and tt == t])
-                for t in shards}
+        seen = {
+            t: np.concatenate([idx for step in plan for dd, tt, idx in step if dd == d and tt == t]) for t in shards
+        }
         assert all(set(seen[t].tolist()) == set(idx.tolist()) for t, idx in shards.items())
         steps.append(len(seq))
-    assert len(set(steps)) > 1                      # unequal shards, unequal budgets
+    assert len(set(steps)) > 1  # unequal shards, unequal budgets
 
     fed.run_round()
     rows = fed.ledger.records(fed.round_index)
     cycles = fed.scenario.network.compute.cycles_per_sample * np.array(steps) * B
-    freq = fed.topology.cpu_freq_hz[:fed.n_devices]
+    freq = fed.topology.cpu_freq_hz[: fed.n_devices]
     train = rows["stage"] == "train"
     np.testing.assert_allclose(rows["seconds"][train], (cycles / freq)[rows["src"][train]], rtol=1e-12)
 

@@ -43,7 +43,7 @@ def test_backbone_matches_vilt_forward_and_leaves_global_rng_alone():
         for layer in bb.layers[:-1]:
             h = layer(h, bias)
         full = bb.layers[-1](h, bias)
-        first = bb.layers[-1](h, bias, first_only=True)     # what a pass computes of the last layer
+        first = bb.layers[-1](h, bias, first_only=True)  # what a pass computes of the last layer
         assert first.shape == (4, 1, MC.hidden_size)
         assert torch.allclose(first, full[:, :1], atol=1e-6)
         assert torch.allclose(bb.pool(full), ref, atol=1e-5)
@@ -67,8 +67,17 @@ def test_bank_layout_and_payloads(data):
     assert bank["heads.scene_qa.w"].shape == (6, MC.hidden_size, len(data.pools["scene_qa"].answers))
     assert torch.equal(bank["adapters.down_w"][0], bank["adapters.down_w"][5])  # one broadcast init
     sizes = payload_bytes(bank)
-    assert set(sizes) == {"adapters", "prompts", "image_encoder", "text_encoder", "sensor_encoder", "experts",
-                          "gate", "heads.scene_qa", "heads.sensor"}
+    assert set(sizes) == {
+        "adapters",
+        "prompts",
+        "image_encoder",
+        "text_encoder",
+        "sensor_encoder",
+        "experts",
+        "gate",
+        "heads.scene_qa",
+        "heads.sensor",
+    }
     assert sizes["adapters"] > sizes["heads.scene_qa"] > 0
     assert sizes["adapters"] == 4 * sum(bank[k][0].numel() for k in bank if k.startswith("adapters."))
 
@@ -82,13 +91,14 @@ def test_batched_training_equals_each_device_alone(data):
     devs = np.arange(6)
     cfg = ModelConfig(learning_rate=1e-3, weight_decay=0.01)
     mask = np.ones((6, MC.n_experts), dtype=bool)
-    mask[::2, 1:] = False                      # even devices train expert 0 only
-    T.local_train(bb, bank, T.AdamState.zeros_like(bank), data, devs, devs, 3, 4, np.random.default_rng(1), cfg,
-                  expert_mask=mask)
+    mask[::2, 1:] = False  # even devices train expert 0 only
+    T.local_train(
+        bb, bank, T.AdamState.zeros_like(bank), data, devs, devs, 3, 4, np.random.default_rng(1), cfg, expert_mask=mask
+    )
     plan = T.plan_batches(data, devs, 3, 4, np.random.default_rng(1))
-    assert len({t for step in plan for _, t, _ in step}) == 2   # mixed tasks and modalities in one round
+    assert len({t for step in plan for _, t, _ in step}) == 2  # mixed tasks and modalities in one round
     for d in devs:
-        params = {k: torch.nn.Parameter(v[d:d + 1].clone()) for k, v in start.items()}
+        params = {k: torch.nn.Parameter(v[d : d + 1].clone()) for k, v in start.items()}
         opt = torch.optim.AdamW(params.values(), lr=1e-3, weight_decay=0.01)
         for step in plan:
             for dd, task, idx in step:
@@ -119,7 +129,7 @@ def test_batched_training_equals_each_device_alone(data):
         assert not torch.equal(bank["adapters.up_w"][d], start["adapters.up_w"][d])
         if not mask[d].all():
             for k in EXPERT_PARAMS:
-                assert torch.equal(bank[k][d, 1:], start[k][d, 1:]), (d, k)   # experts it does not train
+                assert torch.equal(bank[k][d, 1:], start[k][d, 1:]), (d, k)  # experts it does not train
             assert not torch.equal(bank["experts.down_w"][d, 0], start["experts.down_w"][d, 0])
 
 
@@ -177,7 +187,7 @@ def test_text_padding_columns_are_dropped_without_changing_the_logits(data):
     inputs, _ = T.task_inputs(data, "scene_qa", idx)
     modalities = task_spec("scene_qa").modalities
     full, width = inputs["attention"].shape[-1], int(inputs["attention"].sum(-1).max())
-    assert width < full                                            # the pool pads its questions
+    assert width < full  # the pool pads its questions
     n_tokens = m3t.embed(bb, params, inputs, modalities)[0].shape[1]
     # one sample using every text column makes the whole pass run at full width
     wide = dict(inputs, attention=inputs["attention"].clone())
@@ -221,7 +231,7 @@ def test_a_holder_with_a_non_finite_update_skips_its_step_and_the_others_do_not_
     assert not T.adamw_update(clean_bank, clean_state, holders, grads, 1e-3, 0.01).any()
     poisoned = {n: t.clone() for n, t in grads.items()}
     if where == "grad":
-        poisoned["heads.scene_qa.b"][1, 3] = bad      # holder 2
+        poisoned["heads.scene_qa.b"][1, 3] = bad  # holder 2
     else:
         bank["heads.scene_qa.b"][2, 3] = bad
     state = T.AdamState.zeros_like(bank)
@@ -286,8 +296,7 @@ def test_a_pass_without_a_graph_gives_the_logits_of_one_with_bit_for_bit(data, d
         with_graph = m3t.forward(backbone, leaves, inputs, task, task_spec(task).modalities)
         assert with_graph.requires_grad
         with torch.inference_mode():
-            without = m3t.forward(backbone, {n: bank[n][rows] for n in names}, inputs, task,
-                                  task_spec(task).modalities)
+            without = m3t.forward(backbone, {n: bank[n][rows] for n in names}, inputs, task, task_spec(task).modalities)
         assert torch.equal(with_graph.detach(), without)
 
 
@@ -299,8 +308,19 @@ def test_each_device_trains_only_its_own_kinds_in_one_pass(data):
     start = {k: v.clone() for k, v in bank.items()}
     adam = T.AdamState.zeros_like(bank)
     devs = np.array([0, 1])
-    T.local_train(bb, bank, adam, data, devs, devs, 2, 4, np.random.default_rng(0), MC,
-                  only_kinds=[("adapters",), ("prompts", "experts")])
+    T.local_train(
+        bb,
+        bank,
+        adam,
+        data,
+        devs,
+        devs,
+        2,
+        4,
+        np.random.default_rng(0),
+        MC,
+        only_kinds=[("adapters",), ("prompts", "experts")],
+    )
     changed = {k: [not torch.equal(bank[k][d], start[k][d]) for d in devs] for k in bank}
     assert changed["adapters.down_w"] == [True, False]
     assert changed["prompts.tokens"] == [False, True]

@@ -80,8 +80,9 @@ def _trajectory(env_id, steps=4):
     obs, _ = env.reset(seed=0)
     out = [obs]
     for _ in range(steps):
-        obs, reward, _, _, info = env.step(sample_valid_action(env.unwrapped.action_masks(),
-                                                               env.action_space.nvec, rng))
+        obs, reward, _, _, info = env.step(
+            sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng)
+        )
         out.append((obs, reward, info["accuracy_per_node"], info["per_module"]))
     return out, env.unwrapped.federation
 
@@ -99,7 +100,7 @@ def _same(a, b):
 @pytest.mark.parametrize("env_id", ["hffm_env/HFFM-v0"])
 def test_flushing_leaves_observations_rewards_and_modules_as_they_were(env_id, two_threads, monkeypatch):
     flushed, fed = _trajectory(env_id)
-    monkeypatch.setattr(numerics, "_set", lambda on: None)        # the package without the flush
+    monkeypatch.setattr(numerics, "_set", lambda on: None)  # the package without the flush
     kept, fed_kept = _trajectory(env_id)
     assert _same(flushed, kept)
     # a module that is exactly 0 may take a subnormal-sized step without the flush (|Δ| < 1e-29)

@@ -15,8 +15,9 @@ from hffm_env.model.backbone import SHIPPED_WEIGHTS, FrozenBackbone, build_vilt
 
 def _fine_tune(backbone_kind: str) -> float:
     cfg = ModelConfig(backbone=backbone_kind, learning_rate=3e-3, weight_decay=0.0)
-    dc = DataConfig(tasks=("scene_qa", "style_qa", "sensor"), pool_size=600, tasks_per_device=(1, 1),
-                    dirichlet_alpha=10.0)
+    dc = DataConfig(
+        tasks=("scene_qa", "style_qa", "sensor"), pool_size=600, tasks_per_device=(1, 1), dirichlet_alpha=10.0
+    )
     data = make_federated_data(dc, 4, seed=11)
     bb = FrozenBackbone(build_vilt(cfg))
     bank = init_bank(cfg, {t: len(data.pools[t].answers) for t in dc.tasks}, 4, torch.Generator().manual_seed(0))
@@ -32,7 +33,7 @@ def test_pretrained_backbone_beats_random_init():
 
 
 def test_shipped_file_is_small_and_described():
-    assert SHIPPED_WEIGHTS.stat().st_size < 5 * 2 ** 20
+    assert SHIPPED_WEIGHTS.stat().st_size < 5 * 2**20
     meta = json.loads(SHIPPED_WEIGHTS.with_suffix(".json").read_text())
     import hashlib
 
@@ -51,6 +52,5 @@ def test_backbone_choices_are_validated(tmp_path):
     # a user's own weights, from a local directory as save_pretrained writes it
     vilt = build_vilt(ModelConfig(backbone="random", hidden_size=32, num_heads=2, intermediate_size=64))
     vilt.save_pretrained(tmp_path / "mine")
-    loaded = build_vilt(ModelConfig(backbone=str(tmp_path / "mine"), hidden_size=32, num_heads=2,
-                                    intermediate_size=64))
+    loaded = build_vilt(ModelConfig(backbone=str(tmp_path / "mine"), hidden_size=32, num_heads=2, intermediate_size=64))
     assert all(torch.equal(a, b) for a, b in zip(vilt.state_dict().values(), loaded.state_dict().values()))

@@ -28,8 +28,9 @@ def test_zero_distance_is_finite_and_equals_min_distance():
 
 
 def test_reference_law_values():
-    paper = ChannelConfig(reference_gain_db=-30.0, reference_distance_m=1.0, pathloss_exponent=3.0,
-                          shadowing_std_db=0.0)
+    paper = ChannelConfig(
+        reference_gain_db=-30.0, reference_distance_m=1.0, pathloss_exponent=3.0, shadowing_std_db=0.0
+    )
     assert np.isclose(10 * np.log10(path_gain(np.array([10.0]), paper)[0]), -60.0)
     default = ChannelConfig()
     assert np.isclose(10 * np.log10(path_gain(np.array([1000.0]), default)[0]), -128.1)

@@ -7,41 +7,58 @@ from hffm_env.network import ChannelConfig, ComputeConfig, LinkConfig, MobilityC
 
 
 def _tiers(devices=8, edges=2):
-    return (TierConfig("device", devices, uplink=LinkConfig()),
-            TierConfig("edge", edges, uplink=LinkConfig("wired", rate_bps=1e8)),
-            TierConfig("cloud", 1))
+    return (
+        TierConfig("device", devices, uplink=LinkConfig()),
+        TierConfig("edge", edges, uplink=LinkConfig("wired", rate_bps=1e8)),
+        TierConfig("cloud", 1),
+    )
 
 
-@pytest.mark.parametrize("make, field", [
-    (lambda: LinkConfig(tx_power_w=-0.1), "tx_power_w"),
-    (lambda: LinkConfig(bandwidth_hz=0.0), "bandwidth_hz"),
-    (lambda: LinkConfig(bandwidth_hz=float("nan")), "bandwidth_hz"),
-    (lambda: LinkConfig(kind="fibre"), "kind"),
-    (lambda: LinkConfig("wired", rate_bps=None), "rate_bps"),
-    (lambda: LinkConfig("wired", rate_bps=-5.0), "rate_bps"),
-    (lambda: LinkConfig(fixed_latency_s=-1.0), "fixed_latency_s"),
-    (lambda: ChannelConfig(pathloss_exponent=0.5), "pathloss_exponent"),
-    (lambda: ChannelConfig(fading="rician"), "fading"),
-    (lambda: ChannelConfig(shadowing_std_db=-1.0), "shadowing_std_db"),
-    (lambda: ComputeConfig(cpu_freq_hz_range=(2e9, 1e9)), "cpu_freq_hz_range"),
-    (lambda: ComputeConfig(kappa=-1e-28), "kappa"),
-    (lambda: MobilityConfig(model="teleport"), "model"),
-    (lambda: TierConfig("device", 0), "count"),
-    (lambda: TierConfig("device", 3.5), "count"),
-    (lambda: NetworkConfig(tiers=_tiers(devices=4, edges=5)), "tiers[edge].count"),
-    (lambda: NetworkConfig(tiers=_tiers(), d2d_radius_m="far"), "d2d_radius_m"),
-    (lambda: NetworkConfig(tiers=_tiers(), d2d_radius_m=True), "d2d_radius_m"),
-    (lambda: NetworkConfig(tiers=_tiers(), area_side_m=0), "area_side_m"),
-    (lambda: NetworkConfig(tiers=_tiers(), cluster_head="oldest"), "cluster_head"),
-    (lambda: NetworkConfig(tiers=_tiers()[:1]), "tiers"),
-    (lambda: NetworkConfig(tiers=(TierConfig("device", 8), TierConfig("edge", 2))), "tiers[device].uplink"),
-    (lambda: NetworkConfig(tiers=(TierConfig("device", 8, uplink=LinkConfig()),
-                                  TierConfig("edge", 2, uplink=LinkConfig()))), "tiers[edge].uplink"),
-    (lambda: NetworkConfig(tiers=(TierConfig("device", 80, uplink=LinkConfig()),
-                                  TierConfig("edge", 50, uplink=LinkConfig(), min_separation_m=4000.0),
-                                  TierConfig("cloud", 1)), area_side_m=5000.0), "min_separation_m"),
-    (lambda: NetworkConfig(tiers=_tiers(), d2d=LinkConfig("wired", rate_bps=1e6)), "d2d.kind"),
-])
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: LinkConfig(tx_power_w=-0.1), "tx_power_w"),
+        (lambda: LinkConfig(bandwidth_hz=0.0), "bandwidth_hz"),
+        (lambda: LinkConfig(bandwidth_hz=float("nan")), "bandwidth_hz"),
+        (lambda: LinkConfig(kind="fibre"), "kind"),
+        (lambda: LinkConfig("wired", rate_bps=None), "rate_bps"),
+        (lambda: LinkConfig("wired", rate_bps=-5.0), "rate_bps"),
+        (lambda: LinkConfig(fixed_latency_s=-1.0), "fixed_latency_s"),
+        (lambda: ChannelConfig(pathloss_exponent=0.5), "pathloss_exponent"),
+        (lambda: ChannelConfig(fading="rician"), "fading"),
+        (lambda: ChannelConfig(shadowing_std_db=-1.0), "shadowing_std_db"),
+        (lambda: ComputeConfig(cpu_freq_hz_range=(2e9, 1e9)), "cpu_freq_hz_range"),
+        (lambda: ComputeConfig(kappa=-1e-28), "kappa"),
+        (lambda: MobilityConfig(model="teleport"), "model"),
+        (lambda: TierConfig("device", 0), "count"),
+        (lambda: TierConfig("device", 3.5), "count"),
+        (lambda: NetworkConfig(tiers=_tiers(devices=4, edges=5)), "tiers[edge].count"),
+        (lambda: NetworkConfig(tiers=_tiers(), d2d_radius_m="far"), "d2d_radius_m"),
+        (lambda: NetworkConfig(tiers=_tiers(), d2d_radius_m=True), "d2d_radius_m"),
+        (lambda: NetworkConfig(tiers=_tiers(), area_side_m=0), "area_side_m"),
+        (lambda: NetworkConfig(tiers=_tiers(), cluster_head="oldest"), "cluster_head"),
+        (lambda: NetworkConfig(tiers=_tiers()[:1]), "tiers"),
+        (lambda: NetworkConfig(tiers=(TierConfig("device", 8), TierConfig("edge", 2))), "tiers[device].uplink"),
+        (
+            lambda: NetworkConfig(
+                tiers=(TierConfig("device", 8, uplink=LinkConfig()), TierConfig("edge", 2, uplink=LinkConfig()))
+            ),
+            "tiers[edge].uplink",
+        ),
+        (
+            lambda: NetworkConfig(
+                tiers=(
+                    TierConfig("device", 80, uplink=LinkConfig()),
+                    TierConfig("edge", 50, uplink=LinkConfig(), min_separation_m=4000.0),
+                    TierConfig("cloud", 1),
+                ),
+                area_side_m=5000.0,
+            ),
+            "min_separation_m",
+        ),
+        (lambda: NetworkConfig(tiers=_tiers(), d2d=LinkConfig("wired", rate_bps=1e6)), "d2d.kind"),
+    ],
+)
 def test_bad_field_is_named(make, field):
     with pytest.raises(ConfigError) as err:
         make()

@@ -56,7 +56,7 @@ def test_compute_cost_model():
     c = net.config.compute
     f = net.topology.cpu_freq_hz[devices]
     assert r.latency_s == pytest.approx((c.cycles_per_sample * 200 / f).max())
-    assert r.energy_j == pytest.approx((c.kappa * c.cycles_per_sample * 200 * f ** 2).sum())
+    assert r.energy_j == pytest.approx((c.kappa * c.cycles_per_sample * 200 * f**2).sum())
 
 
 def test_d2d_gather_and_broadcast_charge_every_hop():
@@ -83,7 +83,9 @@ def test_d2d_gather_and_broadcast_charge_every_hop():
     # broadcast: each edge of the head -> member tree once
     down = net.routes(6e6, toward_heads=False)
     recv = np.nonzero(down.next_hop >= 0)[0]
-    assert b.energy_j == pytest.approx(hop_j[down.hop_edge[recv], hop_direction(edges, down.next_hop[recv], recv)].sum())
+    assert b.energy_j == pytest.approx(
+        hop_j[down.hop_edge[recv], hop_direction(edges, down.next_hop[recv], recv)].sum()
+    )
     assert b.latency_s == pytest.approx(down.path_s[recv].max())
 
 
@@ -124,6 +126,7 @@ def test_schedule_levels_and_validation():
     s = AggregationSchedule("h", periods=(1, 4))
     assert [s.level(r) for r in range(1, 9)] == [1, 1, 1, 2, 1, 1, 1, 2]
     from hffm_env import ConfigError
+
     with pytest.raises(ConfigError, match="divide"):
         AggregationSchedule("bad", periods=(2, 3))
     with pytest.raises(ConfigError, match="periods"):

@@ -9,12 +9,19 @@ from hffm_env.network import Ledger
 def test_parallel_max_serial_sum_energy_sum():
     L = Ledger()
     L.begin_round(0)
-    L.charge(stage="up", module="adapters", link="device->edge", src=[0, 1, 2], dst=10,
-             nbytes=[1, 2, 3], seconds=[1.0, 3.0, 2.0], joules=[0.5, 0.5, 0.5])
+    L.charge(
+        stage="up",
+        module="adapters",
+        link="device->edge",
+        src=[0, 1, 2],
+        dst=10,
+        nbytes=[1, 2, 3],
+        seconds=[1.0, 3.0, 2.0],
+        joules=[0.5, 0.5, 0.5],
+    )
     # node 1 also sends heads in the same stage: its two rows run back to back
     L.charge(stage="up", module="heads", link="device->edge", src=1, dst=10, nbytes=1, seconds=0.5, joules=0.1)
-    L.charge(stage="cloud", module="adapters", link="edge->cloud", src=10, dst=11, nbytes=6, seconds=4.0,
-             joules=2.0)
+    L.charge(stage="cloud", module="adapters", link="edge->cloud", src=10, dst=11, nbytes=6, seconds=4.0, joules=2.0)
     r = L.end_round()
     assert r.stage_latency_s == {"up": 3.5, "cloud": 4.0}
     assert r.latency_s == pytest.approx(7.5)
@@ -28,8 +35,17 @@ def test_lanes_override_sender():
     L = Ledger()
     L.begin_round(3)
     # one sender, three receivers on separate channels: parallel lanes
-    L.charge(stage="down", module="m", link="edge->device", src=10, dst=[0, 1, 2], lane=[0, 1, 2],
-             nbytes=1, seconds=[1.0, 2.0, 1.5], joules=1.0)
+    L.charge(
+        stage="down",
+        module="m",
+        link="edge->device",
+        src=10,
+        dst=[0, 1, 2],
+        lane=[0, 1, 2],
+        nbytes=1,
+        seconds=[1.0, 2.0, 1.5],
+        joules=1.0,
+    )
     r = L.end_round()
     assert r.latency_s == 2.0 and r.energy_j == 3.0
     rec = L.records(3)
@@ -75,10 +91,31 @@ def test_groups_proceed_independently_and_steps_in_series():
     L = Ledger()
     L.begin_round(0)
     # cluster 0: gather 1 s then broadcast 4 s; cluster 1: gather 3 s then broadcast 1 s
-    L.charge(stage="consensus", step="gather", group=[0, 0, 1], module="m", link="d2d", src=[0, 1, 2], dst=9,
-             nbytes=1, seconds=[1.0, 0.5, 3.0], joules=1.0)
-    L.charge(stage="consensus", step="broadcast", group=[0, 1], module="m", link="d2d", src=9, dst=[0, 2],
-             lane=[0, 2], nbytes=1, seconds=[4.0, 1.0], joules=1.0)
+    L.charge(
+        stage="consensus",
+        step="gather",
+        group=[0, 0, 1],
+        module="m",
+        link="d2d",
+        src=[0, 1, 2],
+        dst=9,
+        nbytes=1,
+        seconds=[1.0, 0.5, 3.0],
+        joules=1.0,
+    )
+    L.charge(
+        stage="consensus",
+        step="broadcast",
+        group=[0, 1],
+        module="m",
+        link="d2d",
+        src=9,
+        dst=[0, 2],
+        lane=[0, 2],
+        nbytes=1,
+        seconds=[4.0, 1.0],
+        joules=1.0,
+    )
     L.charge(stage="cloud", module="m", link="backhaul", src=9, dst=10, nbytes=1, seconds=2.0, joules=1.0)
     r = L.end_round()
     # per-cluster chains: 1+4=5 and 3+1=4 -> 5, not max(gather)+max(broadcast)=7

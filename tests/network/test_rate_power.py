@@ -36,7 +36,7 @@ def test_tx_power_override_moves_energy_not_rate():
     rate_low, latency_low, energy_low = _edge_only(network__tiers__0__uplink__tx_power_w=0.3)
     np.testing.assert_array_equal(rate_low, rate)
     assert latency_low == latency_s
-    assert energy_low == pytest.approx(energy_j / 2)      # edge-only charges the device uploads only
+    assert energy_low == pytest.approx(energy_j / 2)  # edge-only charges the device uploads only
 
 
 def test_rate_power_override_moves_rate_not_energy_power():
@@ -62,18 +62,23 @@ def test_rate_power_gives_the_rate_of_that_power():
 def test_default_rate_power_is_tx_power():
     link = LinkConfig(bandwidth_hz=1e6, tx_power_w=0.5)
     assert link.rate_power_w is None
-    np.testing.assert_array_equal(link_rate_bps(link, CH, GAIN),
-                                  link_rate_bps(LinkConfig(bandwidth_hz=1e6, tx_power_w=0.5, rate_power_w=0.5), CH, GAIN))
+    np.testing.assert_array_equal(
+        link_rate_bps(link, CH, GAIN),
+        link_rate_bps(LinkConfig(bandwidth_hz=1e6, tx_power_w=0.5, rate_power_w=0.5), CH, GAIN),
+    )
 
 
-@pytest.mark.parametrize("make", [
-    lambda: LinkConfig("wired", tx_power_w=0.8, rate_bps=4e6, rate_power_w=1.0),
-    lambda: make_scenario("paper", network__tiers__1__uplink__rate_power_w=1.0),
-    lambda: LinkConfig(rate_power_w=0.0),
-    lambda: LinkConfig(rate_power_w=-1.0),
-    lambda: LinkConfig(rate_power_w=float("nan")),
-    lambda: LinkConfig(rate_power_w="1.0"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LinkConfig("wired", tx_power_w=0.8, rate_bps=4e6, rate_power_w=1.0),
+        lambda: make_scenario("paper", network__tiers__1__uplink__rate_power_w=1.0),
+        lambda: LinkConfig(rate_power_w=0.0),
+        lambda: LinkConfig(rate_power_w=-1.0),
+        lambda: LinkConfig(rate_power_w=float("nan")),
+        lambda: LinkConfig(rate_power_w="1.0"),
+    ],
+)
 def test_bad_rate_power_is_named(make):
     with pytest.raises(ConfigError, match="rate_power_w"):
         make()

@@ -74,7 +74,7 @@ def test_devices_that_stop_relaying_are_only_path_ends(toward_heads):
     t = net.topology
     rng = np.random.default_rng(0)
     stopped = np.nonzero(rng.random(t.n_devices) < 0.25)[0]
-    stopped = np.union1d(stopped, t.heads[:1])                      # one head stops too
+    stopped = np.union1d(stopped, t.heads[:1])  # one head stops too
     free = net.routes(6e6, toward_heads=toward_heads)
     net.stop_relaying(stopped)
     tree = net.routes(6e6, toward_heads=toward_heads)
@@ -101,13 +101,13 @@ def test_devices_that_stop_relaying_are_only_path_ends(toward_heads):
                 assert sorted(t.d2d.edges[tree.hop_edge[v]].tolist()) == sorted([int(v), int(hop)])
             else:
                 assert not tree.reached[v] and tree.next_hop[v] == -1
-    assert not tree.reached[t.members(0)[t.members(0) != t.heads[0]]].any()   # its head stopped
+    assert not tree.reached[t.members(0)[t.members(0) != t.heads[0]]].any()  # its head stopped
     assert (tree.reached < free.reached).any()
     assert (tree.path_s[tree.reached] >= free.path_s[tree.reached] - 1e-12).all()
     ends = np.setdiff1d(stopped, t.heads)
-    assert tree.reached[ends].any() and not np.isin(tree.next_hop, ends).any()   # ends of their own paths only
+    assert tree.reached[ends].any() and not np.isin(tree.next_hop, ends).any()  # ends of their own paths only
     net.new_round()
-    assert net.relaying.all()                                            # for one round only
+    assert net.relaying.all()  # for one round only
 
 
 def test_stop_relaying_names_bad_devices():
@@ -131,10 +131,12 @@ def test_stopped_devices_on_a_hand_built_line_graph():
     assert list(tree.root) == [0, 0, -1, -1] and list(tree.next_hop) == [-1, 0, -1, -1]
     assert list(tree.hop_edge) == [-1, 0, -1, -1] and tree.path_s[1] == 1.0
     # no link between relaying devices at all: every stopped neighbour of the head hangs on it
-    tree = shortest_path_tree(3, np.array([[0, 1], [0, 2]]), np.array([3.0, 5.0]), np.array([0]),
-                              transit=np.array([True, False, False]))
+    tree = shortest_path_tree(
+        3, np.array([[0, 1], [0, 2]]), np.array([3.0, 5.0]), np.array([0]), transit=np.array([True, False, False])
+    )
     assert list(tree.next_hop) == [-1, 0, 0] and list(tree.hop_edge) == [-1, 0, 1] and list(tree.path_s) == [0, 3, 5]
     # a stopped head reaches no one
-    tree = shortest_path_tree(3, np.array([[0, 1], [1, 2]]), np.array([1.0, 1.0]), np.array([0]),
-                              transit=np.array([False, True, True]))
+    tree = shortest_path_tree(
+        3, np.array([[0, 1], [1, 2]]), np.array([1.0, 1.0]), np.array([0]), transit=np.array([False, True, True])
+    )
     assert list(tree.root) == [0, -1, -1]

@@ -14,8 +14,9 @@ from hffm_env.network.costs import PAPER_TABLE1, table1_costs
 @pytest.fixture(scope="module")
 def rows():
     sc = make_scenario("paper")
-    return {r["method"]: r for r in table1_costs(sc.network, sc.payload_bytes, rounds=8, seeds=100,
-                                                 compare_with_paper=True)}
+    return {
+        r["method"]: r for r in table1_costs(sc.network, sc.payload_bytes, rounds=8, seeds=100, compare_with_paper=True)
+    }
 
 
 def test_all_seven_schedules_present(rows):

@@ -21,10 +21,10 @@ def test_reference_placement_constraints():
     assert d.min() >= cfg.tiers[1].min_separation_m
     assert np.all((servers >= 0) & (servers <= cfg.area_side_m))
     assert np.all(np.linalg.norm(t.cluster_centers - servers, axis=1) <= cfg.cluster_center_offset_m)
-    dev = t.positions[:t.n_devices]
+    dev = t.positions[: t.n_devices]
     assert np.all(np.linalg.norm(dev - t.cluster_centers[t.cluster], axis=1) <= cfg.cluster_radius_m)
     assert np.all(t.cluster_sizes() == 4)
-    assert np.all(t.parent[:t.n_devices] == t.tier_offsets[1] + t.cluster)
+    assert np.all(t.parent[: t.n_devices] == t.tier_offsets[1] + t.cluster)
     assert np.all(t.parent[t.tier_slice(1)] == t.top)
 
 
@@ -69,12 +69,17 @@ def test_cluster_heads_follow_rule():
 
 
 def test_extra_tier_by_config():
-    cfg = NetworkConfig(tiers=(
-        TierConfig("device", 24, uplink=LinkConfig()),
-        TierConfig("access_point", 6, uplink=LinkConfig(bandwidth_hz=20e6, tx_power_w=1.0)),
-        TierConfig("edge", 2, uplink=LinkConfig("wired", rate_bps=1e9), min_separation_m=300.0),
-        TierConfig("cloud", 1),
-    ), area_side_m=2000.0, cluster_center_offset_m=100.0, cluster_radius_m=100.0)
+    cfg = NetworkConfig(
+        tiers=(
+            TierConfig("device", 24, uplink=LinkConfig()),
+            TierConfig("access_point", 6, uplink=LinkConfig(bandwidth_hz=20e6, tx_power_w=1.0)),
+            TierConfig("edge", 2, uplink=LinkConfig("wired", rate_bps=1e9), min_separation_m=300.0),
+            TierConfig("cloud", 1),
+        ),
+        area_side_m=2000.0,
+        cluster_center_offset_m=100.0,
+        cluster_radius_m=100.0,
+    )
     assert cfg.n_tiers == 4 and cfg.n_clusters == 6
     t = Topology(cfg, np.random.default_rng(0))
     assert t.n_nodes == 33
@@ -88,8 +93,9 @@ def test_extra_tier_by_config():
     from hffm_env.network import FogNetwork
     from hffm_env.network.schedules import AggregationSchedule, charge_schedule
 
-    ledger = charge_schedule(FogNetwork(cfg, np.random.default_rng(0)), AggregationSchedule("h3", periods=(1, 2, 4)),
-                          4, {"adapters": 1e6})
+    ledger = charge_schedule(
+        FogNetwork(cfg, np.random.default_rng(0)), AggregationSchedule("h3", periods=(1, 2, 4)), 4, {"adapters": 1e6}
+    )
     links = [set(ledger.summaries[r].per_link) for r in range(4)]
     assert links[0] == {"device->access_point", "access_point->device"}
     assert "access_point->edge" in links[1] and "edge->cloud" not in links[1]
@@ -107,15 +113,15 @@ def test_mobility_moves_devices_and_keeps_graphs_valid():
         net.new_round()
         moved_clusters |= not np.array_equal(clusters, net.topology.cluster)
     t = net.topology
-    assert not np.allclose(before[:t.n_devices], t.positions[:t.n_devices])
-    assert np.allclose(before[t.n_devices:], t.positions[t.n_devices:])  # servers stay
+    assert not np.allclose(before[: t.n_devices], t.positions[: t.n_devices])
+    assert np.allclose(before[t.n_devices :], t.positions[t.n_devices :])  # servers stay
     assert np.all((t.positions >= 0) & (t.positions <= t.config.area_side_m))
     assert moved_clusters
     for c in range(t.n_clusters):
         if len(t.members(c)):
             assert nx.is_connected(t.d2d_graph(c))
             assert t.cluster[t.heads[c]] == c
-    assert np.all(t.parent[:t.n_devices] == t.tier_offsets[1] + t.cluster)
+    assert np.all(t.parent[: t.n_devices] == t.tier_offsets[1] + t.cluster)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
@@ -131,9 +137,9 @@ def test_placement_inside_area_so_motion_is_continuous():
         t = net.topology
         assert np.all((t.positions >= 0) & (t.positions <= t.config.area_side_m))
         net.new_round()
-        before = t.positions[:t.n_devices].copy()
+        before = t.positions[: t.n_devices].copy()
         net.new_round()
-        assert np.linalg.norm(t.positions[:t.n_devices] - before, axis=1).max() <= 20.0 + 1e-9
+        assert np.linalg.norm(t.positions[: t.n_devices] - before, axis=1).max() <= 20.0 + 1e-9
 
 
 def test_empty_cluster_is_not_charged():
@@ -142,7 +148,7 @@ def test_empty_cluster_is_not_charged():
 
     net = FogNetwork(make_scenario("tiny").network, np.random.default_rng(0))
     t = net.topology
-    t.cluster[:] = 0                       # every device handed over to cluster 0
+    t.cluster[:] = 0  # every device handed over to cluster 0
     t._set_device_parents()
     t.d2d = t._build_d2d(np.random.default_rng(1))
     t._choose_heads(np.random.default_rng(1), keep_existing=True)
