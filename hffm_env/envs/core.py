@@ -472,9 +472,11 @@ class EnvCore:
         return [
             Aggregate(tuple(kinds), "cloud", "star", clusters)
             if scope == "star"
-            else Aggregate(
-                tuple(kinds), scope, "gather" if scope == "d2d" else "direct", clusters, d2d_clusters=via or None
-            )
+            else Aggregate(tuple(kinds), scope, "gather", clusters)
+            if scope == "d2d"
+            else Aggregate(tuple(kinds), scope, "d2d", clusters, d2d_clusters=via)
+            if via
+            else Aggregate(tuple(kinds), scope, "direct", clusters)
             for (scope, clusters, via), kinds in merged.items()
         ]
 

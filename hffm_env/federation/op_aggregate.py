@@ -64,10 +64,10 @@ class AggregateOp:
         Each kind is aggregated over the round's participants that hold it, weighted
         by their training samples; devices that hold it receive the result except
         specialists of that kind, who keep their own copy. Kinds with the same
-        participants move together as one payload. With ``path="direct"`` at edge or
-        cloud scope, the clusters in ``d2d_clusters`` reach their edge server through
-        the cluster head instead (D2D gather and broadcast). Returns a record of what
-        changed.
+        participants move together as one payload. With ``path="d2d"`` at edge or
+        cloud scope, every cluster reaches its edge server through the cluster head
+        (D2D gather and broadcast), or only the clusters in ``d2d_clusters`` when it
+        is given (the others upload directly). Returns a record of what changed.
 
         Faults (``federation.faults``, ``network.faults``): participants that dropped
         out before uploading or missed the deadline are left out; those that dropped
@@ -92,8 +92,18 @@ class AggregateOp:
             bad = clusters[(clusters < 0) | (clusters >= topo.n_clusters)]
             if bad.size:
                 raise ValueError(f"clusters must be in [0, {topo.n_clusters - 1}], got {bad.tolist()}")
-        if d2d_clusters is not None and len(d2d_clusters) and (scope == "d2d" or path != "direct"):
-            raise ValueError("d2d_clusters applies to scope 'edge' or 'cloud' with path 'direct' only")
+        if d2d_clusters is not None:
+            if scope == "d2d" or path != "d2d":
+                raise ValueError(
+                    f"d2d_clusters applies to scope 'edge' or 'cloud' with path 'd2d' only, got scope {scope!r}, "
+                    f"path {path!r}"
+                )
+            d2d_clusters = np.unique(np.asarray(d2d_clusters, dtype=np.int64).ravel())
+            outside = np.setdiff1d(d2d_clusters, clusters)
+            if outside.size:
+                raise ValueError(
+                    f"d2d_clusters must be among the aggregated clusters {clusters.tolist()}, got {outside.tolist()}"
+                )
         # an edge server that is down blocks every path through it (star climbs through it
         # only without a direct uplink)
         gated = scope != "d2d" and not (path == "star" and self.scenario.network.direct_uplink is not None)
@@ -101,9 +111,19 @@ class AggregateOp:
         fallback = self.config.faults.outage_fallback
         up = np.setdiff1d(clusters, out)
         to_cloud = out if fallback == "cloud" else out[:0]
+        # path "d2d" with d2d_clusters: those clusters go through the head, the rest upload directly
+        mixed = d2d_clusters is not None
         record = self._aggregate(
-            kinds, scope, path, np.concatenate([up, to_cloud]), rule, gossip_rounds, d2d_clusters, to_cloud
+            kinds,
+            scope,
+            "direct" if mixed else path,
+            np.concatenate([up, to_cloud]),
+            rule,
+            gossip_rounds,
+            d2d_clusters,
+            to_cloud,
         )
+        record["path"] = path
         if out.size:
             record["outage"] = {"clusters": out.tolist(), "fallback": fallback}
             if fallback == "d2d":

@@ -29,8 +29,8 @@ class Aggregate:
     ``direct`` (each device uploads) or ``d2d`` (the cluster head gathers and
     uploads one aggregate); ``cloud`` also takes ``star`` (every device straight to
     the top tier, edge copies untouched). ``rule`` None uses the config's. With
-    ``path="direct"`` at edge or cloud scope, the clusters in ``d2d_clusters`` reach
-    their edge server through the cluster head instead.
+    ``path="d2d"`` at edge or cloud scope, ``d2d_clusters`` (None: all of them) names
+    the clusters whose head gathers and uploads; the others upload directly.
     """
 
     kinds: tuple[str, ...]

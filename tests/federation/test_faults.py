@@ -430,7 +430,7 @@ def test_cloud_fallback_clusters_are_not_held_to_d2d_reachability():
         if cut.size:
             break
     assert cut.size
-    rec = fed.aggregate(KIND, "cloud", d2d_clusters=list(range(fed.topology.n_clusters)))
+    rec = fed.aggregate(KIND, "cloud", path="d2d", d2d_clusters=list(range(fed.topology.n_clusters)))
     assert set(cut.tolist()) <= set(rec["participants"]["adapters"])
     assert not any(f["fault"] == "d2d_unreachable" for f in fed.faults())
 

@@ -360,6 +360,20 @@ def test_inference_offloading_targets_costs_and_capacity():
 
 
 # ---------------------------------------------------------------------- Table I schedules
+def test_a_route_through_the_head_has_one_spelling():
+    """``path="d2d"`` sends every cluster (or those in ``d2d_clusters``) through its head;
+    ``d2d_clusters`` with another path, or naming clusters outside the operation, is refused."""
+    fed = Federation(make_scenario("tiny"), seed=0)
+    fed.begin_round()
+    fed.train()
+    some = fed.aggregate(("adapters",), "edge", path="d2d", d2d_clusters=[0])
+    assert some["path"] == "d2d" and some["d2d_clusters"] == [0]
+    with pytest.raises(ValueError, match="path 'd2d' only"):
+        fed.aggregate(("adapters",), "edge", path="direct", d2d_clusters=[0])
+    with pytest.raises(ValueError, match="among the aggregated clusters"):
+        fed.aggregate(("adapters",), "cloud", path="d2d", clusters=[0], d2d_clusters=[1])
+
+
 def test_schedule_ops_follow_the_levels():
     s = table1_schedules()
     kinds = ("adapters",)
