@@ -6,9 +6,11 @@ specialization, offloading; only the blocks the env exposes). A policy decides e
 block it knows and leaves the others to the env's default fixed policy's choice.
 
 * **Table I schedules** (``star``, ``edge_only``, ``edge_only_d2d``, ``hfm_<E>``,
-  ``hfm_d2d_<E>``, any ``E_agg``) decide the aggregation block from the round number
-  alone (read from ``obs["globals"][0]``): every cluster and module group takes the
-  schedule's level of that round.
+  ``hfm_d2d_<E>``, any ``E_agg``, and the periodic ``edge_every_<k>``,
+  ``d2d_every_<k>``) decide the aggregation block from the round number alone: the
+  schedule's operations of that round
+  (:func:`~hffm_env.federation.schedules.schedule_ops`), written as the block by the
+  env's action codec.
 * **Heuristics** (they read the simulator's state through ``env.unwrapped.core``, as a
   privileged controller would): relaying from the nearest holder of the module (a
   D2D peer, else the edge copy, else the cloud copy, else any holder);
@@ -23,8 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hffm_env.envs.core import AGG_OPTIONS, RELAY_OPTIONS
+from hffm_env.envs.codec import RELAY_OPTIONS
 from hffm_env.federation.ops import OFFLOAD_TARGETS
+from hffm_env.federation.schedules import schedule_ops
 from hffm_env.network.schedules import TABLE1_KEYS, schedule_from_key
 
 SCHEDULE_KEYS = TABLE1_KEYS
@@ -38,42 +41,32 @@ class BasePolicy:
     def __init__(self, env):
         self.env = env
         self.core = env.unwrapped.core
+        self.codec = self.core.codec
         self.blocks = self.core.decisions
-        self.sizes = [len(self.core.action_nvec(d)) for d in self.blocks]
+        self.sizes = [len(self.codec.block_nvec(d)) for d in self.blocks]
 
     # SB3's signature, so evaluation treats learned and fixed policies alike
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
         parts = []
         for block, n in zip(self.blocks, self.sizes):
             choice = self.decide(block, observation)
-            choice = self._default(block, n) if choice is None else np.asarray(choice, dtype=np.int64).copy()
+            default = self.codec.default_choices(block)
+            choice = default if choice is None else np.asarray(choice, dtype=np.int64).copy()
             # a fixed policy never plays a masked option: such dimensions take the default's
-            bad = ~self.core.masks(block)[np.arange(n), choice]
-            choice[bad] = self.core.default_choices(block)[bad]
+            bad = ~self.codec.masks(block)[np.arange(n), choice]
+            choice[bad] = default[bad]
             parts.append(choice)
         return np.concatenate(parts).astype(np.int64), state
 
     def decide(self, block: str, observation) -> np.ndarray | None:
         return None
 
-    def _default(self, block: str, n: int) -> np.ndarray:
-        if block == "aggregation":
-            return self._schedule_choice(self.core.config.default_schedule, observation=None)
-        return self.core.default_choices(block)
-
-    def _round(self) -> int:
-        return self.core.round + 1  # the round this action drives (1-based)
-
-    def _schedule_choice(self, key: str, observation) -> np.ndarray:
-        n = len(self.core.action_nvec("aggregation"))
+    def _schedule_choice(self, key: str) -> np.ndarray:
+        """The aggregation block that plays schedule ``key``'s operations this round."""
         if key == "none":
-            return np.zeros(n, dtype=np.int64)
-        s = schedule_from_key(key)
-        if s.star:
-            return np.full(n, AGG_OPTIONS.index("star"), dtype=np.int64)
-        level = s.level(self._round())
-        option = {0: "none", 1: "d2d" if s.d2d else "edge"}.get(level, "cloud_via_head" if s.d2d else "cloud")
-        return np.full(n, AGG_OPTIONS.index(option), dtype=np.int64)
+            return np.zeros(len(self.codec.block_nvec("aggregation")), dtype=np.int64)
+        ops = schedule_ops(schedule_from_key(key), self.core.round + 1, self.core.fed.kinds)
+        return self.codec.encode_aggregation(ops)
 
 
 class SchedulePolicy(BasePolicy):
@@ -87,7 +80,7 @@ class SchedulePolicy(BasePolicy):
 
     def decide(self, block, observation):
         if block == "aggregation":
-            return self._schedule_choice(self.key, observation)
+            return self._schedule_choice(self.key)
         return None
 
 
@@ -107,7 +100,7 @@ class LocalOnlyPolicy(BasePolicy):
 
     def decide(self, block, observation):
         if block == "aggregation":
-            return np.zeros(len(self.core.action_nvec("aggregation")), dtype=np.int64)
+            return self._schedule_choice("none")
         return None
 
 
@@ -119,7 +112,7 @@ class RelayHeuristic(BasePolicy):
     def decide(self, block, observation):
         if block != "relaying":
             return None
-        mask = self.core.masks("relaying")
+        mask = self.codec.masks("relaying")
         out = np.zeros(len(mask), dtype=np.int64)
         for i, m in enumerate(mask):
             for option in ("d2d_peer", "edge_copy", "cloud_copy", "best_anywhere"):
@@ -138,9 +131,9 @@ class SpecializationHeuristic(BasePolicy):
         if block != "specialization":
             return None
         core, fed = self.core, self.core.fed
-        S = len(core.special_kinds)
+        S = len(self.codec.special_kinds)
         out = np.zeros(core.n_devices * S, dtype=np.int64)
-        for j, kind in enumerate(core.special_kinds):
+        for j, kind in enumerate(self.codec.special_kinds):
             counts = fed.sample_counts(kind)
             for c in range(core.n_clusters):
                 members = fed.topology.members(c)
@@ -168,7 +161,7 @@ class OffloadHeuristic(BasePolicy):
         if block != "offloading":
             return None
         core, fed = self.core, self.core.fed
-        out = core.default_choices("offloading")
+        out = self.codec.default_choices("offloading")
         req = fed.requests
         if not len(req):
             return out
@@ -211,7 +204,7 @@ class RandomPolicy(BasePolicy):
         self.rng = np.random.default_rng(seed)
 
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
-        return sample_valid_action(self.core.action_masks(), self.core.nvec(), self.rng), state
+        return sample_valid_action(self.codec.action_masks(), self.codec.nvec(), self.rng), state
 
 
 class CombinedPolicy(BasePolicy):

@@ -39,6 +39,7 @@ TARGET_N_ENVS = 2
 
 @contextmanager
 def _timed(totals):
+    from hffm_env.envs.codec import ActionCodec
     from hffm_env.envs.core import EnvCore
     from hffm_env.federation.core import Federation
     from hffm_env.network.ledger import Ledger
@@ -49,7 +50,7 @@ def _timed(totals):
         (Federation, "measure", "evaluation"),
         (Ledger, "end_round", "ledger"),
         (EnvCore, "observe", "observation"),
-        (EnvCore, "action_masks", "observation"),
+        (ActionCodec, "action_masks", "observation"),
     ]
     saved = []
     for cls, name, label in patched:

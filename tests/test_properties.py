@@ -37,8 +37,8 @@ import hffm_env
 from agents import sample_valid_action
 from hffm_env import ConfigError, make_scenario
 from hffm_env.data.tokenizer import BUILTIN_WORDS, N_SPECIAL
+from hffm_env.envs.codec import InvalidAction
 from hffm_env.envs.config import DEFAULT_SCHEDULES
-from hffm_env.envs.core import InvalidAction
 from hffm_env.federation.config import ATTACKS, GOSSIP_WEIGHTS, OUTAGE_FALLBACKS, RULES
 from hffm_env.network.config import CLUSTER_HEAD_RULES, MOBILITY_MODELS, LinkConfig
 
@@ -615,7 +615,7 @@ def _where(env, flat: int) -> tuple[str, int]:
     """(decision, index inside its block) of a flat action dimension."""
     core = env.unwrapped.core
     for d in core.decisions:
-        n = len(core.action_nvec(d))
+        n = len(core.codec.block_nvec(d))
         if flat < n:
             return d, flat
         flat -= n

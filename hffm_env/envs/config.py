@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hffm_env._validation import ConfigError, check_choice, check_int, check_non_negative, check_positive
+from hffm_env.envs.rewards import DEFAULT_REWARD_TERMS, check_reward_terms
 from hffm_env.network.schedules import TABLE1_KEYS
 
 DECISIONS = ("aggregation", "relaying", "specialization", "offloading")
@@ -63,6 +64,9 @@ class EnvConfig:
     copies differ across clusters, so where a module is relayed from and where a
     request runs change the answer, not only the cost.
 
+    ``reward_terms`` names the terms a step sums, from the registry of
+    :mod:`hffm_env.envs.rewards` (a term of your own is registered there by name).
+
     A choice its mask rules out (``action_masks()``) either raises ``InvalidAction``
     (``invalid_action="raise"``) or is replaced by the default policy's choice for that
     dimension, costs ``invalid_penalty`` of reward and is listed in
@@ -85,6 +89,7 @@ class EnvConfig:
     invalid_action: str = "penalize"
     invalid_penalty: float = 0.01
     shared_reward: bool = True
+    reward_terms: tuple[str, ...] = DEFAULT_REWARD_TERMS
     device_agents: bool = False
 
     def __post_init__(self) -> None:
@@ -101,6 +106,7 @@ class EnvConfig:
         check_int("env.max_cold_starts", self.max_cold_starts, low=1)
         check_choice("env.default_schedule", self.default_schedule, DEFAULT_SCHEDULES)
         check_choice("env.invalid_action", self.invalid_action, ("penalize", "raise"))
+        object.__setattr__(self, "reward_terms", check_reward_terms(self.reward_terms))
         check_non_negative("env.invalid_penalty", self.invalid_penalty)
         for name in ("shared_reward", "device_agents"):
             if not isinstance(getattr(self, name), bool):

@@ -15,37 +15,27 @@
 ``Offloading-v0`` and ``HFFM-v0`` inference requests (1 per device and round, half
 on a task the requester does not hold) unless overridden.
 
-## Observation (``Dict`` of ``Box``, float32; ``D`` devices, ``C`` clusters, ``K`` module kinds, ``T`` tasks)
+## Observation
 
-* ``devices [D, 9 + 2T + 5K]``: active; modalities on (image, text, sensor); tasks
-  active; training samples / pool size; cluster index (scaled to [0, 1]); is cluster
-  head; can host the model; uplink rate as log10(1 + Mbit/s); last score per
-  task (``env.reward_metric``); per kind: rounds since the copy was last received (in episodes of
-  ``max_rounds``), relative distance to its cluster's mean copy and to all holders'
-  mean, specialist flag, pending cold start.
-* ``clusters [C, 4 + T + 2K]``: members and active members (per device of the
-  network), head's and edge server's uplink rate (log10(1 + Mbit/s)), mean score
-  per task, per kind the edge copy's staleness and distance to the holders' mean.
-* ``globals [9]``: round / max_rounds, energy and latency spent (in reference rounds,
-  per round of the episode), mean score, last Δscore, last latency and energy
-  (in reference rounds), pending cold starts and requests (per slot); the four costs
-  as ``log(1 + x)``.
-* ``requests [R, 3 + T + 4 + 1]``: present, device, cluster, task one-hot, valid
-  targets, input kB. ``cold_starts [M, 2 + K + 5]``: present, device, kind one-hot,
-  valid relay sources.
+A ``Dict`` of float32 ``Box``es: ``devices [D, …]``, ``clusters [C, …]``,
+``globals``, ``requests [env.max_requests, …]`` and ``cold_starts
+[env.max_cold_starts, …]``. Every column is declared once, in order, in
+:data:`hffm_env.envs.features.FEATURES`; the spaces and the table in
+``docs/environments.md`` (``features.spec_markdown()``) are generated from it.
 
 ## Action
 
-``MultiDiscrete`` (see :mod:`hffm_env.envs.core`); ``action_masks()`` gives the valid
-options (sb3-contrib ``MaskablePPO``). An out-of-space action raises. A masked choice
-is replaced by the default policy's and costs ``env.invalid_penalty`` of reward
-(``env.invalid_action="penalize"``, the default), or raises ``InvalidAction`` naming
-the decision, index and allowed options (``"raise"``).
+``MultiDiscrete`` blocks (see :mod:`hffm_env.envs.codec`); ``action_masks()`` gives
+the valid options (sb3-contrib ``MaskablePPO``). An out-of-space action raises. A
+masked choice is replaced by the default policy's and costs ``env.invalid_penalty``
+of reward (``env.invalid_action="penalize"``, the default), or raises
+``InvalidAction`` naming the decision, index and allowed options (``"raise"``).
 
 ## Reward, episode end
 
 ``w_acc·Δscore + w_inference·served score − w_latency·latency/ref −
-w_energy·energy/ref`` (``EnvConfig``). The score is the mean over (device, task)
+w_energy·energy/ref`` (``EnvConfig``): the named terms of
+:mod:`hffm_env.envs.rewards`, chosen by ``env.reward_terms``. The score is the mean over (device, task)
 pairs of the probability the device's model gives the right answer
 (``env.reward_metric="p_correct"``; ``"accuracy"`` for the share of right answers),
 on an evaluation set fixed for the episode: every device's test share of each of
@@ -75,6 +65,7 @@ import numpy as np
 from gymnasium import spaces
 
 from hffm_env.envs.core import EnvCore
+from hffm_env.envs.features import TABLES
 from hffm_env.envs.render import CoreRenderer
 from hffm_env.federation.core import pair_mean
 from hffm_env.scenario import make_scenario
@@ -115,15 +106,15 @@ class HFFMEnv(gym.Env):
         self.render_mode = render_mode
         self.scenario = make_scenario(preset, **{**(scenario_defaults or {}), **overrides})
         self.core = EnvCore(self.scenario, tuple(decisions))
-        self.action_space = spaces.MultiDiscrete(self.core.nvec())
-        # every feature is >= 0 but the global ones (Δscore can be negative)
+        self.action_space = spaces.MultiDiscrete(self.core.codec.nvec())
         self.observation_space = spaces.Dict(
             {
-                name: spaces.Box(low=-np.inf if name == "globals" else 0.0, high=np.inf, shape=shape, dtype=np.float32)
-                for name, shape in self.core.obs_shapes().items()
+                key: spaces.Box(low=TABLES[key].low, high=np.inf, shape=shape, dtype=np.float32)
+                for key, shape in self.core.obs_shapes.items()
             }
         )
         self._renderer = CoreRenderer()
+        self._ended: str | None = None
 
     @property
     def federation(self):
@@ -133,6 +124,7 @@ class HFFMEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.core.reset(int(self.np_random.integers(2**31 - 1)))
+        self._ended = None
         return self.core.observe(), {
             "round": 0,
             "mean_accuracy": pair_mean(self.core.accuracy),
@@ -142,7 +134,10 @@ class HFFMEnv(gym.Env):
     def step(self, action):
         if self.core.fed is None:
             raise RuntimeError("step() called before reset()")
+        if self._ended:
+            raise RuntimeError(f"step() called after the episode {self._ended} (round {self.core.round}): call reset()")
         reward, terminated, truncated, info = self.core.step(action)
+        self._ended = "terminated" if terminated else "was truncated" if truncated else None
         if self.render_mode == "human":
             self.render()
         return self.core.observe(), reward, terminated, truncated, info
@@ -151,7 +146,7 @@ class HFFMEnv(gym.Env):
         """Flat boolean mask over every option of every action dimension."""
         if self.core.fed is None:
             raise RuntimeError("action_masks() called before reset()")
-        return self.core.action_masks()
+        return self.core.codec.action_masks()
 
     def save_checkpoint(self, path) -> None:
         """Save the running federation's learned state to the safetensors file ``path``

@@ -14,8 +14,11 @@ and its head), and with ``env__device_agents=True`` also the devices
   requests without device agents follow the default policy).
 
 Rewards: the team reward of the Gymnasium env for every agent
-(``env__shared_reward=True``, default), or per agent: an edge server gets its
-cluster's Δscore and the energy its cluster's nodes spent; a device its own.
+(``env__shared_reward=True``, default), or per agent the same terms
+(:mod:`hffm_env.envs.rewards`, ``env__reward_terms``) over its own scope: an edge
+server gets its cluster's Δscore, the served score of its members' requests, the
+energy its cluster's nodes spent (and a share of the cloud's) and its replaced
+choices; a device its own.
 The AEC form is PettingZoo's conversion of the parallel one.
 
 ``parallel_env(preset="tiny", **overrides)``, ``env(...)`` (AEC), ``raw_env`` (the
@@ -31,8 +34,10 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
-from hffm_env.envs.core import AGG_OPTIONS, EnvCore
+from hffm_env.envs.codec import AGG_OPTIONS
+from hffm_env.envs.core import EnvCore
 from hffm_env.envs.render import CoreRenderer
+from hffm_env.envs.rewards import reward_terms
 from hffm_env.federation.ops import OFFLOAD_TARGETS
 from hffm_env.scenario import make_scenario
 
@@ -55,9 +60,9 @@ class HFFMParallelEnv(ParallelEnv):
             [f"device_{d}" for d in range(D)] if self.devices_act else []
         )
         self.agents = []
-        shapes = self.core.obs_shapes()
+        shapes = self.core.obs_shapes
         f_dev, f_cl, f_g = shapes["devices"][1], shapes["clusters"][1], shapes["globals"][0]
-        G, S = len(self.core.groups), len(self.core.special_kinds)
+        G, S = len(self.core.codec.groups), len(self.core.codec.special_kinds)
         self._obs_spaces, self._act_spaces = {}, {}
         for a in self.possible_agents:
             size = f_cl + f_g + 2 * f_dev if a.startswith("edge_") else f_dev + f_cl + f_g
@@ -92,11 +97,8 @@ class HFFMParallelEnv(ParallelEnv):
         if missing:
             raise ValueError(f"actions must hold one action per live agent; missing {missing}")
         flat = self._joint_action(actions)
-        acc_before = dict(self.core.score)
         reward, terminated, truncated, info = self.core.step(flat)
-        rewards = (
-            {a: reward for a in self.agents} if self.scenario.env.shared_reward else self._own_rewards(acc_before, info)
-        )
+        rewards = {a: reward for a in self.agents} if self.scenario.env.shared_reward else self._own_rewards()
         obs = self._observe()
         agents = list(self.agents)
         terms = {a: terminated for a in agents}
@@ -131,9 +133,9 @@ class HFFMParallelEnv(ParallelEnv):
         return {a: out[a].astype(np.float32) for a in self.agents or self.possible_agents}
 
     def _joint_action(self, actions) -> np.ndarray:
-        core = self.core
+        core, codec = self.core, self.core.codec
         parts = []
-        G = len(core.groups)
+        G = len(codec.groups)
         agg = np.zeros(core.n_clusters * G, dtype=np.int64)
         for c in range(core.n_clusters):
             a = np.asarray(actions[f"edge_{c}"])
@@ -142,10 +144,11 @@ class HFFMParallelEnv(ParallelEnv):
             agg[c * G : (c + 1) * G] = a
         parts.append(agg)
         if self.devices_act:
-            S = len(core.special_kinds)
+            S = len(codec.special_kinds)
             spec = np.zeros(core.n_devices * S, dtype=np.int64)
             req = core.fed.requests
-            off = core.default_choices("offloading")
+            self._requesters = [int(d) for d in req.device]
+            off = codec.default_choices("offloading")
             for d in range(core.n_devices):
                 a = np.asarray(actions[f"device_{d}"]).astype(np.int64)
                 if not self._act_spaces[f"device_{d}"].contains(a):
@@ -157,7 +160,10 @@ class HFFMParallelEnv(ParallelEnv):
             parts += [spec, off]
         return np.concatenate(parts)
 
-    def _own_rewards(self, acc_before, info) -> dict[str, float]:
+    def _own_rewards(self) -> dict[str, float]:
+        """Each agent's terms of :mod:`hffm_env.envs.rewards` over its own scope: an edge
+        server's cluster (its nodes' energy and a share of the cloud's), a device itself;
+        a replaced choice counts against the agent that made it."""
         core, c = self.core, self.scenario.env
         fed, topo = core.fed, core.fed.topology
         rows = fed.ledger.records(fed.round_index)
@@ -168,28 +174,35 @@ class HFFMParallelEnv(ParallelEnv):
             np.where(topo.tier[node] == 1, node - topo.tier_offsets[1], -1),
         )
         cloud_j = rows["joules"][owner < 0].sum() / topo.n_clusters
-        lat = info["latency_s"] / core.latency_scale
+        invalid = self._invalid_by_agent()
         out = {}
         for a in self.agents:
             kind, i = a.split("_")
             i = int(i)
             if kind == "edge":
                 members = [int(d) for d in topo.members(i)]
-                energy = rows["joules"][owner == i].sum() + cloud_j
-                scale = core.energy_scale / topo.n_clusters
+                energy = (rows["joules"][owner == i].sum() + cloud_j) / (core.energy_scale / topo.n_clusters)
             else:
                 members = [i]
-                energy = rows["joules"][node == i].sum()
-                scale = core.energy_scale / topo.n_devices
-            before = _mean_of(acc_before, members)
-            after = _mean_of(core.score, members)
-            out[a] = float(c.w_acc * (after - before) - c.w_latency * lat - c.w_energy * energy / scale)
+                energy = rows["joules"][node == i].sum() / (core.energy_scale / topo.n_devices)
+            view = core.view(members, energy=float(energy), invalid=invalid.get(a, 0))
+            out[a] = float(sum(reward_terms(view, c).values()))
         return out
 
-
-def _mean_of(acc: dict[int, dict[str, float]], nodes: list[int]) -> float:
-    vals = [v for d in nodes for v in acc.get(d, {}).values()]
-    return float(np.mean(vals)) if vals else 0.0
+    def _invalid_by_agent(self) -> dict[str, int]:
+        """Replaced choices per agent: aggregation dimensions by cluster, specialisation
+        dimensions by device, offloading slots by requester."""
+        codec = self.core.codec
+        out: dict[str, int] = {}
+        for e in codec.invalid:
+            if e["decision"] == "aggregation":
+                agent = f"edge_{e['index'] // len(codec.groups)}"
+            elif e["decision"] == "specialization":
+                agent = f"device_{e['index'] // len(codec.special_kinds)}"
+            else:
+                agent = f"device_{self._requesters[e['index']]}"
+            out[agent] = out.get(agent, 0) + 1
+        return out
 
 
 raw_env = HFFMParallelEnv

@@ -243,7 +243,7 @@ def test_default_policy_is_the_envs_own_default():
     obs, _ = env.reset(seed=0)
     core = env.unwrapped.core
     action, _ = make_policy("default", env).predict(obs)
-    np.testing.assert_array_equal(action, core.default_choices("relaying"))
+    np.testing.assert_array_equal(action, core.codec.default_choices("relaying"))
     assert "default" in BASELINES and all(applies("default", i) for i in hffm_env.ENV_IDS)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import hffm_env
 from agents import sample_valid_action
-from hffm_env.envs.core import InvalidAction
+from hffm_env.envs.codec import InvalidAction
 
 IDS = list(hffm_env.ENV_IDS)
 
@@ -158,12 +158,12 @@ def test_masks_match_federation_state():
     core = env.unwrapped.core
     mask = env.unwrapped.action_masks()
     assert mask.shape == (int(env.action_space.nvec.sum()),)
-    spec = core.masks("specialization")
+    spec = core.codec.masks("specialization")
     fed = core.fed
     for d in range(core.n_devices):
-        for j, k in enumerate(core.special_kinds):
-            assert spec[d * len(core.special_kinds) + j, 1] == fed.holds(k)[d]
-    off = core.masks("offloading")
+        for j, k in enumerate(core.codec.special_kinds):
+            assert spec[d * len(core.codec.special_kinds) + j, 1] == fed.holds(k)[d]
+    off = core.codec.masks("offloading")
     assert np.array_equal(off[: len(fed.requests)], fed.offload_mask()[: core.config.max_requests])
 
 
@@ -174,7 +174,7 @@ def test_relaying_env_serves_cold_starts():
     for _ in range(6):
         core = env.unwrapped.core
         pending = len(core.fed.cold_starts)
-        mask = core.masks("relaying")
+        mask = core.codec.masks("relaying")
         action = np.array([int(np.nonzero(m)[0][-1]) for m in mask], dtype=np.int64)
         _, _, _, _, info = env.step(action)
         relayed += info["operations"].count("relay")

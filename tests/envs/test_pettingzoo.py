@@ -40,7 +40,7 @@ def _rollout(seed, **ov):
 def test_agents_spaces_and_determinism():
     env, a = _rollout(5)
     assert env.possible_agents == ["edge_0", "edge_1"]
-    assert env.action_space("edge_0").nvec.tolist() == [7] * len(env.core.groups)
+    assert env.action_space("edge_0").nvec.tolist() == [7] * len(env.core.codec.groups)
     _, b = _rollout(5)
     _, c = _rollout(6)
     for x, y in zip(a[1:], b[1:]):
