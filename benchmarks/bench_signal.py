@@ -100,11 +100,11 @@ def redrawn_rewards(core, before: dict, seed: int, redraws: int, measure) -> np.
     for r in range(redraws):
         test = redraw_eval_set(fed, np.random.default_rng([seed, core.round, r]))
         s_after = _score(measure(test), cfg.reward_metric)
-        fed.bank = before
+        fed.state.bank = before
         try:
             s_before = _score(measure(test), cfg.reward_metric)
         finally:
-            fed.bank = after
+            fed.state.bank = after
         out[r] = cfg.w_acc * (s_after - s_before)
     return out
 

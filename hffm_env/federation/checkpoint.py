@@ -55,7 +55,6 @@ from hffm_env.federation.records import ColdStart, Membership, Requests, Roles
 FORMAT = "hffm_env.federation.checkpoint"
 FORMAT_VERSION = 1
 COLD_START_CAUSES = ("task_arrival", "modality_on", "join")
-_BANKS = ("bank", "synced", "adam.m", "adam.v", "adam.step")
 
 
 class CheckpointError(ValueError):
@@ -130,15 +129,7 @@ def _sync_directory(directory: str) -> None:
 
 
 def _tensors_of(fed: Federation) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for prefix, bank in zip(_BANKS, (fed.bank, fed.synced, fed.adam.m, fed.adam.v, fed.adam.step)):
-        for name, t in bank.items():
-            out[f"{prefix}/{name}"] = t.detach().contiguous().clone()
-    r = fed.round_index
-    out["last_sync_ago"] = torch.from_numpy(np.where(fed.last_sync >= 0, r - fed.last_sync, -1).astype(np.int64))
-    out["last_train_ago"] = torch.from_numpy(np.where(fed.last_train >= 0, r - fed.last_train, -1).astype(np.int64))
-    out["trained_ever"] = torch.from_numpy(fed.trained_ever.astype(bool))
-    out["expert_mask"] = torch.from_numpy(fed.expert_mask.astype(bool))
+    out = fed.state.state_dict(fed.round_index)
     mem = fed.members
     out["members/active"] = torch.from_numpy(mem.active.astype(bool))
     for split, shards in (("train", mem.train), ("test", mem.test)):
@@ -271,10 +262,8 @@ class _Reader:
             "accuracy": self.accuracy(),
             "cold_starts": self.cold_starts(),
             "requests": self.requests(),
-            "trackers": self.trackers(),
+            "bank_state": self.bank_state(),
         }
-        for prefix in _BANKS:
-            state[prefix] = {n: self.tensors[f"{prefix}/{n}"] for n in fed.bank}
         return state
 
     # -------------------------------------------------------------- config
@@ -318,17 +307,7 @@ class _Reader:
     def expected(self, members: dict[str, list]) -> dict[str, tuple[tuple[int, ...] | None, torch.dtype]]:
         """Every tensor's key, shape (None: any length, 1-D) and dtype."""
         fed = self.fed
-        out: dict[str, tuple[tuple[int, ...] | None, torch.dtype]] = {}
-        for prefix in _BANKS:
-            # the experts' AdamW steps are per holder and expert: shapes come from the live state
-            like = fed.adam.step if prefix == "adam.step" else fed.bank
-            for name, t in like.items():
-                out[f"{prefix}/{name}"] = (tuple(t.shape), t.dtype)
-        trackers = (fed.n_nodes, len(fed.kinds))
-        out["last_sync_ago"] = (trackers, torch.int64)
-        out["last_train_ago"] = (trackers, torch.int64)
-        out["trained_ever"] = (trackers, torch.bool)
-        out["expert_mask"] = (tuple(fed.expert_mask.shape), torch.bool)
+        out: dict[str, tuple[tuple[int, ...] | None, torch.dtype]] = dict(fed.state.expected())
         out["members/active"] = ((fed.n_devices,), torch.bool)
         for split in ("train", "test"):
             for d, tasks in enumerate(members[f"{split}_tasks"]):
@@ -459,18 +438,15 @@ class _Reader:
             self.check_indices("requests/sample", sample[i : i + 1], len(fed.data.pools[t].label))
         return Requests(device, tuple(tasks), sample)
 
-    def trackers(self) -> dict[str, np.ndarray]:
-        """``last_sync`` / ``last_train`` shifted to the loading federation's round."""
-        out = {}
-        now = self.fed.round_index
-        for name in ("last_sync", "last_train"):
-            ago = self.tensors[f"{name}_ago"].numpy()
-            if (ago < -1).any():
-                raise self.fail(f"tensor '{name}_ago' must hold rounds ago >= 0 or -1 (never), got {int(ago.min())}")
-            out[name] = np.where(ago >= 0, np.maximum(now - ago, 0), -1).astype(np.int64)
-        out["trained_ever"] = self.tensors["trained_ever"].numpy().copy()
-        out["expert_mask"] = self.tensors["expert_mask"].numpy().copy()
-        return out
+    def bank_state(self) -> dict[str, torch.Tensor]:
+        """The bank state's tensors, checked by the state itself."""
+        names = set(self.fed.state.expected())
+        tensors = {k: t for k, t in self.tensors.items() if k in names}
+        try:
+            self.fed.state.check_state_dict(tensors)
+        except ValueError as exc:
+            raise self.fail(str(exc)) from exc
+        return tensors
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -482,15 +458,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def _swap_in(fed: Federation, state: dict[str, Any]) -> None:
     """Install a validated state; nothing here can fail half-way."""
-    with torch.no_grad():
-        for prefix, bank in zip(_BANKS, (fed.bank, fed.synced, fed.adam.m, fed.adam.v, fed.adam.step)):
-            for name, t in state[prefix].items():
-                bank[name].copy_(t)
-    tr = state["trackers"]
-    fed.last_sync[...] = tr["last_sync"]
-    fed.last_train[...] = tr["last_train"]
-    fed.trained_ever[...] = tr["trained_ever"]
-    fed.expert_mask[...] = tr["expert_mask"]
+    fed.state.load_state_dict(state["bank_state"], fed.round_index)
     fed.replace_members(state["members"])
     fed.roles = state["roles"]
     fed.accuracy = state["accuracy"]

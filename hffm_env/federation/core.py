@@ -48,6 +48,7 @@ from hffm_env.federation.records import (
     RoundResult,
     pair_mean,
 )
+from hffm_env.federation.state import BankState
 from hffm_env.federation.training import TrainingMixin
 from hffm_env.model.backbone import FrozenBackbone, build_vilt
 from hffm_env.model.banks import ENCODER_OF, Bank, head_kind, init_bank, kind_of, parse_kind, payload_bytes
@@ -138,11 +139,6 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
         answers = {t: len(task_spec(t).answers) for t in self.tasks}
         gen = torch.Generator().manual_seed(int(root.generate_state(1)[0]))
         self.fresh = init_bank(scenario.model, answers, 1, gen)
-        self.bank: Bank = {
-            n: t.repeat(self.n_nodes, *([1] * (t.dim() - 1))).contiguous() for n, t in self.fresh.items()
-        }
-        self.synced: Bank = {n: t.clone() for n, t in self.bank.items()}
-        self.adam = AdamState.zeros_like(self.bank)
         sizes = payload_bytes(self.fresh)
         self.kinds: tuple[str, ...] = module_kinds(scenario)
         E = scenario.model.n_experts
@@ -152,11 +148,12 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
                 f"federation.experts_per_device must be an integer in [1, {E}] (model.n_experts), got {k_e}"
             )
         role_rng = np.random.default_rng(role_ss)
-        self.expert_mask = np.ones((self.n_nodes, E), dtype=bool)
+        expert_mask = np.ones((self.n_nodes, E), dtype=bool)
         if k_e is not None and k_e < E:
-            self.expert_mask[: self.n_devices] = False
+            expert_mask[: self.n_devices] = False
             for d in range(self.n_devices):
-                self.expert_mask[d, role_rng.choice(E, size=k_e, replace=False)] = True
+                expert_mask[d, role_rng.choice(E, size=k_e, replace=False)] = True
+        self.state = BankState.fresh(self.fresh, self.n_nodes, len(self.kinds), expert_mask)
         scale = self.config.payload_scale
         self.wire_bytes = {k: sizes[k] * scale * ((k_e or E) / E if k == "experts" else 1.0) for k in self.kinds}
         sh = self.data.shards
@@ -184,9 +181,6 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
         self.memory_bytes = role_rng.uniform(*inf.device_memory_bytes_range, size=self.n_devices)
         self.ledger = Ledger(keep_rounds=self.config.keep_ledger_rounds)
         self.round_index = -1
-        self.last_sync = np.full((self.n_nodes, len(self.kinds)), -1, dtype=np.int64)
-        self.last_train = np.full((self.n_nodes, len(self.kinds)), -1, dtype=np.int64)
-        self.trained_ever = np.zeros((self.n_nodes, len(self.kinds)), dtype=bool)
         self.accuracy: dict[int, dict[str, float]] = {}
         self.p_correct: dict[int, dict[str, float]] = {}
         self.cold_starts: list[ColdStart] = []
@@ -203,6 +197,35 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
         self._participants = np.zeros(0, dtype=np.int64)
         self.edge_down = np.zeros(self.topology.n_clusters, dtype=bool)
         self._clear_faults()
+
+    # the bank state's parts, read by every operation
+    @property
+    def bank(self) -> Bank:
+        return self.state.bank
+
+    @property
+    def synced(self) -> Bank:
+        return self.state.synced
+
+    @property
+    def adam(self) -> AdamState:
+        return self.state.adam
+
+    @property
+    def last_sync(self) -> np.ndarray:
+        return self.state.last_sync
+
+    @property
+    def last_train(self) -> np.ndarray:
+        return self.state.last_train
+
+    @property
+    def trained_ever(self) -> np.ndarray:
+        return self.state.trained_ever
+
+    @property
+    def expert_mask(self) -> np.ndarray:
+        return self.state.expert_mask
 
     def reference_round_cost(self) -> tuple[float, float]:
         """Latency (s) and energy (J) of one cloud aggregation of every module by every
