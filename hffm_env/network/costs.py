@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from hffm_env._validation import ConfigError, check_int
+from hffm_env.network.charging import Payload
 from hffm_env.network.config import NetworkConfig
-from hffm_env.network.fog import FogNetwork, Payload
+from hffm_env.network.fog import FogNetwork
 from hffm_env.network.schedules import charge_schedule, table1_schedules
 
 # method key -> (latency s, energy as printed: J labelled "kJ", accuracy %)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hffm_env._validation import ConfigError, check_int
-from hffm_env.network.fog import FogNetwork, Payload
+from hffm_env.network.charging import Payload
+from hffm_env.network.fog import FogNetwork
 from hffm_env.network.ledger import Ledger
 
 
