@@ -160,6 +160,31 @@ class HFFMParallelEnv(ParallelEnv):
             parts += [spec, off]
         return np.concatenate(parts)
 
+    def agent_actions(self, joint) -> dict[str, np.ndarray]:
+        """Each live agent's action from a joint action of the core's blocks (the
+        inverse of how the agents' actions are joined): an edge agent gets its
+        cluster's aggregation choices; a device agent its specialisation choices and
+        the offloading choices of its first pending requests (0 where it has fewer)."""
+        core, codec = self.core, self.core.codec
+        joint = np.asarray(joint, dtype=np.int64)
+        if joint.shape != codec.nvec().shape:
+            raise ValueError(f"joint action must have shape {codec.nvec().shape}, got {joint.shape}")
+        blocks, start = {}, 0
+        for d in core.decisions:
+            n = len(codec.block_nvec(d))
+            blocks[d], start = joint[start : start + n], start + n
+        G = len(codec.groups)
+        out = {f"edge_{c}": blocks["aggregation"][c * G : (c + 1) * G].copy() for c in range(core.n_clusters)}
+        if self.devices_act:
+            S = len(codec.special_kinds)
+            req = core.fed.requests
+            for d in range(core.n_devices):
+                mine = [i for i in np.nonzero(req.device == d)[0] if i < core.config.max_requests]
+                off = [int(blocks["offloading"][i]) for i in mine[:REQUESTS_PER_DEVICE_AGENT]]
+                off += [0] * (REQUESTS_PER_DEVICE_AGENT - len(off))
+                out[f"device_{d}"] = np.concatenate([blocks["specialization"][d * S : (d + 1) * S], off])
+        return {a: out[a] for a in self.agents}
+
     def _own_rewards(self) -> dict[str, float]:
         """Each agent's terms of :mod:`hffm_env.envs.rewards` over its own scope: an edge
         server's cluster (its nodes' energy and a share of the cloud's), a device itself;
