@@ -82,7 +82,8 @@ class AggregateOp:
         relays nothing for others, and devices a D2D route needs but that cannot reach
         their head (over working links and relaying devices) are left out; clusters
         whose edge server is down take the configured fallback (listed in the record's
-        ``"outage"``).
+        ``"outage"``). A contribution with a NaN or ±inf is charged but refused where it
+        arrives (a ``nonfinite_upload`` fault); its sender still receives the result.
         """
         self._require_open("aggregate()")
         kinds = self.expand_kinds(kinds)
