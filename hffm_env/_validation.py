@@ -1,8 +1,10 @@
-"""Checks shared by every config dataclass.
+"""Checks shared by every config dataclass, and the physical limits they share.
 
 Each check raises :class:`ConfigError` whose message names the field, the value
 received and the allowed range, so a bad scenario fails at construction and
-never half-way through a run.
+never half-way through a run. Every numeric field has a range bounded on both
+sides: its physics where that is narrow (a probability, a path-loss exponent),
+else one of the generous limits below.
 """
 
 from __future__ import annotations
@@ -14,6 +16,23 @@ from typing import Any, Iterable
 
 class ConfigError(ValueError):
     """A configuration field holds a value outside its allowed range."""
+
+
+# Far beyond any deployment the package models, yet tight enough that the cost
+# model's products (bits / rate, power · time, κ·cycles·f²) stay finite and every
+# count stays allocatable.
+MAX_DISTANCE_M = 1e8  # beyond geostationary orbit (3.6e7 m)
+MAX_DURATION_S = 1e6  # about 11.6 days
+MAX_POWER_W = 1e6  # a broadcast transmitter
+MAX_BANDWIDTH_HZ = 1e12  # a terahertz link
+MAX_CLOCK_HZ = 1e15  # cycles per second of a whole server
+MAX_RATE_BPS = 1e15  # 1 Pbit/s
+MAX_BYTES = 1e15  # 1 PB
+MAX_ENERGY_J = 1e15
+MAX_CYCLES = 1e15
+MAX_FACTOR = 1e6  # dimensionless scales, multipliers and weights
+MAX_COUNT = 10_000_000  # nodes, samples, steps, rounds, slots
+MAX_SEED = 2**64 - 1  # the largest seed torch.Generator.manual_seed takes
 
 
 def _is_real(value: Any) -> bool:
@@ -43,12 +62,14 @@ def check_real(
     return v
 
 
-def check_positive(field: str, value: Any) -> float:
-    return check_real(field, value, low=0.0, low_inclusive=False)
+def check_positive(field: str, value: Any, high: float | None = None) -> float:
+    """Check that ``value`` is a finite real number in (0, high]."""
+    return check_real(field, value, low=0.0, low_inclusive=False, high=high)
 
 
-def check_non_negative(field: str, value: Any) -> float:
-    return check_real(field, value, low=0.0)
+def check_non_negative(field: str, value: Any, high: float | None = None) -> float:
+    """Check that ``value`` is a finite real number in [0, high]."""
+    return check_real(field, value, low=0.0, high=high)
 
 
 def check_int(field: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
@@ -70,12 +91,14 @@ def check_choice(field: str, value: Any, choices: Iterable[Any]) -> Any:
     return value
 
 
-def check_range_pair(field: str, value: Any, *, low: float = 0.0, low_inclusive: bool = False) -> tuple[float, float]:
-    """Check a (min, max) pair of finite numbers with min <= max, both above ``low``."""
+def check_range_pair(
+    field: str, value: Any, *, low: float = 0.0, low_inclusive: bool = False, high: float | None = None
+) -> tuple[float, float]:
+    """Check a (min, max) pair of finite numbers with min <= max, both between ``low`` and ``high``."""
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ConfigError(f"{field} must be a (min, max) pair of numbers, got {value!r}")
-    a = check_real(f"{field}[0]", value[0], low=low, low_inclusive=low_inclusive)
-    b = check_real(f"{field}[1]", value[1], low=low, low_inclusive=low_inclusive)
+    a = check_real(f"{field}[0]", value[0], low=low, low_inclusive=low_inclusive, high=high)
+    b = check_real(f"{field}[1]", value[1], low=low, low_inclusive=low_inclusive, high=high)
     if a > b:
         raise ConfigError(f"{field} must satisfy min <= max, got {value!r}")
     return (a, b)

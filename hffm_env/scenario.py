@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from hffm_env._validation import ConfigError, check_int, check_positive
+from hffm_env._validation import MAX_BYTES, MAX_SEED, ConfigError, check_int, check_positive
 from hffm_env.data.config import DataConfig
 from hffm_env.envs.config import EnvConfig
 from hffm_env.federation.config import FederationConfig
@@ -81,8 +81,8 @@ class Scenario:
         for module, size in self.payload_bytes.items():
             if not isinstance(module, str) or not module:
                 raise ConfigError(f"payload_bytes keys must be module names (non-empty strings), got {module!r}")
-            check_positive(f"payload_bytes[{module!r}]", size)
-        check_int("seed", self.seed, low=0)
+            check_positive(f"payload_bytes[{module!r}]", size, MAX_BYTES)
+        check_int("seed", self.seed, low=0, high=MAX_SEED)
 
     def replace(self, **overrides: Any) -> "Scenario":
         """A copy with fields overridden by ``__``-separated paths."""

@@ -36,11 +36,26 @@ from hypothesis import strategies as st
 import hffm_env
 from agents import sample_valid_action
 from hffm_env import ConfigError, make_scenario
+from hffm_env._validation import (
+    MAX_BANDWIDTH_HZ,
+    MAX_BYTES,
+    MAX_CLOCK_HZ,
+    MAX_COUNT,
+    MAX_CYCLES,
+    MAX_DISTANCE_M,
+    MAX_DURATION_S,
+    MAX_ENERGY_J,
+    MAX_FACTOR,
+    MAX_POWER_W,
+    MAX_RATE_BPS,
+    MAX_SEED,
+)
 from hffm_env.data.tokenizer import BUILTIN_WORDS, N_SPECIAL
 from hffm_env.envs.codec import InvalidAction
 from hffm_env.envs.config import DEFAULT_SCHEDULES
-from hffm_env.federation.config import ATTACKS, GOSSIP_WEIGHTS, OUTAGE_FALLBACKS, RULES
-from hffm_env.network.config import CLUSTER_HEAD_RULES, MOBILITY_MODELS, LinkConfig
+from hffm_env.federation.config import ATTACKS, GOSSIP_WEIGHTS, MAX_REQUESTS_PER_DEVICE, OUTAGE_FALLBACKS, RULES
+from hffm_env.model.config import MAX_LAYERS, MAX_WIDTH
+from hffm_env.network.config import CLUSTER_HEAD_RULES, MAX_KAPPA, MAX_SPEED_MPS, MOBILITY_MODELS, LinkConfig
 
 torch.set_num_threads(1)
 
@@ -163,7 +178,7 @@ def real(lo=None, hi=None, *, lo_open=False, hi_open=False, optional=False) -> F
 
 def integer(lo=None, hi=None, *, optional=False) -> Field:
     valid = st.integers(lo, 2**40 if hi is None else hi)
-    valid = valid | valid.map(np.int64)  # numpy integers are integers
+    valid = valid | valid.filter(lambda v: v <= np.iinfo(np.int64).max).map(np.int64)  # numpy integers are integers
     bad = [_NOT_INT if optional else _NOT_INT | st.none()]
     if lo is not None:
         bad.append(st.integers(max_value=lo - 1))
@@ -184,12 +199,13 @@ def boolean() -> Field:
     return Field(st.booleans(), st.sampled_from([0, 1, 1.0, "True", None]))
 
 
-def pair(lo=0.0, lo_open=False) -> Field:
-    x = _finite(lo, 1e12, exclude_min=lo_open)
+def pair(lo=0.0, hi=1e12, lo_open=False) -> Field:
+    x = _finite(lo, hi, exclude_min=lo_open)
     return Field(
         st.tuples(x, x).map(lambda t: (min(t), max(t))),
         st.tuples(x, x).filter(lambda t: t[0] != t[1]).map(lambda t: (max(t), min(t)))
         | st.tuples(_finite(max_value=lo, exclude_max=not lo_open), x)
+        | st.tuples(x, _finite(min_value=hi, exclude_min=True))
         | st.sampled_from([None, 1.0, (1.0,), (1.0, 2.0, 3.0), (NAN, 1.0), (1.0, INF), "ab"]),
     )
 
@@ -207,60 +223,62 @@ _TASK_SETS = [
 ]
 
 NETWORK = {
-    "network__area_side_m": Field(_finite(300.0, 1e9), _finite(max_value=200.0)),  # 2 edges 500 m apart
-    "network__cluster_center_offset_m": real(0.0),
-    "network__cluster_radius_m": real(0.0, lo_open=True),
-    "network__d2d_radius_m": real(0.0),
+    "network__area_side_m": Field(  # 2 edges 500 m apart
+        _finite(300.0, MAX_DISTANCE_M), _finite(max_value=200.0) | _finite(MAX_DISTANCE_M, exclude_min=True)
+    ),
+    "network__cluster_center_offset_m": real(0.0, MAX_DISTANCE_M),
+    "network__cluster_radius_m": real(0.0, MAX_DISTANCE_M, lo_open=True),
+    "network__d2d_radius_m": real(0.0, MAX_DISTANCE_M),
     "network__d2d_patch_weight": choice(("distance", "rate")),
     "network__cluster_head": choice(CLUSTER_HEAD_RULES),
     "network__charge_downlink": boolean(),
-    "network__tiers__0__count": integer(2),
+    "network__tiers__0__count": integer(2, MAX_COUNT),
     "network__tiers__1__count": integer(1, 8),
     "network__tiers__2__count": integer(1, 2),
     "network__tiers__1__min_separation_m": Field(_finite(0.0, 3000.0), _finite(max_value=0.0, exclude_max=True)),
-    "network__tiers__1__cpu_freq_hz": real(0.0, lo_open=True),
-    "network__tiers__2__compute_power_w": real(0.0),
-    "network__tiers__0__uplink__bandwidth_hz": real(0.0, lo_open=True),
-    "network__tiers__0__uplink__tx_power_w": real(0.0, lo_open=True),
+    "network__tiers__1__cpu_freq_hz": real(0.0, MAX_CLOCK_HZ, lo_open=True),
+    "network__tiers__2__compute_power_w": real(0.0, MAX_POWER_W),
+    "network__tiers__0__uplink__bandwidth_hz": real(0.0, MAX_BANDWIDTH_HZ, lo_open=True),
+    "network__tiers__0__uplink__tx_power_w": real(0.0, MAX_POWER_W, lo_open=True),
     "network__tiers__0__uplink__antenna_gain_db": real(-100.0, 100.0),
-    "network__tiers__0__uplink__fixed_latency_s": real(0.0),
+    "network__tiers__0__uplink__fixed_latency_s": real(0.0, MAX_DURATION_S),
     "network__tiers__0__uplink__rate_bps": Field(st.none(), _finite(-1e9, 1e9) | _NOT_REAL),
-    "network__tiers__1__uplink__rate_bps": real(0.0, lo_open=True),
-    "network__tiers__1__uplink__tx_power_w": real(0.0),
-    "network__d2d__bandwidth_hz": real(0.0, lo_open=True),
+    "network__tiers__1__uplink__rate_bps": real(0.0, MAX_RATE_BPS, lo_open=True),
+    "network__tiers__1__uplink__tx_power_w": real(0.0, MAX_POWER_W),
+    "network__d2d__bandwidth_hz": real(0.0, MAX_BANDWIDTH_HZ, lo_open=True),
     "network__d2d__kind": Field(
         st.just("wireless"),
         st.just("wired") | st.text(max_size=5).filter(lambda s: s not in ("wired", "wireless")),
         names=("kind", "rate_bps"),
     ),
     "network__channel__reference_gain_db": real(-300.0, 0.0),
-    "network__channel__reference_distance_m": real(0.0, lo_open=True),
+    "network__channel__reference_distance_m": real(0.0, MAX_DISTANCE_M, lo_open=True),
     "network__channel__pathloss_exponent": real(1.0, 10.0),
-    "network__channel__shadowing_std_db": real(0.0),
+    "network__channel__shadowing_std_db": real(0.0, 100.0),
     "network__channel__fading": choice(("rayleigh", "none")),
-    "network__channel__rayleigh_mean_power": real(0.0, lo_open=True),
+    "network__channel__rayleigh_mean_power": real(0.0, MAX_FACTOR, lo_open=True),
     "network__channel__fading_per_round": boolean(),
     "network__channel__noise_psd_dbm_per_hz": real(-250.0, 0.0),
-    "network__channel__noise_bandwidth_scale": real(0.0, lo_open=True),
-    "network__channel__min_distance_m": real(0.0, lo_open=True),
-    "network__compute__cycles_per_sample": real(0.0),
-    "network__compute__cpu_freq_hz_range": pair(0.0, lo_open=True),
-    "network__compute__kappa": real(0.0),
+    "network__channel__noise_bandwidth_scale": real(0.0, MAX_FACTOR, lo_open=True),
+    "network__channel__min_distance_m": real(0.0, MAX_DISTANCE_M, lo_open=True),
+    "network__compute__cycles_per_sample": real(0.0, MAX_CYCLES),
+    "network__compute__cpu_freq_hz_range": pair(0.0, MAX_CLOCK_HZ, lo_open=True),
+    "network__compute__kappa": real(0.0, MAX_KAPPA),
     "network__mobility__model": choice(MOBILITY_MODELS),
-    "network__mobility__speed_mps_range": pair(0.0),
-    "network__mobility__round_duration_s": real(0.0, lo_open=True),
+    "network__mobility__speed_mps_range": pair(0.0, MAX_SPEED_MPS),
+    "network__mobility__round_duration_s": real(0.0, MAX_DURATION_S, lo_open=True),
     "network__faults__d2d_failure": real(0.0, 1.0),
     "network__faults__packet_loss": real(0.0, 1.0, hi_open=True),
-    "network__faults__packet_bytes": real(0.0, lo_open=True),
+    "network__faults__packet_bytes": real(0.0, MAX_BYTES, lo_open=True),
 }
 DATA = {
     "data__tasks": Field(
         st.sampled_from(_TASK_SETS),
         st.sampled_from([(), ("nope", "sensor"), ("sensor", "sensor"), ["scene_qa", "sensor"], "scene_qa", None]),
     ),
-    "data__pool_size": integer(16),
+    "data__pool_size": integer(16, MAX_COUNT),
     "data__test_fraction": real(0.0, 0.5, lo_open=True),
-    "data__dirichlet_alpha": real(0.0, lo_open=True),
+    "data__dirichlet_alpha": real(0.0, MAX_FACTOR, lo_open=True),
     "data__modality_availability": Field(
         st.tuples(*[_finite(0.0, 1.0)] * 3),
         st.tuples(_finite(0.0, 1.0), _finite(1.0, 1e9, exclude_min=True), _finite(0.0, 1.0))
@@ -270,7 +288,7 @@ DATA = {
         st.sampled_from([(1, 1), (1, 2), (2, 2)]),
         st.sampled_from([(2, 1), (0, 1), (1, 3), (1.0, 2), (True, 2), None, 1]),
     ),
-    "data__min_shard": integer(1),
+    "data__min_shard": integer(1, 1600),  # at most tiny's pool_size
     "data__hash_buckets": integer(1, _HASH_MAX),
     "data__image_size": only(32, st.integers(-64, 1024)),
     "data__vocab_size": only(256, st.integers(-64, 4096)),
@@ -282,69 +300,71 @@ MODEL = {
     "model__hidden_size": only(128, st.integers(-8, 1024)),  # the shipped backbone's architecture
     "model__num_layers": integer(1, 4),  # the shipped backbone's first layers
     "model__patch_size": only(8, st.integers(-2, 40)),
-    "model__adapter_bottleneck": integer(1),
-    "model__n_prompts": integer(0),
-    "model__n_experts": integer(2),  # experts_top_k=2 must fit
-    "model__expert_bottleneck": integer(1),
+    "model__adapter_bottleneck": integer(1, MAX_WIDTH),
+    "model__n_prompts": integer(0, MAX_WIDTH),
+    "model__n_experts": integer(2, MAX_LAYERS),  # experts_top_k=2 must fit
+    "model__expert_bottleneck": integer(1, MAX_WIDTH),
     "model__experts_top_k": integer(1, 4),
-    "model__init_seed": integer(0),
+    "model__init_seed": integer(0, MAX_SEED),
     "model__learning_rate": real(0.0, 1.0, lo_open=True),
     # tiny's learning rate is 5e-3: AdamW's decay factor 1 - lr·wd must stay >= 0
     "model__weight_decay": Field(_finite(0.0, 199.0), _finite(min_value=201.0) | real(0.0).invalid),
 }
 FEDERATION = {
-    "federation__local_steps": integer(0),
-    "federation__batch_size": integer(1),
+    "federation__local_steps": integer(0, MAX_COUNT),
+    "federation__batch_size": integer(1, MAX_COUNT),
     "federation__participation": real(0.0, 1.0, lo_open=True),
-    "federation__specialist_steps": integer(0),
+    "federation__specialist_steps": integer(0, MAX_COUNT),
     "federation__experts_per_device": integer(1, 4, optional=True),
-    "federation__payload_scale": real(0.0, lo_open=True),
+    "federation__payload_scale": real(0.0, MAX_FACTOR, lo_open=True),
     "federation__rule": choice(RULES),
     "federation__trim_fraction": real(0.0, 0.5, hi_open=True),
-    "federation__krum_f": integer(0),
-    "federation__bucket_size": integer(1),
-    "federation__gossip_rounds": integer(1),
+    "federation__krum_f": integer(0, MAX_COUNT),
+    "federation__bucket_size": integer(1, MAX_COUNT),
+    "federation__gossip_rounds": integer(1, MAX_COUNT),
     "federation__gossip_weights": choice(GOSSIP_WEIGHTS),
     "federation__specialists_contribute": boolean(),
-    "federation__eval_max_samples": integer(1, optional=True),
-    "federation__keep_ledger_rounds": integer(1, optional=True),
+    "federation__eval_max_samples": integer(1, MAX_COUNT, optional=True),
+    "federation__keep_ledger_rounds": integer(1, MAX_COUNT, optional=True),
     **{
         f"federation__events__{n}": real(0.0, 1.0)
         for n in ("task_arrival", "modality_off", "modality_on", "leave", "join")
     },
-    "federation__privacy__clip_norm": real(0.0, lo_open=True, optional=True),
+    "federation__privacy__clip_norm": real(0.0, MAX_FACTOR, lo_open=True, optional=True),
     # tiny has no clip norm, so any noise is invalid: it scales with the clip norm
-    "federation__privacy__noise_multiplier": Field(st.just(0.0), real(0.0).invalid | _finite(1e-6, 1e6)),
+    "federation__privacy__noise_multiplier": Field(st.just(0.0), real(0.0, MAX_FACTOR).invalid | _finite(1e-6, 1e6)),
     "federation__adversaries__fraction": real(0.0, 1.0),
     "federation__adversaries__attack": choice(ATTACKS),
     "federation__adversaries__strength": real(0.0, 1000.0),
-    "federation__inference__requests_per_device": real(0.0),
-    "federation__inference__cycles_per_inference": real(0.0, lo_open=True),
-    "federation__inference__answer_bytes": real(0.0),
-    "federation__inference__model_bytes": real(0.0, lo_open=True, optional=True),
-    "federation__inference__device_memory_bytes_range": pair(0.0),
+    "federation__inference__requests_per_device": real(0.0, MAX_REQUESTS_PER_DEVICE),
+    "federation__inference__cycles_per_inference": real(0.0, MAX_CYCLES, lo_open=True),
+    "federation__inference__answer_bytes": real(0.0, MAX_BYTES),
+    "federation__inference__model_bytes": real(0.0, MAX_BYTES, lo_open=True, optional=True),
+    "federation__inference__device_memory_bytes_range": pair(0.0, MAX_BYTES),
     **{
         f"federation__faults__{n}": real(0.0, 1.0)
         for n in ("dropout_before_upload", "dropout_after_upload", "straggler_fraction", "edge_outage")
     },
-    "federation__faults__straggler_slowdown": real(1.0),
-    "federation__faults__round_deadline_s": real(0.0, lo_open=True, optional=True),
+    "federation__faults__straggler_slowdown": real(1.0, MAX_FACTOR),
+    "federation__faults__round_deadline_s": real(0.0, MAX_DURATION_S, lo_open=True, optional=True),
     "federation__faults__edge_repair": real(0.0, 1.0, lo_open=True),
     "federation__faults__outage_fallback": choice(OUTAGE_FALLBACKS),
 }
 ENV = {
-    "env__max_rounds": integer(1),
-    "env__energy_budget_j": real(0.0, lo_open=True, optional=True),
-    **{f"env__{w}": real(0.0) for w in ("w_acc", "w_inference", "w_latency", "w_energy", "invalid_penalty")},
-    "env__latency_scale_s": real(0.0, lo_open=True, optional=True),
-    "env__energy_scale_j": real(0.0, lo_open=True, optional=True),
-    "env__max_requests": integer(1),
-    "env__max_cold_starts": integer(1),
+    "env__max_rounds": integer(1, MAX_COUNT),
+    "env__energy_budget_j": real(0.0, MAX_ENERGY_J, lo_open=True, optional=True),
+    **{
+        f"env__{w}": real(0.0, MAX_FACTOR) for w in ("w_acc", "w_inference", "w_latency", "w_energy", "invalid_penalty")
+    },
+    "env__latency_scale_s": real(0.0, MAX_DURATION_S, lo_open=True, optional=True),
+    "env__energy_scale_j": real(0.0, MAX_ENERGY_J, lo_open=True, optional=True),
+    "env__max_requests": integer(1, MAX_COUNT),
+    "env__max_cold_starts": integer(1, MAX_COUNT),
     "env__default_schedule": choice(DEFAULT_SCHEDULES),
     "env__invalid_action": choice(("penalize", "raise")),
     "env__shared_reward": boolean(),
     "env__device_agents": boolean(),
-    "seed": integer(0),
+    "seed": integer(0, MAX_SEED),
 }
 LAYERS = {"network": NETWORK, "data": DATA, "model": MODEL, "federation": FEDERATION, "env": ENV}
 

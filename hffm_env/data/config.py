@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hffm_env._validation import ConfigError, check_choice, check_int, check_real
+from hffm_env._validation import MAX_COUNT, MAX_FACTOR, ConfigError, check_choice, check_int, check_real
 from hffm_env.data.registry import MODALITIES
 
 EVAL_SPLITS = ("global", "local")
@@ -59,11 +59,11 @@ class DataConfig:
                 raise ConfigError(f"tasks entries must be registered tasks {known}, got {t!r}")
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(f"tasks must not repeat, got {self.tasks!r}")
-        check_int("pool_size", self.pool_size, low=16)
+        check_int("pool_size", self.pool_size, low=16, high=MAX_COUNT)
         check_real("test_fraction", self.test_fraction, low=0.0, high=0.5, low_inclusive=False)
         check_choice("eval_split", self.eval_split, EVAL_SPLITS)
         check_choice("eval_shares", self.eval_shares, EVAL_SHARES)
-        check_real("dirichlet_alpha", self.dirichlet_alpha, low=0.0, low_inclusive=False)
+        check_real("dirichlet_alpha", self.dirichlet_alpha, low=0.0, low_inclusive=False, high=MAX_FACTOR)
         if not isinstance(self.modality_availability, tuple) or len(self.modality_availability) != len(MODALITIES):
             raise ConfigError(
                 f"modality_availability must be a tuple of {len(MODALITIES)} probabilities "
@@ -78,11 +78,11 @@ class DataConfig:
         )
         check_int("tasks_per_device[0]", lo, low=1, high=len(self.tasks))
         check_int("tasks_per_device[1]", hi, low=lo, high=len(self.tasks))
-        check_int("min_shard", self.min_shard, low=1)
+        check_int("min_shard (at most pool_size)", self.min_shard, low=1, high=self.pool_size)
         check_int("image_size", self.image_size, low=8, high=512)
         check_int("max_question_tokens", self.max_question_tokens, low=2, high=512)
-        check_int("vocab_size", self.vocab_size, low=64)
-        check_int("hash_buckets", self.hash_buckets, low=1)
+        check_int("vocab_size", self.vocab_size, low=64, high=MAX_COUNT)
+        check_int("hash_buckets", self.hash_buckets, low=1, high=MAX_COUNT)
         from hffm_env.data.tokenizer import BUILTIN_WORDS, N_SPECIAL
 
         needed = N_SPECIAL + len(BUILTIN_WORDS) + self.hash_buckets
@@ -91,7 +91,7 @@ class DataConfig:
                 f"vocab_size must be >= {needed} (special tokens + {len(BUILTIN_WORDS)} built-in words "
                 f"+ hash_buckets={self.hash_buckets}), got {self.vocab_size}"
             )
-        check_int("sensor_length", self.sensor_length, low=8)
+        check_int("sensor_length", self.sensor_length, low=8, high=MAX_COUNT)
 
     def tokenizer(self):
         from hffm_env.data.tokenizer import WordTokenizer

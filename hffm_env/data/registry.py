@@ -24,6 +24,12 @@ from hffm_env._validation import ConfigError
 MODALITIES = ("image", "text", "sensor")
 
 
+def _first_rows(bad: np.ndarray) -> str:
+    """``k of n rows (first: [...])`` for a bool mask over rows."""
+    rows = np.nonzero(bad)[0]
+    return f"{rows.size} of {bad.size} rows (first: {rows[:5].tolist()})"
+
+
 @dataclass(frozen=True)
 class TaskData:
     """A pool of samples of one task.
@@ -31,6 +37,13 @@ class TaskData:
     ``image``: uint8 ``[N, H, W, 3]``; ``tokens`` / ``attention``: int64 ``[N, L]``;
     ``sensor``: float32 ``[N, T]``; ``label``: int64 ``[N]`` indexing ``answers``. A
     modality the task does not use is None.
+
+    Construction checks what can go wrong at the door, so that bad data never
+    reaches training: a malformed array, a label outside the answers, a negative
+    token id, an attention mask other than 0/1, a non-finite sensor value. The
+    error names the task, the field and the first offending rows.
+    :func:`build_task` checks the rest against the data config (image size, token
+    ids below the vocabulary size, signal length).
     """
 
     name: str
@@ -42,15 +55,81 @@ class TaskData:
     sensor: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        what = f"task {self.name!r}"
+        shapes = {
+            "label": ("integer [N]", 1, "iu"),
+            "image": ("uint8 [N, H, W, 3]", 4, "u"),
+            "tokens": ("integer [N, L]", 2, "iu"),
+            "attention": ("integer [N, L]", 2, "iub"),
+            "sensor": ("float [N, T]", 2, "f"),
+        }
+        for field, (form, ndim, kinds) in shapes.items():
+            arr = getattr(self, field)
+            if arr is None and field != "label":
+                continue
+            if (
+                not isinstance(arr, np.ndarray)
+                or arr.ndim != ndim
+                or arr.dtype.kind not in kinds
+                or (field == "image" and (arr.dtype != np.uint8 or arr.shape[-1] != 3 or 0 in arr.shape[1:]))
+            ):
+                got = f"{arr.dtype} {list(arr.shape)}" if isinstance(arr, np.ndarray) else type(arr).__name__
+                raise ValueError(f"{what}: {field} must be a {form} array, got {got}")
         n = len(self.label)
-        if self.label.dtype.kind not in "iu" or (n and (self.label.min() < 0 or self.label.max() >= len(self.answers))):
-            raise ValueError(f"task {self.name!r}: labels must be integers in [0, {len(self.answers) - 1}]")
         for field in ("image", "tokens", "attention", "sensor"):
             arr = getattr(self, field)
             if arr is not None and len(arr) != n:
-                raise ValueError(f"task {self.name!r}: {field} has {len(arr)} rows, labels have {n}")
+                raise ValueError(f"{what}: {field} has {len(arr)} rows, labels have {n}")
         if (self.tokens is None) != (self.attention is None):
-            raise ValueError(f"task {self.name!r}: tokens and attention come together")
+            raise ValueError(f"{what}: tokens and attention come together")
+        bad = (self.label < 0) | (self.label >= len(self.answers))
+        if bad.any():
+            raise ValueError(f"{what}: label must be in [0, {len(self.answers) - 1}], not in {_first_rows(bad)}")
+        if self.tokens is not None:
+            if self.attention.shape != self.tokens.shape:
+                raise ValueError(
+                    f"{what}: attention must have the shape of tokens {list(self.tokens.shape)}, "
+                    f"got {list(self.attention.shape)}"
+                )
+            bad = (self.tokens < 0).any(1)
+            if bad.any():
+                raise ValueError(f"{what}: tokens must be ids >= 0, not in {_first_rows(bad)}")
+            bad = ((self.attention != 0) & (self.attention != 1)).any(1)
+            if bad.any():
+                raise ValueError(f"{what}: attention must be 0 or 1, not in {_first_rows(bad)}")
+        if self.sensor is not None:
+            bad = ~np.isfinite(self.sensor).all(1)
+            if bad.any():
+                raise ValueError(f"{what}: sensor must be finite, NaN or ±inf in {_first_rows(bad)}")
+
+    def check_fits(self, config) -> None:
+        """Check the pool fits the data ``config`` the model is built for: images of
+        ``image_size`` pixels square, token ids below ``vocab_size`` in at most
+        ``max_question_tokens`` columns, signals of ``sensor_length`` samples."""
+        what = f"task {self.name!r}"
+        size = config.image_size
+        if self.image is not None and self.image.shape[1:3] != (size, size):
+            raise ValueError(
+                f"{what}: image must be {size}x{size} pixels (data.image_size), "
+                f"got {self.image.shape[1]}x{self.image.shape[2]}"
+            )
+        if self.tokens is not None:
+            if self.tokens.shape[1] > config.max_question_tokens:
+                raise ValueError(
+                    f"{what}: tokens must have at most {config.max_question_tokens} columns "
+                    f"(data.max_question_tokens), got {self.tokens.shape[1]}"
+                )
+            bad = (self.tokens >= config.vocab_size).any(1)
+            if bad.any():
+                raise ValueError(
+                    f"{what}: tokens must be ids in [0, {config.vocab_size - 1}] (data.vocab_size), "
+                    f"not in {_first_rows(bad)}"
+                )
+        if self.sensor is not None and self.sensor.shape[1] != config.sensor_length:
+            raise ValueError(
+                f"{what}: sensor must have {config.sensor_length} samples per row (data.sensor_length), "
+                f"got {self.sensor.shape[1]}"
+            )
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -115,9 +194,13 @@ def registered_tasks() -> tuple[str, ...]:
 
 
 def build_task(name: str, n: int, rng: np.random.Generator, config) -> TaskData:
-    """Build ``n`` samples of a registered task and check they match its declaration."""
+    """Build ``n`` samples of a registered task and check they match its declaration
+    and fit ``config`` (:meth:`TaskData.check_fits`)."""
     spec = task_spec(name)
     data = spec.builder(n, rng, config)
+    if not isinstance(data, TaskData):
+        raise TypeError(f"task {name!r}: its builder must return a TaskData, got {type(data).__name__}")
+    data.check_fits(config)
     if data.answers != spec.answers or set(data.modalities) != set(spec.modalities):
         raise ValueError(
             f"task {name!r} built data with answers/modalities {data.answers}/{data.modalities}, "

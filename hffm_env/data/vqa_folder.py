@@ -1,9 +1,10 @@
 """VQA folders in the reference layout, for users who hold ArtVQA, GQA or similar locally.
 
 A folder holds ``ann.json`` — a list of records with ``"question"``, ``"answer"`` and
-``"image"`` (or ``"image_id"``), an image file name — the images (in ``images/`` or
-the folder itself), and optionally ``label2id.json`` mapping answers to class ids.
-Nothing is downloaded.
+``"image"`` (or ``"image_id"``), an image file name — the images, and optionally
+``label2id.json`` mapping answers to class ids. The images are looked up in
+``images/``, else in ``train/`` (where the paper's reference dataset generators
+write them, next to ``ann.json``), else in the folder itself. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import numpy as np
 from hffm_env._validation import ConfigError
 from hffm_env.data.registry import TaskData, register_task
 
+IMAGE_DIRS = ("images", "train")  # where a folder's images are looked for, in order (then the folder itself)
+
 
 def _image_dir(root: Path, image_dir: str | None) -> Path:
     if image_dir is not None:
         return root / image_dir
-    return root / "images" if (root / "images").is_dir() else root
+    return next((root / d for d in IMAGE_DIRS if (root / d).is_dir()), root)
 
 
 def load_vqa_folder(
@@ -29,7 +32,9 @@ def load_vqa_folder(
     """All records of a VQA folder as one :class:`TaskData`, images resized to ``config.image_size``.
 
     An answer missing from ``label2id.json`` raises, naming the record, unless
-    ``unknown_answers="skip"``, which leaves such records out.
+    ``unknown_answers="skip"``, which leaves such records out. A record that is not
+    an object with the fields above, or whose image is missing or cannot be read as
+    an image (a truncated or foreign file), raises naming the record.
     """
     from PIL import Image
 
@@ -55,6 +60,8 @@ def load_vqa_folder(
     folder = _image_dir(root, image_dir)
     size = config.image_size
     for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise ValueError(f"{ann} record {i} must be an object with question, answer and image, got {rec!r:.80}")
         missing = [k for k in ("question", "answer") if k not in rec]
         if missing or ("image" not in rec and "image_id" not in rec):
             raise ValueError(f"{ann} record {i} lacks {missing or ['image']}")
@@ -67,8 +74,13 @@ def load_vqa_folder(
                 f"({len(answers)} answers); pass unknown_answers='skip' to leave such records out"
             )
         path = folder / str(rec.get("image", rec.get("image_id")))
-        with Image.open(path) as im:
-            images.append(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8))
+        if not path.is_file():
+            raise FileNotFoundError(f"{ann} record {i}: image {path} not found")
+        try:
+            with Image.open(path) as im:
+                images.append(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8))
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # unreadable, truncated, empty
+            raise ValueError(f"{ann} record {i}: image {path} cannot be read as an image ({e})") from e
         questions.append(str(rec["question"]))
         labels.append(label2id[answer])
     if not labels:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hffm_env._validation import ConfigError, check_choice, check_int, check_non_negative, check_positive
+from hffm_env._validation import (
+    MAX_COUNT,
+    MAX_DURATION_S,
+    MAX_ENERGY_J,
+    MAX_FACTOR,
+    ConfigError,
+    check_choice,
+    check_int,
+    check_non_negative,
+    check_positive,
+)
 from hffm_env.envs.rewards import DEFAULT_REWARD_TERMS, check_reward_terms
 from hffm_env.network.schedules import TABLE1_KEYS
 
@@ -93,21 +103,21 @@ class EnvConfig:
     device_agents: bool = False
 
     def __post_init__(self) -> None:
-        check_int("env.max_rounds", self.max_rounds, low=1)
+        check_int("env.max_rounds", self.max_rounds, low=1, high=MAX_COUNT)
         check_choice("env.reward_metric", self.reward_metric, REWARD_METRICS)
         if self.energy_budget_j is not None:
-            check_positive("env.energy_budget_j", self.energy_budget_j)
+            check_positive("env.energy_budget_j", self.energy_budget_j, MAX_ENERGY_J)
         for name in ("w_acc", "w_inference", "w_latency", "w_energy"):
-            check_non_negative(f"env.{name}", getattr(self, name))
-        for name in ("latency_scale_s", "energy_scale_j"):
+            check_non_negative(f"env.{name}", getattr(self, name), MAX_FACTOR)
+        for name, high in (("latency_scale_s", MAX_DURATION_S), ("energy_scale_j", MAX_ENERGY_J)):
             if getattr(self, name) is not None:
-                check_positive(f"env.{name}", getattr(self, name))
-        check_int("env.max_requests", self.max_requests, low=1)
-        check_int("env.max_cold_starts", self.max_cold_starts, low=1)
+                check_positive(f"env.{name}", getattr(self, name), high)
+        check_int("env.max_requests", self.max_requests, low=1, high=MAX_COUNT)
+        check_int("env.max_cold_starts", self.max_cold_starts, low=1, high=MAX_COUNT)
         check_choice("env.default_schedule", self.default_schedule, DEFAULT_SCHEDULES)
         check_choice("env.invalid_action", self.invalid_action, ("penalize", "raise"))
         object.__setattr__(self, "reward_terms", check_reward_terms(self.reward_terms))
-        check_non_negative("env.invalid_penalty", self.invalid_penalty)
+        check_non_negative("env.invalid_penalty", self.invalid_penalty, MAX_FACTOR)
         for name in ("shared_reward", "device_agents"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"env.{name} must be True or False, got {getattr(self, name)!r}")

@@ -8,6 +8,14 @@ median, Krum) are not linear and run per group on the stacked contributions,
 optionally on the means of random buckets of them (bucketing).
 Gossip weights (Metropolis–Hastings, Laplacian) are doubly stochastic matrices over
 a D2D graph; their powers mix towards the group average.
+
+Groups never mix. A dense mixing matrix multiplies every group's zero weights
+with every other group's values, which is exact only while those values are
+finite (``0·NaN`` is NaN); so a matrix is applied dense only when every
+contribution is finite, and otherwise sparse, holding only the entries that link a
+holder to its own group (in gossip, to the holders its graph reaches). A
+non-finite contribution then spoils its own group only; the federation refuses
+such contributions before they get here (:func:`finite_rows`).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import torch
 from hffm_env.federation.config import RULES
 from hffm_env.model.banks import EXPERT_PARAMS, Bank
 
-DENSE_MIXING_MAX = 1 << 20  # entries up to which a FedAvg mixing matrix is applied dense
+DENSE_MIXING_MAX = 1 << 20  # entries up to which a FedAvg mixing matrix of finite values is applied dense
 
 
 def _mixing_entries(groups: np.ndarray, weights: np.ndarray, target_groups: np.ndarray):
@@ -47,7 +55,7 @@ def mixing_matrix(
 ) -> torch.Tensor:
     """Sparse (or ``dense``) block ``[n_targets, n_sources]`` of the holder-axis mixing
     matrix: row ``i`` is the ``weights``-weighted mean of the sources in group
-    ``target_groups[i]``.
+    ``target_groups[i]``. The sparse form stores no entry outside that group.
 
     The full ``[n_holders, n_holders]`` matrix of an aggregation is this block on the
     targets' rows and the sources' columns, and the identity on every other row.
@@ -96,7 +104,9 @@ def aggregate_into(
     if rule == "mean":
         # each group's value is the mixing matrix's row for a (virtual) target of that group
         present = np.nonzero(per_group_w > 0)[0]
-        dense = len(present) * groups.size <= DENSE_MIXING_MAX  # small: one dense matmul per parameter is faster
+        # dense is faster for small banks, but exact only on finite values: with a
+        # non-finite contribution, sparse rows that hold their own group's sources only
+        dense = len(present) * groups.size <= DENSE_MIXING_MAX and finite_rows(sent).all()
         M = mixing_matrix(groups, weights, present, dense=dense)
         by_dtype: dict[torch.dtype, torch.Tensor] = {}
         # with an expert mask the expert parameters are combined over their trainers below
@@ -299,6 +309,16 @@ def combine_groups(
     return out
 
 
+def finite_rows(values: dict[str, torch.Tensor]) -> np.ndarray:
+    """Whether each contribution (row) of ``values [m, ...]`` is finite in every
+    parameter: bool ``[m]``."""
+    m = next(iter(values.values())).shape[0]
+    ok = torch.ones(m, dtype=torch.bool)
+    for v in values.values():
+        ok &= torch.isfinite(v.reshape(m, -1)).all(1)
+    return ok.numpy()
+
+
 # ---------------------------------------------------------------------- gossip
 def gossip_matrix(n: int, edges: np.ndarray, kind: str = "metropolis") -> np.ndarray:
     """Doubly stochastic gossip weights ``W [n, n]`` over an undirected graph of ``n`` nodes.
@@ -324,6 +344,29 @@ def gossip_matrix(n: int, edges: np.ndarray, kind: str = "metropolis") -> np.nda
     else:
         raise ValueError(f"gossip weights must be 'metropolis' or 'laplacian', got {kind!r}")
     return W
+
+
+def gossip_average(
+    W: np.ndarray, rounds: int, weights: np.ndarray, values: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``rounds`` of weighted gossip over ``W [m, m]`` on ``values[name] [m, ...]``:
+    ``W^r`` mixes ``w·x`` and ``w``; their ratio tends to the ``weights``-weighted
+    average of each connected group of the ``m`` nodes. Computed in float64, returned
+    in each value's dtype.
+
+    With a non-finite value among them ``W^r`` is applied sparse: a node then mixes
+    only the values that ``rounds`` hops bring it, never a zero weight times a value
+    from beyond (``0·NaN`` is NaN)."""
+    Wr = torch.as_tensor(np.linalg.matrix_power(W, rounds))
+    if not finite_rows(values).all():
+        Wr = Wr.to_sparse()
+    wt = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    den = Wr @ wt
+    out = {}
+    for n, x in values.items():
+        flat = x.reshape(x.shape[0], -1).to(torch.float64)
+        out[n] = ((Wr @ (wt[:, None] * flat)) / den[:, None]).reshape(x.shape).to(x.dtype)
+    return out
 
 
 def consensus_rate(W: np.ndarray) -> float:

@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hffm_env._validation import (
+    MAX_BYTES,
+    MAX_COUNT,
+    MAX_CYCLES,
+    MAX_DURATION_S,
+    MAX_FACTOR,
     ConfigError,
     check_choice,
     check_int,
@@ -22,6 +27,7 @@ RULES = ("mean", "trimmed_mean", "median", "krum", "multi_krum")
 ATTACKS = ("sign_flip", "scaling", "noise", "label_flip")
 GOSSIP_WEIGHTS = ("metropolis", "laplacian")
 OUTAGE_FALLBACKS = ("d2d", "cloud", "skip")
+MAX_REQUESTS_PER_DEVICE = 1e4  # a device asking this much per round is a server
 
 
 def _check_rate(field_name: str, value) -> None:
@@ -65,8 +71,8 @@ class PrivacyConfig:
 
     def __post_init__(self) -> None:
         if self.clip_norm is not None:
-            check_positive("privacy.clip_norm", self.clip_norm)
-        check_non_negative("privacy.noise_multiplier", self.noise_multiplier)
+            check_positive("privacy.clip_norm", self.clip_norm, MAX_FACTOR)
+        check_non_negative("privacy.noise_multiplier", self.noise_multiplier, MAX_FACTOR)
         if self.noise_multiplier > 0 and self.clip_norm is None:
             raise ConfigError("privacy.noise_multiplier > 0 needs privacy.clip_norm (the noise scales with it)")
 
@@ -125,9 +131,9 @@ class FaultConfig:
     def __post_init__(self) -> None:
         for name in ("dropout_before_upload", "dropout_after_upload", "straggler_fraction", "edge_outage"):
             _check_rate(f"faults.{name}", getattr(self, name))
-        check_real("faults.straggler_slowdown", self.straggler_slowdown, low=1.0)
+        check_real("faults.straggler_slowdown", self.straggler_slowdown, low=1.0, high=MAX_FACTOR)
         if self.round_deadline_s is not None:
-            check_positive("faults.round_deadline_s", self.round_deadline_s)
+            check_positive("faults.round_deadline_s", self.round_deadline_s, MAX_DURATION_S)
         check_real("faults.edge_repair", self.edge_repair, low=0.0, high=1.0, low_inclusive=False)
         check_choice("faults.outage_fallback", self.outage_fallback, OUTAGE_FALLBACKS)
 
@@ -168,13 +174,15 @@ class InferenceConfig:
     device_memory_bytes_range: tuple[float, float] = (1.0e6, 8.0e6)
 
     def __post_init__(self) -> None:
-        check_non_negative("inference.requests_per_device", self.requests_per_device)
+        check_non_negative("inference.requests_per_device", self.requests_per_device, MAX_REQUESTS_PER_DEVICE)
         check_real("inference.foreign_fraction", self.foreign_fraction, low=0.0, high=1.0)
-        check_positive("inference.cycles_per_inference", self.cycles_per_inference)
-        check_non_negative("inference.answer_bytes", self.answer_bytes)
+        check_positive("inference.cycles_per_inference", self.cycles_per_inference, MAX_CYCLES)
+        check_non_negative("inference.answer_bytes", self.answer_bytes, MAX_BYTES)
         if self.model_bytes is not None:
-            check_positive("inference.model_bytes", self.model_bytes)
-        check_range_pair("inference.device_memory_bytes_range", self.device_memory_bytes_range, low_inclusive=True)
+            check_positive("inference.model_bytes", self.model_bytes, MAX_BYTES)
+        check_range_pair(
+            "inference.device_memory_bytes_range", self.device_memory_bytes_range, low_inclusive=True, high=MAX_BYTES
+        )
 
 
 @dataclass(frozen=True)
@@ -238,30 +246,30 @@ class FederationConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
-        check_int("federation.local_steps", self.local_steps, low=0)
+        check_int("federation.local_steps", self.local_steps, low=0, high=MAX_COUNT)
         if self.local_epochs is not None:
             check_real("federation.local_epochs", self.local_epochs, low=0.0, high=100.0, low_inclusive=False)
-        check_int("federation.batch_size", self.batch_size, low=1)
+        check_int("federation.batch_size", self.batch_size, low=1, high=MAX_COUNT)
         check_real("federation.participation", self.participation, low=0.0, high=1.0, low_inclusive=False)
-        check_int("federation.specialist_steps", self.specialist_steps, low=0)
-        check_int("federation.cold_start_rounds", self.cold_start_rounds, low=1)
+        check_int("federation.specialist_steps", self.specialist_steps, low=0, high=MAX_COUNT)
+        check_int("federation.cold_start_rounds", self.cold_start_rounds, low=1, high=MAX_COUNT)
         if self.experts_per_device is not None:
-            check_int("federation.experts_per_device", self.experts_per_device, low=1)
-        check_positive("federation.payload_scale", self.payload_scale)
+            check_int("federation.experts_per_device", self.experts_per_device, low=1, high=MAX_COUNT)
+        check_positive("federation.payload_scale", self.payload_scale, MAX_FACTOR)
         check_choice("federation.rule", self.rule, RULES)
         check_real("federation.trim_fraction", self.trim_fraction, low=0.0, high=0.5, high_inclusive=False)
-        check_int("federation.krum_f", self.krum_f, low=0)
-        check_int("federation.bucket_size", self.bucket_size, low=1)
-        check_int("federation.gossip_rounds", self.gossip_rounds, low=1)
+        check_int("federation.krum_f", self.krum_f, low=0, high=MAX_COUNT)
+        check_int("federation.bucket_size", self.bucket_size, low=1, high=MAX_COUNT)
+        check_int("federation.gossip_rounds", self.gossip_rounds, low=1, high=MAX_COUNT)
         check_choice("federation.gossip_weights", self.gossip_weights, GOSSIP_WEIGHTS)
         if not isinstance(self.specialists_contribute, bool):
             raise ConfigError(
                 f"federation.specialists_contribute must be True or False, got {self.specialists_contribute!r}"
             )
         if self.eval_max_samples is not None:
-            check_int("federation.eval_max_samples", self.eval_max_samples, low=1)
+            check_int("federation.eval_max_samples", self.eval_max_samples, low=1, high=MAX_COUNT)
         if self.keep_ledger_rounds is not None:
-            check_int("federation.keep_ledger_rounds", self.keep_ledger_rounds, low=1)
+            check_int("federation.keep_ledger_rounds", self.keep_ledger_rounds, low=1, high=MAX_COUNT)
         for name, cls in (
             ("events", EventConfig),
             ("privacy", PrivacyConfig),

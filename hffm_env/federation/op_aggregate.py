@@ -10,7 +10,14 @@ import numpy as np
 import torch
 
 from hffm_env._validation import check_choice
-from hffm_env.federation.aggregation import aggregate_into, attack_updates, clip_updates, gossip_matrix
+from hffm_env.federation.aggregation import (
+    aggregate_into,
+    attack_updates,
+    clip_updates,
+    finite_rows,
+    gossip_average,
+    gossip_matrix,
+)
 from hffm_env.federation.config import RULES
 from hffm_env.federation.ops import PATHS, SCOPES
 from hffm_env.model.banks import gather
@@ -75,7 +82,8 @@ class AggregateOp:
         relays nothing for others, and devices a D2D route needs but that cannot reach
         their head (over working links and relaying devices) are left out; clusters
         whose edge server is down take the configured fallback (listed in the record's
-        ``"outage"``).
+        ``"outage"``). A contribution with a NaN or ±inf is charged but refused where it
+        arrives (a ``nonfinite_upload`` fault); its sender still receives the result.
         """
         self._require_open("aggregate()")
         kinds = self.expand_kinds(kinds)
@@ -194,7 +202,7 @@ class AggregateOp:
             keep = {k: np.nonzero(self.holds(k) & self.specialist_mask(k))[0] for k in ks}
             frozen = np.concatenate([devs[self._dropped_after[devs]], off + to_cloud]).astype(np.int64)
             restores = [self._snapshot([k], keep[k]) for k in ks] + [self._snapshot(ks, frozen)]
-            self._aggregate_values(
+            unreached = self._aggregate_values(
                 ks, devs, np.maximum(np.array(counts, dtype=np.float64), 1.0), scope, path, rule, gossip_rounds
             )
             for restore in restores:
@@ -203,7 +211,9 @@ class AggregateOp:
             if gossip:
                 self._charge_gossip(payload, devs, gossip_rounds or self.config.gossip_rounds)
             # specialists keep their own copies: they receive (and pay for) nothing
-            parts.append((payload, devs, devs[~self._dropped_after[devs] & ~np.isin(devs, special)]))
+            # and neither do devices whose cluster formed no aggregate (every contribution refused)
+            gets = ~self._dropped_after[devs] & ~np.isin(devs, special) & ~np.isin(devs, unreached)
+            parts.append((payload, devs, devs[gets]))
             for k in ks:
                 record["participants"][k] = devs.tolist()
         if parts and not gossip:
@@ -250,23 +260,40 @@ class AggregateOp:
         path: str,
         rule: str,
         gossip_rounds: int | None,
-    ) -> None:
+    ) -> np.ndarray:
+        """Combine what ``devs`` send for ``kinds`` and write the result where it goes.
+
+        A contribution with a non-finite value is refused where it arrives (and
+        reported); its sender still receives the result, like every participant. Returns
+        the devices that receive nothing: those of a cluster whose every contribution
+        was refused (no aggregate forms there) and, in gossip, the refused ones (they
+        keep their copies)."""
         topo, cfg = self.topology, self.config
         names = self.names_of(kinds)
         receivers = devs[[not any(self.is_specialist(d, k) for k in kinds) for d in devs]]
         sent = self._sent(names, devs, privacy=True)
+        ok = self._refuse_nonfinite(sent, devs, kinds)
+        if not ok.all():
+            keep = torch.as_tensor(np.nonzero(ok)[0])
+            sent = {n: v.index_select(0, keep) for n, v in sent.items()}
+        src, w = devs[ok], w[ok]
+        if src.size == 0:
+            return devs
         rule_args = {
             "trim_fraction": cfg.trim_fraction,
             "krum_f": cfg.krum_f,
             "bucket_size": cfg.bucket_size,
             "bucket_generator": self.bucket_gen,
         }
-        mask = self.expert_mask[devs] if "experts" in kinds else None
-        cluster = topo.cluster[devs]
+        mask = self.expert_mask[src] if "experts" in kinds else None
+        cluster = topo.cluster[src]
         if scope == "d2d" and path == "gossip":
-            self._gossip_values(names, sent, devs, w, gossip_rounds or cfg.gossip_rounds)
-            self._write(kinds, receivers)
-            return
+            mixed = gossip_average(self.gossip_weights(src), gossip_rounds or cfg.gossip_rounds, w, sent)
+            idx = torch.as_tensor(src)
+            for n in names:
+                self.bank[n][idx] = mixed[n]
+            self._write(kinds, receivers[np.isin(receivers, src)])
+            return devs[~ok]
         if scope == "cloud" and path == "star":
             # one flat aggregate at the top; the edge copies are not touched
             top = np.array([topo.top])
@@ -274,44 +301,48 @@ class AggregateOp:
             aggregate_into(
                 self.bank,
                 sent,
-                np.zeros(devs.size, dtype=np.int64),
+                np.zeros(src.size, dtype=np.int64),
                 w,
                 targets,
                 np.zeros(targets.size, dtype=np.int64),
                 rule,
                 expert_mask=mask,
-                noise_std=self._noise_std(w, np.zeros(devs.size, dtype=np.int64)),
+                noise_std=self._noise_std(w, np.zeros(src.size, dtype=np.int64)),
                 generator=self.torch_gen,
                 **rule_args,
             )
             self._write(kinds, np.concatenate([receivers, top]))
-            return
+            return devs[:0]
         noise = self._noise_std(w, cluster)
+        # an aggregate forms only in clusters with at least one contribution that arrived
+        served = np.isin(topo.cluster[devs], cluster)
         if scope == "d2d":
+            targets = devs[served]
             aggregate_into(
                 self.bank,
                 sent,
                 cluster,
                 w,
-                devs,
-                cluster,
+                targets,
+                topo.cluster[targets],
                 rule,
                 expert_mask=mask,
                 noise_std=noise,
                 generator=self.torch_gen,
                 **rule_args,
             )
-            self._write(kinds, receivers)
-            return
+            self._write(kinds, receivers[np.isin(receivers, targets)])
+            return devs[~served]
         # edge level: one aggregate per cluster into the edge server's row (privacy noise added there)
-        edges = topo.tier_offsets[1] + np.unique(cluster)
+        off = topo.tier_offsets[1]
+        edges = off + np.unique(cluster)
         aggregate_into(
             self.bank,
             sent,
             cluster,
             w,
             edges,
-            edges - topo.tier_offsets[1],
+            edges - off,
             rule,
             expert_mask=mask,
             noise_std=noise,
@@ -319,16 +350,19 @@ class AggregateOp:
             **rule_args,
         )
         if scope == "edge":
-            src = torch.as_tensor(topo.tier_offsets[1] + cluster)
+            got = devs[served]
+            rows = torch.as_tensor(off + topo.cluster[got])
             for n in names:
-                self.bank[n][torch.as_tensor(devs)] = self.bank[n].index_select(0, src)
-            self._write(kinds, np.concatenate([receivers, edges]))
-            return
-        # cloud: the edge aggregates, weighted by their clusters' samples, to the top and back down
-        cw = np.bincount(cluster, weights=w, minlength=topo.n_clusters)[edges - topo.tier_offsets[1]]
+                self.bank[n][torch.as_tensor(got)] = self.bank[n].index_select(0, rows)
+            self._write(kinds, np.concatenate([receivers[np.isin(receivers, got)], edges]))
+            return devs[~served]
+        # cloud: the edge aggregates, weighted by their clusters' samples, to the top and back
+        # down to every participating cluster
+        cw = np.bincount(cluster, weights=w, minlength=topo.n_clusters)[edges - off]
         edge_sent = gather(self.bank, names, torch.as_tensor(edges))
         emask = None if mask is None else np.ones((edges.size, mask.shape[1]), dtype=bool)
-        targets = np.concatenate([[topo.top], edges, devs])
+        down = off + np.unique(topo.cluster[devs])
+        targets = np.concatenate([[topo.top], down, devs])
         aggregate_into(
             self.bank,
             edge_sent,
@@ -340,7 +374,19 @@ class AggregateOp:
             expert_mask=emask,
             **rule_args,
         )
-        self._write(kinds, np.concatenate([receivers, edges, [topo.top]]))
+        self._write(kinds, np.concatenate([receivers, down, [topo.top]]))
+        return devs[:0]
+
+    def _refuse_nonfinite(self, sent: dict[str, torch.Tensor], nodes: np.ndarray, kinds) -> np.ndarray:
+        """Which of ``nodes``' contributions ``sent`` arrive finite (bool ``[len(nodes)]``).
+        The receiver refuses the others whole, and each goes into the round's fault
+        report as ``nonfinite_upload``."""
+        ok = finite_rows(sent)
+        self._faults += [
+            {"fault": "nonfinite_upload", "node": int(n), "kinds": list(kinds), "op": len(self._ops)}
+            for n in np.asarray(nodes)[~ok]
+        ]
+        return ok
 
     def _noise_std(self, w: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """Per group: DP-FedAvg noise std ``z·C·max(w)/Σw`` of its weighted mean (0 without privacy)."""
@@ -352,19 +398,6 @@ class AggregateOp:
         np.maximum.at(wmax, groups, w)
         total = np.bincount(groups, weights=w, minlength=n_groups)
         return p.noise_multiplier * p.clip_norm * wmax / np.maximum(total, 1e-300)
-
-    def _gossip_values(self, names, sent, devs, w, rounds) -> None:
-        """Weighted consensus by gossip: ``W^r`` mixes ``w·x`` and ``w``; their ratio tends
-        to the weighted average of each connected group of participants."""
-        Wr = torch.as_tensor(np.linalg.matrix_power(self.gossip_weights(devs), rounds))
-        wt = torch.as_tensor(w, dtype=torch.float64)
-        den = Wr @ wt
-        idx = torch.as_tensor(devs)
-        for n in names:
-            x = sent[n]
-            flat = x.reshape(x.shape[0], -1).to(torch.float64)
-            mixed = (Wr @ (wt[:, None] * flat)) / den[:, None]
-            self.bank[n][idx] = mixed.reshape(x.shape).to(x.dtype)
 
     def gossip_weights(self, devs: np.ndarray, kind: str | None = None) -> np.ndarray:
         """Gossip matrix over ``devs``: this round's working D2D links among them (clusters

@@ -21,7 +21,9 @@ class RelayOp:
 
         A relay that a fault blocks (its D2D route cut by failed links, or an edge
         server on its way down) fails: nothing is copied or charged, the cold start
-        stays, and the record and the round's fault report say why."""
+        stays, and the record and the round's fault report say why. A copy with a
+        non-finite value travels (and is charged) but the target refuses it: the relay
+        fails the same way, reported as ``nonfinite_upload`` and ``relay_failed``."""
         self._require_open("relay()")
         ki = self.kind_index(kind)
         check_choice("path", path, RELAY_PATHS)
@@ -58,6 +60,8 @@ class RelayOp:
             if source < self.n_devices
             else {n: self.bank[n][source : source + 1] for n in names}
         )
+        if not self._refuse_nonfinite(sent, np.array([source]), [kind])[0]:
+            return self._relay_failed(record, "nonfinite_upload")
         for n in names:
             self.bank[n][target] = sent[n][0]
             self.adam.m[n][target] = 0.0

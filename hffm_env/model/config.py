@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hffm_env._validation import ConfigError, check_choice, check_int, check_real
+from hffm_env._validation import MAX_COUNT, MAX_FACTOR, MAX_SEED, ConfigError, check_choice, check_int, check_real
 
 BACKBONE_DTYPES = ("float32", "bfloat16")
+MAX_WIDTH = 65536  # hidden, bottleneck and sequence sizes: beyond any released transformer's
+MAX_LAYERS = 1024
 
 # The architecture of the backbone shipped in hffm_env/assets (training/pretrain_backbone.py).
 SHIPPED_ARCHITECTURE = {
@@ -85,34 +87,34 @@ class ModelConfig:
                         f"architecture), got {getattr(self, name)!r}; use backbone='random' for "
                         "another architecture"
                     )
-        check_int("hidden_size", self.hidden_size, low=8)
-        check_int("num_layers", self.num_layers, low=1)
-        check_int("num_heads", self.num_heads, low=1)
+        check_int("hidden_size", self.hidden_size, low=8, high=MAX_WIDTH)
+        check_int("num_layers", self.num_layers, low=1, high=MAX_LAYERS)
+        check_int("num_heads (at most hidden_size)", self.num_heads, low=1, high=self.hidden_size)
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"hidden_size must be a multiple of num_heads={self.num_heads}, got {self.hidden_size}")
-        check_int("intermediate_size", self.intermediate_size, low=1)
-        check_int("image_size", self.image_size, low=8)
+        check_int("intermediate_size", self.intermediate_size, low=1, high=16 * MAX_WIDTH)
+        check_int("image_size", self.image_size, low=8, high=MAX_WIDTH)
         check_int("patch_size", self.patch_size, low=1, high=self.image_size)
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size must be a multiple of patch_size={self.patch_size}, got {self.image_size}")
-        check_int("max_text_tokens", self.max_text_tokens, low=2)
-        check_int("vocab_size", self.vocab_size, low=8)
-        check_int("sensor_length", self.sensor_length, low=1)
+        check_int("max_text_tokens", self.max_text_tokens, low=2, high=MAX_WIDTH)
+        check_int("vocab_size", self.vocab_size, low=8, high=MAX_COUNT)
+        check_int("sensor_length", self.sensor_length, low=1, high=MAX_COUNT)
         check_int("sensor_patch", self.sensor_patch, low=1, high=self.sensor_length)
         if self.sensor_length % self.sensor_patch:
             raise ConfigError(
                 f"sensor_length must be a multiple of sensor_patch={self.sensor_patch}, got {self.sensor_length}"
             )
-        check_int("adapter_bottleneck", self.adapter_bottleneck, low=1)
-        check_int("n_prompts", self.n_prompts, low=0)
-        check_int("n_experts", self.n_experts, low=1)
-        check_int("expert_bottleneck", self.expert_bottleneck, low=1)
+        check_int("adapter_bottleneck", self.adapter_bottleneck, low=1, high=MAX_WIDTH)
+        check_int("n_prompts", self.n_prompts, low=0, high=MAX_WIDTH)
+        check_int("n_experts", self.n_experts, low=1, high=MAX_LAYERS)
+        check_int("expert_bottleneck", self.expert_bottleneck, low=1, high=MAX_WIDTH)
         check_int(f"experts_top_k (at most n_experts={self.n_experts})", self.experts_top_k, low=1, high=self.n_experts)
-        check_int("init_seed", self.init_seed, low=0)
+        check_int("init_seed", self.init_seed, low=0, high=MAX_SEED)
         # AdamW moves a weight by about the learning rate per step: above 1 the modules
         # blow up to inf/NaN within a few rounds
         check_real("learning_rate", self.learning_rate, low=0.0, high=1.0, low_inclusive=False)
-        check_real("weight_decay", self.weight_decay, low=0.0)
+        check_real("weight_decay", self.weight_decay, low=0.0, high=MAX_FACTOR)
         if self.learning_rate * self.weight_decay > 1.0:
             raise ConfigError(
                 f"weight_decay must be at most 1/learning_rate={1.0 / self.learning_rate:g} "

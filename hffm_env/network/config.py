@@ -10,6 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hffm_env._validation import (
+    MAX_BANDWIDTH_HZ,
+    MAX_BYTES,
+    MAX_CLOCK_HZ,
+    MAX_COUNT,
+    MAX_CYCLES,
+    MAX_DISTANCE_M,
+    MAX_DURATION_S,
+    MAX_FACTOR,
+    MAX_POWER_W,
+    MAX_RATE_BPS,
     ConfigError,
     check_choice,
     check_int,
@@ -22,6 +32,8 @@ from hffm_env._validation import (
 LINK_KINDS = ("wireless", "wired")
 CLUSTER_HEAD_RULES = ("random", "central", "max_degree")
 MOBILITY_MODELS = ("static", "random_direction")
+MAX_SPEED_MPS = 1e4  # faster than a satellite in low orbit (7.8e3 m/s)
+MAX_KAPPA = 1e-20  # effective switched capacitance: eight orders above the usual 1e-28
 
 
 @dataclass(frozen=True)
@@ -50,28 +62,28 @@ class LinkConfig:
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, LINK_KINDS)
-        check_non_negative("fixed_latency_s", self.fixed_latency_s)
+        check_non_negative("fixed_latency_s", self.fixed_latency_s, MAX_DURATION_S)
         check_real("antenna_gain_db", self.antenna_gain_db, low=-100.0, high=100.0)
         # checked for wired links too, though unused there: a typo must not pass silently
-        check_positive("bandwidth_hz", self.bandwidth_hz)
+        check_positive("bandwidth_hz", self.bandwidth_hz, MAX_BANDWIDTH_HZ)
         if self.kind == "wireless":
-            check_positive("tx_power_w", self.tx_power_w)
+            check_positive("tx_power_w", self.tx_power_w, MAX_POWER_W)
             if self.rate_bps is not None:
                 raise ConfigError(
                     "rate_bps must be None for a wireless link (its rate comes from the channel), "
                     f"got {self.rate_bps!r}"
                 )
             if self.rate_power_w is not None:
-                check_positive("rate_power_w", self.rate_power_w)
+                check_positive("rate_power_w", self.rate_power_w, MAX_POWER_W)
         else:
             if self.rate_power_w is not None:
                 raise ConfigError(
                     f"rate_power_w must be None for a wired link (its rate is rate_bps), got {self.rate_power_w!r}"
                 )
-            check_non_negative("tx_power_w", self.tx_power_w)
+            check_non_negative("tx_power_w", self.tx_power_w, MAX_POWER_W)
             if self.rate_bps is None:
                 raise ConfigError("rate_bps must be a positive number for a wired link, got None")
-            check_positive("rate_bps", self.rate_bps)
+            check_positive("rate_bps", self.rate_bps, MAX_RATE_BPS)
 
 
 @dataclass(frozen=True)
@@ -110,16 +122,16 @@ class ChannelConfig:
 
     def __post_init__(self) -> None:
         check_real("reference_gain_db", self.reference_gain_db, low=-300.0, high=0.0)
-        check_positive("reference_distance_m", self.reference_distance_m)
+        check_positive("reference_distance_m", self.reference_distance_m, MAX_DISTANCE_M)
         check_real("pathloss_exponent", self.pathloss_exponent, low=1.0, high=10.0)
-        check_non_negative("shadowing_std_db", self.shadowing_std_db)
+        check_non_negative("shadowing_std_db", self.shadowing_std_db, 100.0)
         check_choice("fading", self.fading, ("rayleigh", "none"))
-        check_positive("rayleigh_mean_power", self.rayleigh_mean_power)
+        check_positive("rayleigh_mean_power", self.rayleigh_mean_power, MAX_FACTOR)
         if not isinstance(self.fading_per_round, bool):
             raise ConfigError(f"fading_per_round must be True or False, got {self.fading_per_round!r}")
         check_real("noise_psd_dbm_per_hz", self.noise_psd_dbm_per_hz, low=-250.0, high=0.0)
-        check_positive("noise_bandwidth_scale", self.noise_bandwidth_scale)
-        check_positive("min_distance_m", self.min_distance_m)
+        check_positive("noise_bandwidth_scale", self.noise_bandwidth_scale, MAX_FACTOR)
+        check_positive("min_distance_m", self.min_distance_m, MAX_DISTANCE_M)
 
 
 @dataclass(frozen=True)
@@ -138,9 +150,11 @@ class ComputeConfig:
     kappa: float = 1e-28
 
     def __post_init__(self) -> None:
-        check_non_negative("cycles_per_sample", self.cycles_per_sample)
-        object.__setattr__(self, "cpu_freq_hz_range", check_range_pair("cpu_freq_hz_range", self.cpu_freq_hz_range))
-        check_non_negative("kappa", self.kappa)
+        check_non_negative("cycles_per_sample", self.cycles_per_sample, MAX_CYCLES)
+        object.__setattr__(
+            self, "cpu_freq_hz_range", check_range_pair("cpu_freq_hz_range", self.cpu_freq_hz_range, high=MAX_CLOCK_HZ)
+        )
+        check_non_negative("kappa", self.kappa, MAX_KAPPA)
 
 
 @dataclass(frozen=True)
@@ -160,9 +174,11 @@ class MobilityConfig:
     def __post_init__(self) -> None:
         check_choice("model", self.model, MOBILITY_MODELS)
         object.__setattr__(
-            self, "speed_mps_range", check_range_pair("speed_mps_range", self.speed_mps_range, low_inclusive=True)
+            self,
+            "speed_mps_range",
+            check_range_pair("speed_mps_range", self.speed_mps_range, low_inclusive=True, high=MAX_SPEED_MPS),
         )
-        check_positive("round_duration_s", self.round_duration_s)
+        check_positive("round_duration_s", self.round_duration_s, MAX_DURATION_S)
 
 
 @dataclass(frozen=True)
@@ -184,7 +200,7 @@ class LinkFaultConfig:
     def __post_init__(self) -> None:
         check_real("faults.d2d_failure", self.d2d_failure, low=0.0, high=1.0)
         check_real("faults.packet_loss", self.packet_loss, low=0.0, high=1.0, high_inclusive=False)
-        check_positive("faults.packet_bytes", self.packet_bytes)
+        check_positive("faults.packet_bytes", self.packet_bytes, MAX_BYTES)
 
 
 @dataclass(frozen=True)
@@ -211,10 +227,10 @@ class TierConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"TierConfig.name must be a non-empty string, got {self.name!r}")
-        check_int(f"tiers[{self.name}].count", self.count, low=1)
-        check_non_negative(f"tiers[{self.name}].min_separation_m", self.min_separation_m)
-        check_positive(f"tiers[{self.name}].cpu_freq_hz", self.cpu_freq_hz)
-        check_non_negative(f"tiers[{self.name}].compute_power_w", self.compute_power_w)
+        check_int(f"tiers[{self.name}].count", self.count, low=1, high=MAX_COUNT)
+        check_non_negative(f"tiers[{self.name}].min_separation_m", self.min_separation_m, MAX_DISTANCE_M)
+        check_positive(f"tiers[{self.name}].cpu_freq_hz", self.cpu_freq_hz, MAX_CLOCK_HZ)
+        check_non_negative(f"tiers[{self.name}].compute_power_w", self.compute_power_w, MAX_POWER_W)
         for name in ("uplink", "downlink"):
             link = getattr(self, name)
             if link is not None and not isinstance(link, LinkConfig):
@@ -296,10 +312,10 @@ class NetworkConfig:
             raise ConfigError(f"tiers[{tiers[-1].name}].uplink must be None (top tier), got {tiers[-1].uplink!r}")
         if len({t.name for t in tiers}) != len(tiers):
             raise ConfigError(f"tiers names must be unique, got {[t.name for t in tiers]!r}")
-        check_positive("area_side_m", self.area_side_m)
-        check_non_negative("cluster_center_offset_m", self.cluster_center_offset_m)
-        check_positive("cluster_radius_m", self.cluster_radius_m)
-        check_non_negative("d2d_radius_m", self.d2d_radius_m)
+        check_positive("area_side_m", self.area_side_m, MAX_DISTANCE_M)
+        check_non_negative("cluster_center_offset_m", self.cluster_center_offset_m, MAX_DISTANCE_M)
+        check_positive("cluster_radius_m", self.cluster_radius_m, MAX_DISTANCE_M)
+        check_non_negative("d2d_radius_m", self.d2d_radius_m, MAX_DISTANCE_M)
         for name in ("d2d", "channel", "compute", "mobility", "faults"):
             expected = {
                 "d2d": LinkConfig,

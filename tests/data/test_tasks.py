@@ -153,3 +153,147 @@ def test_vqa_folder_unknown_answer_is_an_error_unless_skipped(tmp_path):
     assert len(load_vqa_folder(tmp_path, CFG, unknown_answers="skip")) == 3
     with pytest.raises(FileNotFoundError, match="ann.json"):
         load_vqa_folder(tmp_path / "nowhere", CFG)
+
+
+# ---------------------------------------------------------------------- bad data at the door
+def _sensor_task(n=7, **arrays):
+    rng = np.random.default_rng(0)
+    fields = {"sensor": rng.normal(size=(n, 64)).astype(np.float32), **arrays}
+    return TaskData("bad_task", ("a", "b"), (np.arange(n) % 2).astype(np.int64), **fields)
+
+
+def _image_task(n=7, image=None, tokens=None, attention=None):
+    tokens = np.ones((n, 12), dtype=np.int64) if tokens is None else tokens
+    return TaskData(
+        "bad_task",
+        ("a", "b"),
+        np.zeros(n, dtype=np.int64),
+        image=np.zeros((n, 32, 32, 3), dtype=np.uint8) if image is None else image,
+        tokens=tokens,
+        attention=np.ones_like(tokens) if attention is None else attention,
+    )
+
+
+def _with(arr, index, value):
+    arr = arr.copy()
+    arr[index] = value
+    return arr
+
+
+SENSOR = np.random.default_rng(0).normal(size=(7, 64)).astype(np.float32)
+TOKENS = np.ones((7, 12), dtype=np.int64)
+
+
+@pytest.mark.parametrize(
+    "build,message",
+    [
+        (
+            lambda: _sensor_task(sensor=_with(SENSOR, (3, 5), np.nan)),
+            r"sensor must be finite.* 1 of 7 rows \(first: \[3\]\)",
+        ),
+        (
+            lambda: _sensor_task(sensor=_with(SENSOR, (slice(4, 6), 0), -np.inf)),
+            r"sensor.* 2 of 7 rows \(first: \[4, 5\]\)",
+        ),
+        (lambda: _sensor_task(sensor=SENSOR.astype(np.int64)), r"sensor must be a float \[N, T\] array, got int64"),
+        (lambda: _sensor_task(sensor=SENSOR[:, :, None]), r"sensor must be a float \[N, T\] array"),
+        (
+            lambda: _image_task(tokens=_with(TOKENS, (2, 1), -4)),
+            r"tokens must be ids >= 0, not in 1 of 7 rows \(first: \[2\]\)",
+        ),
+        (lambda: _image_task(attention=_with(TOKENS, (6, 0), 2)), r"attention must be 0 or 1, not in .*\[6\]"),
+        (lambda: _image_task(attention=TOKENS[:, :5]), r"attention must have the shape of tokens"),
+        (
+            lambda: _image_task(image=np.zeros((7, 32, 32, 3), np.float32)),
+            r"image must be a uint8 \[N, H, W, 3\] array",
+        ),
+        (lambda: _image_task(image=np.zeros((7, 32, 32, 4), np.uint8)), r"image must be a uint8 \[N, H, W, 3\]"),
+        (lambda: _image_task(image=np.zeros((7, 32, 32), np.uint8)), r"image must be a uint8 \[N, H, W, 3\]"),
+        (lambda: _image_task(image=np.zeros((7, 0, 32, 3), np.uint8)), r"image must be a uint8 \[N, H, W, 3\]"),
+        (lambda: _image_task(image=[[0]] * 7), r"image must be a uint8 \[N, H, W, 3\] array, got list"),
+        (
+            lambda: TaskData("bad_task", ("a", "b"), np.array([0, 1, 2, 1, -1]), sensor=SENSOR[:5]),
+            r"label must be in \[0, 1\], not in 2 of 5 rows \(first: \[2, 4\]\)",
+        ),
+    ],
+)
+def test_task_data_refuses_bad_values_naming_the_task_the_field_and_the_rows(build, message):
+    with pytest.raises(ValueError, match=r"task 'bad_task': " + message):
+        build()
+
+
+def test_a_task_registered_with_nan_sensor_rows_fails_when_it_is_built():
+    from hffm_env import make_scenario
+    from hffm_env.federation import Federation
+
+    @register_task("nan_sensor_test_task", modalities=("sensor",), answers=("a", "b"), replace=True)
+    def build(n, rng, config):
+        signal = rng.normal(size=(n, config.sensor_length)).astype(np.float32)
+        signal[3::7, 10] = np.nan  # 1 of every 7 rows
+        return TaskData("nan_sensor_test_task", ("a", "b"), rng.integers(0, 2, n), sensor=signal)
+
+    with pytest.raises(ValueError, match=r"task 'nan_sensor_test_task': sensor must be finite.*first: \[3, 10, 17"):
+        Federation(make_scenario("tiny", data__tasks=("nan_sensor_test_task", "sensor")))
+
+
+@pytest.mark.parametrize(
+    "arrays,message",
+    [
+        (
+            {"tokens": _with(TOKENS, (5, 3), 256)},
+            r"tokens must be ids in \[0, 255\] \(data.vocab_size\), not in .*\[5\]",
+        ),
+        ({"tokens": np.ones((7, 13), np.int64)}, r"tokens must have at most 12 columns"),
+        ({"image": np.zeros((7, 16, 16, 3), np.uint8)}, r"image must be 32x32 pixels \(data.image_size\), got 16x16"),
+    ],
+)
+def test_build_task_refuses_data_that_does_not_fit_the_config(arrays, message):
+    @register_task("misfit_test_task", modalities=("image", "text"), answers=("a", "b"), replace=True)
+    def build(n, rng, config):
+        return _image_task(**arrays)
+
+    with pytest.raises(ValueError, match=r"task 'bad_task': " + message):
+        build_task("misfit_test_task", 7, np.random.default_rng(0), CFG)
+
+
+def test_build_task_refuses_a_sensor_of_the_wrong_length():
+    @register_task("short_sensor_test_task", modalities=("sensor",), answers=("a", "b"), replace=True)
+    def build(n, rng, config):
+        return _sensor_task(sensor=SENSOR[:, :32])
+
+    with pytest.raises(ValueError, match=r"sensor must have 64 samples per row \(data.sensor_length\), got 32"):
+        build_task("short_sensor_test_task", 7, np.random.default_rng(0), CFG)
+
+
+def test_vqa_folder_refuses_unreadable_images_and_bad_records_naming_the_record(tmp_path):
+    recs = _write_vqa_folder(tmp_path)
+    (tmp_path / "images" / "im1.png").write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match=r"record 1: image .*im1.png cannot be read as an image"):
+        load_vqa_folder(tmp_path, CFG)
+    png = (tmp_path / "images" / "im0.png").read_bytes()
+    (tmp_path / "images" / "im1.png").write_bytes(png[: len(png) // 2])  # truncated
+    with pytest.raises(ValueError, match=r"record 1: image .*im1.png cannot be read"):
+        load_vqa_folder(tmp_path, CFG)
+    (tmp_path / "images" / "im1.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"record 1: image .*im1.png not found"):
+        load_vqa_folder(tmp_path, CFG)
+    (tmp_path / "ann.json").write_text(json.dumps(recs[:1] + ["im1.png"]))
+    with pytest.raises(ValueError, match=r"record 1 must be an object"):
+        load_vqa_folder(tmp_path, CFG)
+
+
+@pytest.mark.parametrize("key", ["image", "image_id"])
+def test_vqa_folder_in_the_reference_generators_layout(tmp_path, key):
+    """The reference's dataset generators write ``ann.json`` and the images under ``train/``."""
+    from PIL import Image
+
+    (tmp_path / "train").mkdir()
+    recs = []
+    for i, (color, answer) in enumerate([((0, 255, 0), "Green "), ((255, 255, 0), "yellow"), ((0, 255, 0), "green")]):
+        Image.new("RGB", (40, 30), color).save(tmp_path / "train" / f"{i:05d}.jpg")
+        recs.append({key: f"{i:05d}.jpg", "question": "What colour dominates?", "answer": answer})
+    (tmp_path / "ann.json").write_text(json.dumps(recs))
+    data = load_vqa_folder(tmp_path, CFG)
+    assert data.answers == ("green", "yellow") and list(data.label) == [0, 1, 0]
+    assert data.image.shape == (3, 32, 32, 3)
+    assert tuple(data.image[1, 16, 16]) == pytest.approx((255, 255, 0), abs=3)  # JPEG rounds

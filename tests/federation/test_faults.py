@@ -446,3 +446,124 @@ def test_an_overflowing_update_is_skipped_whole_and_reported():
     assert all(torch.equal(fed.bank[n][3], before[n]) for n in fed.bank)  # kept whole, not half-written
     others = [n for n in fed.bank if torch.isfinite(fed.bank[n][:3]).all()]
     assert others == list(fed.bank)
+
+
+# ---------------------------------------------------------------------- non-finite uploads
+def _poison(fed, d, kinds=KIND):
+    """A NaN and an inf in device ``d``'s copy of ``kinds``."""
+    names = fed.names_of(kinds)
+    fed.bank[names[0]][d].view(-1)[0] = float("nan")
+    fed.bank[names[-1]][d].view(-1)[-1] = float("inf")
+
+
+def _bits(t):
+    return t.view(torch.int32)  # compares NaNs too, bit for bit
+
+
+@pytest.mark.parametrize(
+    "scope,path,rule",
+    [
+        ("edge", None, "mean"),
+        ("cloud", None, "mean"),
+        ("cloud", "star", "mean"),
+        ("d2d", "gather", "mean"),
+        ("d2d", "gossip", "mean"),
+        ("edge", None, "median"),
+        ("edge", None, "trimmed_mean"),
+        ("edge", None, "krum"),
+        ("edge", None, "multi_krum"),
+    ],
+)
+def test_a_nonfinite_upload_is_refused_and_reported_and_spoils_no_other_copy(scope, path, rule):
+    """The receiver refuses a contribution with a NaN or an inf: every aggregate is
+    then bit for bit the one a round makes where that device did not upload (dropped
+    out before uploading). Unlike a dropout, the device is online and gets the
+    aggregate back (in gossip, where it mixes nothing in, it keeps its copy)."""
+    fed, twin = _fed(federation__rule=rule), _fed(federation__rule=rule)
+    _trained(fed), _trained(twin)
+    d = int(np.nonzero(fed.topology.cluster == 0)[0][1])
+    assert fed.holds("adapters")[d] and d in fed._participants
+    _poison(fed, d)
+    poisoned = _rows(fed, rows=[d]).clone()
+    twin._dropped_before[d] = True  # the same round with device d silent
+    fed.aggregate(KIND, scope, path=path)
+    twin.aggregate(KIND, scope, path=path)
+    others = np.setdiff1d(np.arange(fed.n_nodes), [d])
+    assert torch.equal(_rows(fed, rows=others), _rows(twin, rows=others))
+    assert [f for f in fed.faults() if f["fault"] == "nonfinite_upload"] == [
+        {"fault": "nonfinite_upload", "node": d, "kinds": ["adapters"], "op": 0}
+    ]
+    mine = _rows(fed, rows=[d])
+    if path == "gossip":
+        assert torch.equal(_bits(mine), _bits(poisoned))
+        return
+    assert torch.isfinite(_rows(fed)).all()
+    # it holds what its cluster's other participants got back
+    mate = int(np.nonzero(fed.topology.cluster == 0)[0][0])
+    assert torch.equal(mine, _rows(fed, rows=[mate]))
+    assert not torch.equal(mine, _rows(twin, rows=[d]))
+
+
+def test_a_refused_upload_is_charged_and_its_sender_gets_the_aggregate_back():
+    fed = _fed()
+    _trained(fed)
+    d = int(np.nonzero(fed.topology.cluster == 0)[0][0])
+    _poison(fed, d)
+    fed.aggregate(KIND, "edge")
+    res = fed.end_round()
+    src, _, _ = _agg_rows(fed, res.round, "device->edge")
+    _, dst, _ = _agg_rows(fed, res.round, "edge->device")
+    assert d in src.tolist() and d in dst.tolist()  # sent (and refused), then served
+    assert any(f["fault"] == "nonfinite_upload" and f["node"] == d for f in res.faults)
+
+
+def test_a_cluster_whose_every_upload_is_refused_forms_no_aggregate_and_gets_nothing():
+    fed = _fed()
+    trained = _trained(fed)
+    cluster0 = np.nonzero(fed.topology.cluster == 0)[0]
+    for d in cluster0:
+        _poison(fed, int(d))
+    poisoned = _rows(fed, rows=cluster0).clone()
+    edge0 = fed.topology.tier_offsets[1]
+    fed.aggregate(KIND, "edge")
+    assert torch.equal(_bits(_rows(fed, rows=cluster0)), _bits(poisoned))
+    assert torch.equal(_rows(fed, rows=[edge0]), trained[[edge0]])  # the server's row is untouched
+    assert torch.isfinite(_rows(fed, rows=np.nonzero(fed.topology.cluster == 1)[0])).all()
+    res = fed.end_round()
+    _, dst, _ = _agg_rows(fed, res.round, "edge->device")
+    assert not set(dst.tolist()) & set(cluster0.tolist())
+    assert sorted(f["node"] for f in res.faults if f["fault"] == "nonfinite_upload") == cluster0.tolist()
+
+
+def test_a_relay_of_a_nonfinite_copy_is_refused_charged_and_reported():
+    fed = _fed()
+    fed.begin_round()
+    _poison(fed, 1)
+    before = _rows(fed).clone()
+    rec = fed.relay("adapters", 1, 5, "edge")
+    assert rec["failed"] == "nonfinite_upload"
+    assert torch.equal(_bits(_rows(fed)), _bits(before))  # the target kept its copy
+    faults = fed.faults()
+    assert {"fault": "nonfinite_upload", "node": 1, "kinds": ["adapters"], "op": 0} in faults
+    assert any(f["fault"] == "relay_failed" and f["reason"] == "nonfinite_upload" for f in faults)
+    assert fed.end_round().cost.per_module["adapters"].bytes > 0  # the copy did travel
+
+
+def test_env_observations_stay_in_their_space_after_a_nonfinite_injection():
+    from hffm_env.envs.codec import AGG_OPTIONS
+
+    env = gym.make("hffm_env/Aggregation-v0", preset="tiny")
+    env.reset(seed=0)
+    fed = env.unwrapped.core.fed
+    d = int(np.nonzero(fed.topology.cluster == 0)[0][0])
+    _poison(fed, d, ("adapters", "prompts"))
+    edge = np.full(env.action_space.shape, AGG_OPTIONS.index("edge"))
+    assert env.unwrapped.action_masks().reshape(len(edge), -1)[np.arange(len(edge)), edge].all()
+    obs, reward, *_, info = env.step(edge)
+    assert env.observation_space.contains(obs) and np.isfinite(reward)
+    assert {"nonfinite_upload"} <= {f["fault"] for f in info["faults"]}
+    assert all(torch.isfinite(t).all() for t in fed.bank.values())
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        obs, *_ = env.step(sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng))
+        assert env.observation_space.contains(obs)

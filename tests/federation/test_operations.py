@@ -6,7 +6,8 @@ import torch
 
 from hffm_env import ConfigError, make_scenario
 from hffm_env.federation import Aggregate, Federation, Offload, Specialize
-from hffm_env.federation.aggregation import bucket_means, robust_combine
+from hffm_env.federation.aggregation import aggregate_into, bucket_means, gossip_average, gossip_matrix, robust_combine
+from hffm_env.federation.config import RULES
 from hffm_env.federation.schedules import run_schedules, schedule_ops
 from hffm_env.network.schedules import table1_schedules
 
@@ -172,6 +173,34 @@ def test_robust_combine_rules():
     assert robust_combine(v, "mean", w)["x"].item() == pytest.approx(25.75)
 
 
+@pytest.mark.parametrize("rule", RULES)
+def test_a_nonfinite_contribution_spoils_only_its_own_group(rule):
+    """No zero weight of one group meets another group's NaN or inf (0·NaN is NaN)."""
+    gen = torch.Generator().manual_seed(0)
+    clean = {"x": torch.randn(6, 3, 4, generator=gen), "y": torch.randn(6, 5, generator=gen)}
+    bad = {n: v.clone() for n, v in clean.items()}
+    bad["x"][1, 0, 0], bad["y"][2, 0] = float("nan"), float("inf")
+    groups, w = np.array([0, 0, 0, 1, 1, 1]), np.arange(1.0, 7.0)
+    targets = np.arange(6, 8)
+    got = []
+    for sent in (clean, bad):
+        bank = {n: torch.zeros(8, *v.shape[1:]) for n, v in sent.items()}
+        aggregate_into(bank, sent, groups, w, targets, np.array([0, 1]), rule, krum_f=0)
+        got.append(bank)
+    for n in clean:
+        assert torch.isfinite(got[1][n][7]).all()
+        torch.testing.assert_close(got[1][n][7], got[0][n][7], rtol=1e-6, atol=0)
+        assert not got[1][n][:6].any()  # rows outside the targets are not touched
+    if rule == "mean":
+        assert not torch.isfinite(got[1]["x"][6]).all()  # its own group's mean is spoilt, honestly
+    # gossip over two separate paths of three nodes: the second path never sees the NaN
+    W = gossip_matrix(6, np.array([[0, 1], [1, 2], [3, 4], [4, 5]]))
+    mixed = [gossip_average(W, 3, w, sent) for sent in (clean, bad)]
+    for n in clean:
+        assert torch.isfinite(mixed[1][n][3:]).all()
+        torch.testing.assert_close(mixed[1][n][3:], mixed[0][n][3:], rtol=1e-6, atol=0)
+
+
 # ---------------------------------------------------------------------- bucketing
 ROBUST = ("trimmed_mean", "median", "krum", "multi_krum")
 
@@ -303,7 +332,7 @@ def test_bucket_size_in_config_buckets_from_its_own_stream():
 
 def test_bucket_size_must_be_a_positive_integer():
     for bad in (0, -1, 1.5, True, None):
-        with pytest.raises(ConfigError, match=r"federation\.bucket_size must be an integer in \[1, \+inf\]"):
+        with pytest.raises(ConfigError, match=r"federation\.bucket_size must be an integer in \[1, 10000000\]"):
             make_scenario("tiny", federation__bucket_size=bad)
     assert make_scenario("tiny").federation.bucket_size == 1
 
