@@ -13,16 +13,33 @@ ray = pytest.importorskip("ray", reason="the extra rllib (ray[rllib]) is not ins
 pytest.importorskip("ray.rllib", reason="the extra rllib (ray[rllib]) is not installed")
 
 
-ROUNDS = 8  # rounds per episode: each env runner ends one episode per iteration
-OVERRIDES = {"env__max_rounds": ROUNDS}
-BATCH = 16  # env steps per iteration, 8 from each env runner
+ROUNDS = 4  # rounds per episode: each env runner ends one episode per iteration
+OVERRIDES = {"env__max_rounds": ROUNDS, "env__device_agents": True}
+BATCH = 8  # env steps per iteration, 4 from each env runner
 
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """A local Ray instance, shut down after the module's tests. RLlib's seed also seeds
+    this process's global generators and turns on torch's deterministic algorithms:
+    they are put back as they were, for the tests that run after these."""
+    import random
+
+    import torch
+
+    saved = (
+        random.getstate(),
+        np.random.get_state(),
+        torch.get_rng_state(),
+        torch.are_deterministic_algorithms_enabled(),
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+    random.setstate(saved[0])
+    np.random.set_state(saved[1])
+    torch.set_rng_state(saved[2])
+    torch.use_deterministic_algorithms(saved[3])
 
 
 def _weights(policy: RLlibPolicy) -> dict:
@@ -53,7 +70,7 @@ def test_trains_on_two_env_runners_then_restores_and_evaluates(local_ray, tmp_pa
     finally:
         restored_algo.stop()
     for policy in (loaded, restored):
-        assert sorted(policy.modules) == ["edge"]
+        assert sorted(policy.modules) == ["device", "edge"]
         got = _weights(policy)  # the learner's copy also holds the value function
         assert weights.keys() <= got.keys() and all(np.array_equal(got[k], weights[k]) for k in weights)
 
@@ -71,16 +88,18 @@ def test_trains_on_two_env_runners_then_restores_and_evaluates(local_ray, tmp_pa
         rounds += 1
     assert rounds == ROUNDS and np.isfinite(ret)
 
-    other_env = build_config("tiny", {**OVERRIDES, "env__device_agents": True}, env_runners=0, batch=BATCH, seed=0)
+    other_env = build_config("tiny", {**OVERRIDES, "env__device_agents": False}, env_runners=0, batch=BATCH, seed=0)
     with pytest.raises(
-        ConfigError, match=r"has the modules \['edge'\], the config's env has agents for \['device', 'edge'\]"
+        ConfigError, match=r"has the modules \['device', 'edge'\], the config's env has agents for \['edge'\]"
     ):
         restore_algorithm(checkpoint, other_env)
 
     # the script trains on from the checkpoint (in the Ray instance already running)
     out = tmp_path / "resumed"
-    argv = ["--resume", str(checkpoint), "--iterations", "1", "--batch", str(BATCH), "--out", str(out)]
-    assert main(argv + ["--set", f"env__max_rounds={ROUNDS}"]) == 0
+    argv = ["--resume", str(checkpoint), "--iterations", "1", "--batch", str(ROUNDS), "--out", str(out)]
+    for key, value in OVERRIDES.items():
+        argv += ["--set", f"{key}={json.dumps(value)}"]
+    assert main(argv) == 0
     assert [row["iteration"] for row in json.loads((out / "history.json").read_text())] == [1]
     resumed = _weights(load_policy(out / "checkpoint"))
     assert not all(np.array_equal(resumed[k], weights[k]) for k in weights)
