@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch 2.13.0 first, so the range in pyproject.toml is
 	# already met and pip does not pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	# rllib: Ray RLlib for the multi-machine path; Ray pins the Gymnasium release
+	# (1.2.2 for Ray 2.60), which pyproject.toml's range admits.
+	$(PY) -m pip install --quiet -e ".[dev,rllib]"
 	touch $(STAMP)
 
 venv: $(STAMP)
