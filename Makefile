@@ -26,6 +26,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) tests/check_asserts.py tests
 	$(PY) -m pytest -q -n 2
 
 costs: $(STAMP)

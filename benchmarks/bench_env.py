@@ -77,12 +77,14 @@ def bench(env_id: str, preset: str, steps: int, seed: int = 0, **overrides) -> d
     return bench_ids((env_id,), preset, steps, blocks=1, seed=seed, **overrides)[0]
 
 
-def bench_ids(env_ids, preset: str, steps: int, blocks: int = 3, seed: int = 0, **overrides) -> list[dict]:
+def bench_ids(
+    env_ids, preset: str, steps: int, blocks: int = 3, seed: int = 0, on_step=None, **overrides
+) -> list[dict]:
     """Time ``steps`` steps of each id in ``blocks`` interleaved blocks (id 1, id 2, …,
     id 1, id 2, …), so a slow minute of a shared machine falls on every id rather than
     on whichever id was running then. Each id's ``steps_per_s`` is the median of its
     blocks' rates, ``range`` the slowest and fastest block, ``split`` the time split
-    over all its blocks."""
+    over all its blocks. ``on_step(1)`` is called after each step, the warm-up step included."""
     import gymnasium as gym
 
     import hffm_env  # noqa: F401  (registers the ids)
@@ -99,6 +101,8 @@ def bench_ids(env_ids, preset: str, steps: int, blocks: int = 3, seed: int = 0, 
             )
             env.reset(seed=seed)
             env.step(_valid(env, runs[-1]["rng"]))  # warm-up: backbone, first-round caches
+            if on_step is not None:
+                on_step(1)
         for n in sizes:
             for run in runs:
                 env, rng = run["env"], run["rng"]
@@ -108,6 +112,8 @@ def bench_ids(env_ids, preset: str, steps: int, blocks: int = 3, seed: int = 0, 
                         _, _, te, tr, _ = env.step(_valid(env, rng))
                         if te or tr:
                             env.reset()
+                        if on_step is not None:
+                            on_step(1)
                     wall = time.perf_counter() - t0
                 run["rates"].append(n / wall)
                 run["wall"] += wall
@@ -130,10 +136,11 @@ def bench_ids(env_ids, preset: str, steps: int, blocks: int = 3, seed: int = 0, 
     return out
 
 
-def bench_vec(env_id: str, preset: str, steps: int, n_envs: int, seed: int = 0, **overrides) -> dict:
+def bench_vec(env_id: str, preset: str, steps: int, n_envs: int, seed: int = 0, on_step=None, **overrides) -> dict:
     """Env steps per second of ``n_envs`` envs stepped together in ``SubprocVecEnv``
     workers (one torch thread each), ``steps`` vector steps after one warm-up step;
-    episodes reset inside the workers (included in the time)."""
+    episodes reset inside the workers (included in the time). ``on_step(n_envs)`` is
+    called after each vector step, the warm-up step included."""
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     from training.train import make_env_fn
@@ -150,10 +157,13 @@ def bench_vec(env_id: str, preset: str, steps: int, n_envs: int, seed: int = 0, 
         def actions() -> np.ndarray:
             return np.stack([sample_valid_action(m, nvec, rng) for m in vec.env_method("action_masks")])
 
+        tick = on_step or (lambda n: None)
         vec.step(actions())  # warm-up: backbone, first-round caches
+        tick(n_envs)
         t0 = time.perf_counter()
         for _ in range(steps):
             vec.step(actions())
+            tick(n_envs)
         wall = time.perf_counter() - t0
     finally:
         vec.close()
@@ -174,6 +184,7 @@ def main(
 ) -> int:
     import torch
 
+    from hffm_cli.progress import Progress
     from hffm_env import ENV_IDS
 
     steps = steps or {"tiny": 60, "paper": 12}
@@ -197,26 +208,31 @@ def main(
             "ledger observation other"
         )
     worst = {}
-    for preset in presets:
-        n = steps.get(preset, 10)
-        if n_envs > 1:
-            results = []
-            for env_id in ENV_IDS:
-                r = bench_vec(env_id, preset, max(1, n // n_envs), n_envs, **overrides)
-                print(f"{env_id:<30} {preset:<7} {r['steps_per_s']:>8.1f}")
-                results.append(r)
-        else:
-            results = bench_ids(ENV_IDS, preset, n, blocks=min(blocks, n), **overrides)
-            for r in results:
-                s, (lo, hi) = r["split"], r["range"]
-                print(
-                    f"{r['id']:<30} {preset:<7} {r['steps_per_s']:>8.1f} {f'{lo:.1f}-{hi:.1f}':>11}  "
-                    + " ".join(
-                        f"{s.get(k, 0.0):>5.0%}"
-                        for k in ("training", "aggregation", "evaluation", "ledger", "observation", "other")
+    # env steps in all, each id's warm-up step included
+    per_id = {
+        p: (max(1, steps.get(p, 10) // n_envs) + 1) * n_envs if n_envs > 1 else steps.get(p, 10) + 1 for p in presets
+    }
+    with Progress(len(ENV_IDS) * sum(per_id.values()), "steps", "hffm bench env") as progress:
+        for preset in presets:
+            n = steps.get(preset, 10)
+            if n_envs > 1:
+                results = []
+                for env_id in ENV_IDS:
+                    r = bench_vec(env_id, preset, max(1, n // n_envs), n_envs, on_step=progress.update, **overrides)
+                    print(f"{env_id:<30} {preset:<7} {r['steps_per_s']:>8.1f}")
+                    results.append(r)
+            else:
+                results = bench_ids(ENV_IDS, preset, n, blocks=min(blocks, n), on_step=progress.update, **overrides)
+                for r in results:
+                    s, (lo, hi) = r["split"], r["range"]
+                    print(
+                        f"{r['id']:<30} {preset:<7} {r['steps_per_s']:>8.1f} {f'{lo:.1f}-{hi:.1f}':>11}  "
+                        + " ".join(
+                            f"{s.get(k, 0.0):>5.0%}"
+                            for k in ("training", "aggregation", "evaluation", "ledger", "observation", "other")
+                        )
                     )
-                )
-        worst[preset] = min(r["steps_per_s"] for r in results)
+            worst[preset] = min(r["steps_per_s"] for r in results)
     how = (f"{n_envs} workers together" if n_envs > 1 else "one env") + with_named
     for preset, w in worst.items():
         target = TARGETS.get(preset) if n_envs == TARGET_N_ENVS else None

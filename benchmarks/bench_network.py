@@ -42,8 +42,8 @@ def scaled_paper_scenario(n_devices: int, mobile: bool):
     )
 
 
-def time_rounds(n_devices: int, rounds: int, mobile: bool, seed: int = 0) -> tuple[float, float]:
-    """Median and best seconds per round."""
+def time_rounds(n_devices: int, rounds: int, mobile: bool, seed: int = 0, on_round=None) -> tuple[float, float]:
+    """Median and best seconds per round (``on_round(1)`` after each round, the two warm-up rounds included)."""
     from hffm_env.network import FogNetwork, Ledger
     from hffm_env.network.schedules import AggregationSchedule, charge_round
 
@@ -62,23 +62,33 @@ def time_rounds(n_devices: int, rounds: int, mobile: bool, seed: int = 0) -> tup
         charge_round(net, ledger, schedule, 1, sc.payload_bytes)
         ledger.end_round()
         times.append(time.perf_counter() - t0)
+        if on_round is not None:
+            on_round(1)
     times = np.array(times[2:])
     return float(np.median(times)), float(times.min())
 
 
 def main(sizes=(40, 1000, 10000), rounds: int = 20) -> int:
+    from hffm_cli.progress import Progress
+
     print("hffm bench network: one HF-FM+D2D cloud round (rates + routing + charges + ledger summary)")
     print(
         f"{'devices':>8} {'clusters':>9} {'static ms/round':>16} {'mobile ms/round':>16}   (median of {rounds}, best)"
     )
-    for n in sizes:
-        med_s, best_s = time_rounds(n, rounds, mobile=False)
-        med_m, best_m = time_rounds(n, rounds, mobile=True)
-        clusters = scaled_paper_scenario(n, False).network.n_clusters
-        print(f"{n:>8} {clusters:>9} {1e3 * med_s:>9.2f} ({1e3 * best_s:.2f}) {1e3 * med_m:>9.2f} ({1e3 * best_m:.2f})")
+    timed = 2 * len(sizes) + (10000 in sizes)  # static and mobile per size, and the target's run
+    with Progress(timed * (rounds + 2), "rounds", "hffm bench network") as progress:
+        for n in sizes:
+            med_s, best_s = time_rounds(n, rounds, mobile=False, on_round=progress.update)
+            med_m, best_m = time_rounds(n, rounds, mobile=True, on_round=progress.update)
+            clusters = scaled_paper_scenario(n, False).network.n_clusters
+            print(
+                f"{n:>8} {clusters:>9} {1e3 * med_s:>9.2f} ({1e3 * best_s:.2f}) {1e3 * med_m:>9.2f} "
+                f"({1e3 * best_m:.2f})"
+            )
+        if 10000 in sizes:
+            med, _ = time_rounds(10000, rounds, mobile=False, on_round=progress.update)
     target = 50.0
     if 10000 in sizes:
-        med, _ = time_rounds(10000, rounds, mobile=False)
         print(
             f"target < {target:.0f} ms/round at 10,000 devices (static): measured {1e3 * med:.2f} ms "
             f"-> {'met' if 1e3 * med < target else 'NOT met'}"

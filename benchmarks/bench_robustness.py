@@ -92,6 +92,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -231,8 +232,9 @@ def _no_evaluation() -> dict:
     return {}
 
 
-def run_condition(settings: Settings, condition: Condition, seed: int) -> Run:
-    """``settings.rounds`` rounds of local training + one star aggregation of every module kind."""
+def run_condition(settings: Settings, condition: Condition, seed: int, on_round=None) -> Run:
+    """``settings.rounds`` rounds of local training + one star aggregation of every module kind;
+    ``on_round(1)`` is called after each round."""
     from hffm_env.federation import Aggregate, Federation
 
     t0 = time.perf_counter()
@@ -256,6 +258,8 @@ def run_condition(settings: Settings, condition: Condition, seed: int) -> Run:
             first = res.accuracy
         if r > settings.rounds - settings.last:
             scored.append(res.accuracy)
+        if on_round is not None:
+            on_round(1)
     top = fed.topology.top
     return Run(
         condition,
@@ -363,9 +367,11 @@ def robustness_rows(
     bucket_size: int = 2,
     bucketed=BUCKETED_RULES,
     rules=None,
+    on_round=None,
 ) -> tuple[list[dict], list[Run], Settings]:
     """Run every condition (see :func:`conditions`) on seeds ``first_seed .. first_seed+seeds-1``;
-    return the table rows, the runs and the settings."""
+    return the table rows, the runs and the settings. ``progress(run)`` is called after
+    each run, ``on_round(1)`` after each round."""
     from hffm_env import make_scenario
 
     if not 1 <= last <= rounds:
@@ -386,7 +392,7 @@ def robustness_rows(
     runs = []
     for seed in range(first_seed, first_seed + seeds):
         for c in conds:
-            runs.append(run_condition(settings, c, seed))
+            runs.append(run_condition(settings, c, seed, on_round))
             if progress is not None:
                 progress(runs[-1])
     return summarise(runs), runs, settings
@@ -468,6 +474,8 @@ def main(
 ) -> int:
     import torch  # here, not at import: `hffm -h` builds this parser without torch
 
+    from hffm_cli.progress import Progress
+
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     progress = (
@@ -480,21 +488,24 @@ def main(
             )
         )
     )
-    rows, runs, settings = robustness_rows(
-        preset,
-        rounds,
-        seeds,
-        fraction,
-        noise_multipliers,
-        clip_norm,
-        last,
-        clean_robust,
-        progress,
-        first_seed=first_seed,
-        bucket_size=bucket_size,
-        bucketed=bucketed,
-        rules=rules,
-    )
+    n_runs = seeds * len(conditions(noise_multipliers, fraction, clean_robust, bucket_size, bucketed, rules))
+    with Progress(n_runs * rounds, "rounds", "hffm bench robustness", stream=sys.stderr if json_out else None) as bar:
+        rows, runs, settings = robustness_rows(
+            preset,
+            rounds,
+            seeds,
+            fraction,
+            noise_multipliers,
+            clip_norm,
+            last,
+            clean_robust,
+            progress,
+            first_seed=first_seed,
+            bucket_size=bucket_size,
+            bucketed=bucketed,
+            rules=rules,
+            on_round=bar.update,
+        )
     seconds = time.perf_counter() - t0
     if json_out:
         out = {

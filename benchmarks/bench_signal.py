@@ -161,10 +161,12 @@ def measure_id(
     schedules: tuple[str, ...] = SCHEDULE_KEYS,
     progress=None,
     overrides: dict | None = None,
+    on_episode=None,
 ) -> dict:
     """The row of one (preset, id): noise, gap and its CI, noise/gap, best and worst
     schedule. ``schedules`` must hold the default schedule (the noise is measured on its
-    episodes); ``progress(schedule, seconds)`` is called after each schedule."""
+    episodes); ``progress(schedule, seconds)`` is called after each schedule,
+    ``on_episode(1)`` after each episode."""
     import gymnasium as gym
 
     import hffm_env  # noqa: F401  (registers the ids)
@@ -187,6 +189,8 @@ def measure_id(
             means.append(np.mean(rewards))
             variances += var
             steps = max(steps, len(rewards))
+            if on_episode is not None:
+                on_episode(1)
         env.close()
         per_seed[key] = np.array(means)
         if progress is not None:
@@ -236,23 +240,29 @@ def main(
     schedules: tuple[str, ...] = SCHEDULE_KEYS,
     overrides: dict | None = None,
 ) -> int:
+    from hffm_cli.progress import Progress
+
     start = time.perf_counter()
     rows = []
-    for preset in presets:
-        for env_id in env_ids:
+    episodes = len(presets) * len(env_ids) * len(schedules) * seeds
+    with Progress(episodes, "episodes", "hffm bench signal", stream=sys.stderr) as bar:
+        for preset in presets:
+            for env_id in env_ids:
 
-            def progress(key, seconds, _p=preset, _id=env_id):
-                note = f" (+ noise, {redraws} redraws)" if key == NOISE_SCHEDULE else ""
-                print(
-                    f"bench signal: {_p} {_id} {key}{note}: {seconds:.1f} s, {time.perf_counter() - start:.0f} s "
-                    "elapsed",
-                    file=sys.stderr,
-                    flush=True,
+                def progress(key, seconds, _p=preset, _id=env_id):
+                    note = f" (+ noise, {redraws} redraws)" if key == NOISE_SCHEDULE else ""
+                    print(
+                        f"bench signal: {_p} {_id} {key}{note}: {seconds:.1f} s, "
+                        f"{time.perf_counter() - start:.0f} s elapsed",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+
+                rows.append(
+                    measure_id(env_id, preset, seeds, redraws, rounds, schedules, progress, overrides, bar.update)
                 )
-
-            rows.append(measure_id(env_id, preset, seeds, redraws, rounds, schedules, progress, overrides))
-            # each row as soon as it is measured: a long run that is stopped keeps what it has
-            print(f"bench signal: row {json.dumps(_finite(rows[-1]))}", file=sys.stderr, flush=True)
+                # each row as soon as it is measured: a long run that is stopped keeps what it has
+                print(f"bench signal: row {json.dumps(_finite(rows[-1]))}", file=sys.stderr, flush=True)
     w = worst_row(rows)
     met = w["noise_over_gap"] <= TARGET
     if json_out:

@@ -35,8 +35,9 @@ def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def soak(steps: int, env_id: str, preset: str, every: int, seed: int):
-    """Yield (step, rss_bytes, steps/s since the last reading, episodes so far) every ``every`` steps."""
+def soak(steps: int, env_id: str, preset: str, every: int, seed: int, on_step=None):
+    """Yield (step, rss_bytes, steps/s since the last reading, episodes so far) every ``every`` steps;
+    ``on_step(1)`` is called after each step."""
     import gymnasium as gym
 
     import hffm_env  # noqa: F401  (registers the ids)
@@ -54,6 +55,8 @@ def soak(steps: int, env_id: str, preset: str, every: int, seed: int):
         if terminated or truncated:
             env.reset()
             episodes += 1
+        if on_step is not None:
+            on_step(1)
         if i % every == 0 or i == steps:
             now = time.perf_counter()
             rate = (i - last) / (now - t)
@@ -79,15 +82,18 @@ def main(
         raise ValueError(f"steps and every must be >= 1, got steps={steps}, every={every}")
     import torch
 
+    from hffm_cli.progress import Progress
+
     print(
         f"hffm bench soak: {env_id} on {preset!r}, {steps} steps of random valid actions, resets included, "
         f"seed {seed} ({torch.get_num_threads()} threads)"
     )
     print(f"{'step':>7} {'RSS MiB':>9} {'steps/s':>8} {'episodes':>9}")
     readings = []
-    for step, rss, rate, episodes in soak(steps, env_id, preset, every, seed):
-        readings.append((step, rss))
-        print(f"{step:>7} {rss / 2**20:>9.1f} {rate:>8.1f} {episodes:>9}", flush=True)
+    with Progress(steps, "steps", "hffm bench soak") as progress:
+        for step, rss, rate, episodes in soak(steps, env_id, preset, every, seed, progress.update):
+            readings.append((step, rss))
+            print(f"{step:>7} {rss / 2**20:>9.1f} {rate:>8.1f} {episodes:>9}", flush=True)
     warmup = min(WARMUP_STEPS, steps // 2)
     g = growth(readings, warmup)
     if g is None:

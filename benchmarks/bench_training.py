@@ -115,28 +115,34 @@ def batched_flops(cfg, data, backbone, bank, steps, batch) -> float:
 
 
 def main(devices: int = 40, steps: int = 4, batch: int = 8, repeats: int = 3) -> int:
+    from hffm_cli.progress import Progress
+
     torch.set_num_threads(torch.get_num_threads())
     cfg, data, backbone, bank = _setup(devices)
     print(
         f"hffm bench training: {devices} devices x {steps} steps x {batch} samples, shipped backbone "
         f"(hidden {cfg.hidden_size}, {cfg.num_layers} layers), {torch.get_num_threads()} threads"
     )
-    run_batched(cfg, data, backbone, {k: v.clone() for k, v in bank.items()}, 1, batch)  # warm-up
-    t_batched = min(
-        run_batched(cfg, data, backbone, {k: v.clone() for k, v in bank.items()}, steps, batch) for _ in range(repeats)
-    )
-    t_clean = min(
-        run_per_device(cfg, data, backbone, {k: v.clone() for k, v in bank.items()}, steps, batch, False)
-        for _ in range(repeats)
-    )
-    t_ref = min(
-        run_per_device(cfg, data, backbone, {k: v.clone() for k, v in bank.items()}, steps, batch, True)
-        for _ in range(repeats)
-    )
+
+    def fresh():
+        return {k: v.clone() for k, v in bank.items()}
+
+    # the warm-up, each way's repeats, and the FLOP count
+    with Progress(2 + 3 * repeats, "rounds", "hffm bench training") as progress:
+
+        def timed(seconds: float) -> float:
+            progress.update()
+            return seconds
+
+        timed(run_batched(cfg, data, backbone, fresh(), 1, batch))  # warm-up
+        t_batched = min(timed(run_batched(cfg, data, backbone, fresh(), steps, batch)) for _ in range(repeats))
+        t_clean = min(timed(run_per_device(cfg, data, backbone, fresh(), steps, batch, False)) for _ in range(repeats))
+        t_ref = min(timed(run_per_device(cfg, data, backbone, fresh(), steps, batch, True)) for _ in range(repeats))
+        flops = batched_flops(cfg, data, backbone, bank, steps, batch)
+        progress.update()
     print(f"  batched          {t_batched:8.3f} s/round")
     print(f"  clean loop       {t_clean:8.3f} s/round   batched is {t_clean / t_batched:5.1f}x faster (goal >= 3x)")
     print(f"  reference loop   {t_ref:8.3f} s/round   batched is {t_ref / t_batched:5.1f}x faster (goal >= 10x)")
-    flops = batched_flops(cfg, data, backbone, bank, steps, batch)
     ceiling = matmul_rate_flops()
     achieved = flops / t_batched
     print(

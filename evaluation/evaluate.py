@@ -151,7 +151,8 @@ def make_any_policy(spec: str, env, seed: int = 0):
     return make_policy(spec, env, seed)
 
 
-def run_episode(env, policy, seed: int) -> Episode:
+def run_episode(env, policy, seed: int, on_round=None) -> Episode:
+    """One episode of ``policy`` from ``env.reset(seed=seed)``; ``on_round(1)`` is called after each round."""
     obs, _ = env.reset(seed=seed)
     ep = Episode()
     done = False
@@ -163,6 +164,8 @@ def run_episode(env, policy, seed: int) -> Episode:
         ep.accuracy.append(info["mean_accuracy"])
         ep.ret += reward
         done = terminated or truncated
+        if on_round is not None:
+            on_round(1)
     return ep
 
 
@@ -209,9 +212,10 @@ def evaluate(
     monitors = {}
     env = gym.make(env_id, preset=preset, **overrides)
     env.reset(seed=EVAL_SEED_BASE)
-    from tqdm import tqdm
+    from hffm_cli.progress import Progress
 
-    with tqdm(total=len(specs) * seeds, desc="episodes", disable=not progress, file=sys.stderr) as bar:
+    rounds = env.unwrapped.scenario.env.max_rounds
+    with Progress(len(specs) * seeds * rounds, "rounds", "hffm evaluate", enabled=progress) as bar:
         for spec in specs:
             policy = make_any_policy(spec, env)
             name = names[spec] = getattr(policy, "name", spec)
@@ -221,8 +225,8 @@ def evaluate(
                     monitors[name] = policy.monitor
             episodes[name] = []
             for i in range(seeds):
-                episodes[name].append(run_episode(env, policy, EVAL_SEED_BASE + i))
-                bar.update()
+                episodes[name].append(run_episode(env, policy, EVAL_SEED_BASE + i, on_round=bar.update))
+                bar.update(rounds - len(episodes[name][-1].latency_s))  # the rounds an early end skipped
     env.close()
     if baseline == BEST_FIXED:
         fixed = [n for n in episodes if n not in learned]

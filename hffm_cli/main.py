@@ -33,8 +33,7 @@ def _cmd_costs(args: argparse.Namespace) -> int:
 
 
 def _cmd_schedules(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from hffm_cli.progress import Progress
     from hffm_env import make_scenario
     from hffm_env.federation.schedules import schedule_keys, schedule_table
 
@@ -49,13 +48,9 @@ def _cmd_schedules(args: argparse.Namespace) -> int:
         overrides["federation__local_steps"] = args.local_steps
     sc = make_scenario(args.preset, **overrides)
     seeds = tuple(range(args.first_seed, args.first_seed + args.seeds))
-    with tqdm(
-        total=len(schedule_keys()) * args.rounds * len(seeds),
-        desc="rounds",
-        file=sys.stderr,
-        disable=args.json or not sys.stderr.isatty(),
-    ) as bar:
-        rows = schedule_table(sc, args.rounds, seeds, progress=bar.update)
+    total = len(schedule_keys()) * args.rounds * len(seeds)
+    with Progress(total, "rounds", "hffm schedules", stream=sys.stderr if args.json else None) as progress:
+        rows = schedule_table(sc, args.rounds, seeds, progress=progress.update)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -295,7 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # piped or redirected, stdout is block-buffered: each line should appear as printed
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     try:
+        from hffm_cli.progress import interval_from_env
+
+        interval_from_env()  # a bad HFFM_PROGRESS_INTERVAL_S fails before any work
         return args.func(args)
     except ConfigError as e:
         print(f"hffm: error: {e}", file=sys.stderr)

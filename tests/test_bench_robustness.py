@@ -16,6 +16,7 @@ from benchmarks.bench_robustness import (
     robustness_rows,
     run_condition,
 )
+from hffm_env.model.banks import kind_of
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,6 +59,38 @@ def test_scaling_attack_moves_the_mean_farther_than_the_median():
     # most of what separates the median from the clean run is the rule, not the attack
     shift = module_distance(median.global_modules, clean_median.global_modules)
     assert shift < 0.25 * far
+
+
+def test_sign_flippers_drag_fedavg_with_their_strength_and_not_the_robust_rules():
+    """The bench's attacked runs, one round on tiny (2 sign-flippers among 8 devices): from
+    x1 to x10 the attackers drag FedAvg's cloud aggregate along, while the median and
+    the trimmed mean stay put on every module kind where the attackers are within what
+    the rule discards (the groups the table's header lists), and at x10 both sit closer
+    than FedAvg to the honest-only aggregate."""
+    settings = Settings("tiny", rounds=1, last=1, krum_f=2)
+    honest = run_condition(settings, Condition(None, "mean", honest_only=True), seed=1)
+    rules = ("mean", "median", "trimmed_mean")
+    runs = {
+        (rule, s): run_condition(settings, Condition("sign_flip", rule, s), seed=1) for rule in rules for s in (1, 10)
+    }
+
+    def moved(rule, kinds):
+        a, b = (runs[rule, s].global_modules for s in (1, 10))
+        names = [n for n in a if kind_of(n) in kinds]
+        return module_distance({n: a[n] for n in names}, {n: b[n] for n in names})
+
+    groups = runs["mean", 1].groups
+    within = {
+        "median": [k for k, (a, m) in groups.items() if 2 * a < m],
+        "trimmed_mean": [k for k, (a, m) in groups.items() if a <= math.floor(settings.trim_fraction * m)],
+    }
+    beyond_trim = [k for k in groups if k not in within["trimmed_mean"]]
+    assert "adapters" in within["trimmed_mean"] and "heads.scene_qa" in beyond_trim  # 2 of 8 and 2 of 7 holders
+    for rule, kinds in within.items():
+        assert moved(rule, kinds) < 0.1 * moved("mean", kinds), rule
+    assert moved("trimmed_mean", beyond_trim) > 0.5 * moved("mean", beyond_trim)
+    off = {rule: module_distance(runs[rule, 10].global_modules, honest.global_modules) for rule in rules}
+    assert off["median"] < off["mean"] and off["trimmed_mean"] < off["mean"]
 
 
 def test_skipped_evaluations_leave_the_run_unchanged():

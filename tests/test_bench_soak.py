@@ -32,7 +32,22 @@ def test_soak_prints_a_row_per_reading_and_the_verdict(capsys):
     assert [int(r[0]) for r in rows] == [0, 4, 8, 12]
     assert all(float(r[1]) > 10 for r in rows)  # RSS in MiB
     assert out[-1].startswith("RSS growth from step 8 to step 12:") and "(target < 5%) -> " in out[-1]
-    assert out[-1].endswith((" met", "NOT met"))
+    # the printed growth is that of the printed readings, and the verdict is that growth's
+    growth = float(out[-1].split(": ")[1].split("%")[0]) / 100
+    mib = {int(r[0]): float(r[1]) for r in rows}
+    assert growth == pytest.approx((mib[12] - mib[8]) / mib[8], abs=1e-3)
+    assert out[-1].endswith(" -> met" if growth < 0.05 else " -> NOT met")
+
+
+@pytest.mark.parametrize(
+    ("mib", "verdict"),
+    [((100, 90, 100, 104.9), "+4.9% (target < 5%) -> met"), ((100, 100, 100, 105), "+5.0% (target < 5%) -> NOT met")],
+)
+def test_verdict_follows_the_growth_after_warm_up(monkeypatch, capsys, mib, verdict):
+    readings = [(step, int(m * 2**20), 1.0, 1) for step, m in zip((0, 2, 4, 6), mib)]
+    monkeypatch.setattr(bench_soak, "soak", lambda *args: iter(readings))
+    assert bench_soak.main(steps=6, every=2) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"RSS growth from step 4 to step 6: {verdict}"
 
 
 def test_command_line_flags_mirror_main(capsys):

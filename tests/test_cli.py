@@ -145,7 +145,7 @@ def test_env_benchmark_times_the_scenario_overrides_it_is_given(monkeypatch, cap
 
     seen = []
 
-    def fake(env_ids, preset, steps, blocks=3, seed=0, **overrides):
+    def fake(env_ids, preset, steps, blocks=3, seed=0, on_step=None, **overrides):
         seen.append(overrides)
         return [{"id": i, "preset": preset, "steps_per_s": 1.0, "range": (1.0, 1.0), "split": {}} for i in env_ids]
 

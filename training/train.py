@@ -67,7 +67,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         metavar="KEY=VALUE",
         help="scenario override, e.g. --set env__max_rounds=10 (repeatable)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (in a terminal) or progress lines (elsewhere, see HFFM_PROGRESS_INTERVAL_S)",
+    )
     return p
 
 
@@ -146,6 +150,28 @@ def make_vec_env_for(args: argparse.Namespace, overrides: dict):
     )
 
 
+def progress_lines_callback():
+    """An SB3 callback that prints :class:`hffm_cli.progress.Progress` lines (steps done,
+    steps/s, ETA): SB3's own progress bar draws only in a terminal."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from hffm_cli.progress import Progress
+
+    class ProgressLines(BaseCallback):
+        def _on_training_start(self) -> None:
+            total = self.locals["total_timesteps"] - self.model.num_timesteps
+            self.progress = Progress(total, "steps", "hffm train", bar=False).__enter__()
+
+        def _on_step(self) -> bool:
+            self.progress.update(self.training_env.num_envs)
+            return True
+
+        def _on_training_end(self) -> None:
+            self.progress.__exit__(None, None, None)
+
+    return ProgressLines()
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train as ``args`` say; returns the path of the final model."""
     check_args(args)
@@ -182,9 +208,11 @@ def train(args: argparse.Namespace) -> Path:
     checkpoints = CheckpointCallback(
         save_freq=max(args.checkpoint_every // env.num_envs, 1), save_path=str(out / "checkpoints"), name_prefix="model"
     )
-    model.learn(
-        total_timesteps=args.steps, callback=checkpoints, progress_bar=not args.no_progress, tb_log_name=args.algo
-    )
+    from hffm_cli.progress import in_terminal
+
+    bar = not args.no_progress and in_terminal()
+    callbacks = [checkpoints] + ([progress_lines_callback()] if not (args.no_progress or bar) else [])
+    model.learn(total_timesteps=args.steps, callback=callbacks, progress_bar=bar, tb_log_name=args.algo)
     path = out / "model.zip"
     model.save(str(path))
     env.close()

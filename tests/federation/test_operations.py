@@ -5,10 +5,13 @@ import pytest
 import torch
 
 from hffm_env import ConfigError, make_scenario
+from hffm_env.data import task_spec
 from hffm_env.federation import Aggregate, Federation, Offload, Specialize
 from hffm_env.federation.aggregation import aggregate_into, bucket_means, gossip_average, gossip_matrix, robust_combine
 from hffm_env.federation.config import RULES
+from hffm_env.federation.ops import OFFLOAD_TARGETS
 from hffm_env.federation.schedules import run_schedules, schedule_ops
+from hffm_env.model import m3t
 from hffm_env.network.schedules import table1_schedules
 
 
@@ -374,9 +377,10 @@ def test_inference_offloading_targets_costs_and_capacity():
     for target in ("edge", "cloud"):
         fed2 = Federation(sc, seed=0)
         fed2.run_round([Aggregate(fed2.kinds, "cloud")])
-        res = fed2.run_round([Offload((target,) * len(fed2.requests))])
+        pending = len(fed2.requests)  # the round's end draws the next round's requests
+        res = fed2.run_round([Offload((target,) * pending)])
         state[target] = res
-        assert len(res.inference.correct) == len(fed2.requests) or res.inference is not None
+        assert res.inference.targets == (target,) * pending and len(res.inference.correct) == pending
     assert state["cloud"].inference.latency_s.mean() > state["edge"].inference.latency_s.mean()
     assert 0.0 <= state["edge"].inference.accuracy <= 1.0
     bad = tuple("local" if not m[0] else "edge" for m in mask)
@@ -388,7 +392,52 @@ def test_inference_offloading_targets_costs_and_capacity():
         fed.serve(("edge",))
 
 
-# ---------------------------------------------------------------------- Table I schedules
+def _predict(fed, node, task, sample):
+    """The answer and the probability of the right one that ``node``'s bank rows give
+    on one sample, in a pass of their own (one holder, one sample)."""
+    pool = fed.data.pools[task]
+    fields = ("tokens", "attention", "image", "sensor")
+    inputs = {k: torch.tensor(getattr(pool, k)[sample][None, None]) for k in fields if getattr(pool, k) is not None}
+    params = {
+        n: t[node : node + 1]
+        for n, t in fed.bank.items()
+        if not n.startswith("heads.") or n.startswith(f"heads.{task}.")
+    }
+    with torch.inference_mode():
+        logits = m3t.forward(
+            fed.backbone, params, inputs, task, task_spec(task).modalities, fed.model_config.experts_top_k
+        )
+    probs = torch.softmax(logits[0, 0].double(), -1)
+    return int(probs.argmax()), float(probs[pool.label[sample]])
+
+
+def test_served_answers_are_the_serving_copys_own_predictions():
+    sc = make_scenario("tiny", federation__inference__requests_per_device=2.0, federation__inference__model_bytes=4e6)
+    fed = Federation(sc, seed=0)
+    fed.run_round([Aggregate(fed.kinds, "cloud")])
+    fed.run_round([Aggregate(fed.kinds, "edge")])  # the edge servers' copies move away from the cloud's
+    fed.begin_round()
+    fed.train()  # and the devices' from their edge server's
+    r, topo, mask = fed.requests, fed.topology, fed.offload_mask()
+    # each request in turn to the next target it allows, so that every kind of node serves
+    targets = []
+    for i, m in enumerate(mask):
+        allowed = [t for t, ok in zip(OFFLOAD_TARGETS, m) if ok]
+        targets.append(allowed[i % len(allowed)])
+    res = fed.serve(targets)
+    assert set(targets) == set(OFFLOAD_TARGETS) and not res.failed.any()
+    moved = 0
+    for i, (d, task, sample, target) in enumerate(zip(r.device, r.task, r.sample, targets)):
+        d = int(d)
+        node = {"local": d, "peer": fed.peer_for(d, task), "edge": int(topo.parent[d]), "cloud": topo.top}[target]
+        answer, p_right = _predict(fed, node, task, int(sample))
+        assert res.correct[i] == (answer == fed.data.pools[task].label[sample]), (i, target)
+        assert res.p_correct[i] == pytest.approx(p_right, rel=1e-4, abs=1e-6), (i, target)
+        moved += node != d and abs(_predict(fed, d, task, int(sample))[1] - p_right) > 1e-3
+    assert moved > 0  # another node's copy answers otherwise: serving from the wrong one would show
+    fed.end_round()
+
+
 def test_a_route_through_the_head_has_one_spelling():
     """``path="d2d"`` sends every cluster (or those in ``d2d_clusters``) through its head;
     ``d2d_clusters`` with another path, or naming clusters outside the operation, is refused."""
