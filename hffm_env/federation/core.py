@@ -380,7 +380,9 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
     ) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]:
         """Accuracy and mean probability of the right answer of every active device's
         copy (or of ``devices``' only) on each of its active tasks, in one batched
-        pass, on :meth:`eval_shards` (or on ``test``: per device, task -> pool indices)."""
+        pass, on :meth:`eval_shards` (or on ``test``: per device, task -> pool indices).
+        Samples a copy answers with non-finite logits count as wrong (probability 0) and,
+        inside a round, are reported as a ``nonfinite_output`` fault per device."""
         view = self.view()
         sh = view.shards
         view = FederatedData(
@@ -394,7 +396,12 @@ class Federation(MembershipMixin, FaultsMixin, TrainingMixin, AggregateOp, Relay
         )
         if not devs.size:
             return {}, {}
-        return evaluate_metrics(self.backbone, self.bank, view, devs, devs, self.model_config)
+        nonfinite: dict[int, dict[str, int]] = {}
+        out = evaluate_metrics(self.backbone, self.bank, view, devs, devs, self.model_config, nonfinite=nonfinite)
+        if self._open:
+            for d, per in sorted(nonfinite.items()):
+                self._faults.append({"fault": "nonfinite_output", "device": int(d), "samples": dict(per)})
+        return out
 
     def run_round(self, ops=()) -> RoundResult:
         """One round with ``ops`` executed in phase order (relays and roles, training,

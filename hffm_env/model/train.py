@@ -360,6 +360,7 @@ def evaluate_metrics(
     config: ModelConfig,
     split: str = "test",
     max_batch: int = 256,
+    nonfinite: dict[int, dict[str, int]] | None = None,
 ) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]:
     """Accuracy and mean probability of the correct answer of each device's model copy
     (bank row) on each of its tasks' ``split`` shard, from one forward pass.
@@ -367,7 +368,10 @@ def evaluate_metrics(
     Devices of a task are evaluated together: shards are padded to a common length in
     chunks and the padding is left out of the counts. The probability is the softmax
     of the head's logits at the right answer: a smooth score that a one-sample flip
-    moves by far less than it moves the accuracy.
+    moves by far less than it moves the accuracy. A sample whose logits are not all
+    finite (a copy driven to overflow) gets no answer: it counts as wrong with
+    probability 0, and ``nonfinite`` (when given) receives how many such samples each
+    device had per task.
     """
     shards = data.shards.test if split == "test" else data.shards.train
     acc: dict[int, dict[str, float]] = {int(d): {} for d in devices}
@@ -382,6 +386,7 @@ def evaluate_metrics(
         longest = max(len(i) for i in idx)
         correct = np.zeros(len(holders_t))
         p_right = np.zeros(len(holders_t))
+        unanswered = np.zeros(len(holders_t), dtype=np.int64)
         rows = torch.tensor([row_of[d] for d in holders_t])
         params = gather(bank, used_names(bank, task), rows)
         for start in range(0, longest, max_batch):
@@ -395,10 +400,14 @@ def evaluate_metrics(
             valid = torch.from_numpy(np.stack([np.arange(width) < len(c) for c in chunk]))
             inputs, labels = task_inputs(data, task, padded)
             logits = m3t.forward(backbone, params, inputs, task, task_spec(task).modalities, config.experts_top_k)
-            correct += ((logits.argmax(-1) == labels) & valid).sum(1).numpy()
+            answered = torch.isfinite(logits).all(-1) & valid
+            correct += ((logits.argmax(-1) == labels) & answered).sum(1).numpy()
             p = right_answer_probability(logits, labels)
-            p_right += torch.where(valid, p, 0.0).sum(1).numpy()
-        for d, c, q, i in zip(holders_t, correct, p_right, idx):
+            p_right += torch.where(answered, p, 0.0).sum(1).numpy()
+            unanswered += (valid & ~answered).sum(1).numpy()
+        for d, c, q, i, u in zip(holders_t, correct, p_right, idx, unanswered):
             acc[d][task] = float(c / len(i))
             prob[d][task] = float(q / len(i))
+            if u and nonfinite is not None:
+                nonfinite.setdefault(d, {})[task] = int(u)
     return acc, prob

@@ -567,3 +567,20 @@ def test_env_observations_stay_in_their_space_after_a_nonfinite_injection():
     for _ in range(2):
         obs, *_ = env.step(sample_valid_action(env.unwrapped.action_masks(), env.action_space.nvec, rng))
         assert env.observation_space.contains(obs)
+
+
+def test_a_copy_that_overflows_answers_nothing_and_is_reported():
+    """A head scaled past float32's range gives non-finite logits: its samples count as
+    wrong with probability 0 (the scores stay finite) and the round reports it."""
+    fed = _fed()
+    fed.begin_round()
+    fed.train()
+    task = fed.tasks[0]
+    holder = next(d for d in range(fed.n_devices) if task in fed.active_tasks(d))
+    for n in fed.names_of((f"heads.{task}",)):
+        fed.bank[n][holder] = 3e38
+    res = fed.end_round()
+    assert res.accuracy[holder][task] == 0.0 and res.p_correct[holder][task] == 0.0
+    hit = [f for f in res.faults if f["fault"] == "nonfinite_output"]
+    assert [f["device"] for f in hit] == [holder] and hit[0]["samples"][task] > 0
+    assert all(np.isfinite(v) for per in res.p_correct.values() for v in per.values())
