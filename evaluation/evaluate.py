@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation import EVAL_SEED_BASE
+from evaluation.multiagent import MULTI_AGENT_ENV
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Episode:
     energy_j: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
     ret: float = 0.0
+    agent_returns: dict[str, float] = field(default_factory=dict)  # the multi-agent env's, per agent
 
 
 # What SB3 pickles into a model's ``data`` entry, and what we put there instead, so a
@@ -169,6 +171,37 @@ def run_episode(env, policy, seed: int, on_round=None) -> Episode:
     return ep
 
 
+def _play(env_id, preset, seeds, specs, overrides, rounds, bar):
+    """Every policy on the held-out seeds of a Gymnasium id: the episodes per policy
+    name, the spec -> name map, and the learned policies' monitor folders."""
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401
+
+    episodes: dict[str, list[Episode]] = {}
+    names: dict[str, str] = {}
+    monitors: dict[str, Path | None] = {}
+    env = gym.make(env_id, preset=preset, **overrides)
+    env.reset(seed=EVAL_SEED_BASE)
+    for spec in specs:
+        policy = make_any_policy(spec, env)
+        name = names[spec] = getattr(policy, "name", spec)
+        if isinstance(policy, LearnedPolicy):
+            monitors[name] = policy.monitor
+        episodes[name] = []
+        for i in range(seeds):
+            episodes[name].append(run_episode(env, policy, EVAL_SEED_BASE + i, on_round=bar.update))
+            bar.update(rounds - len(episodes[name][-1].latency_s))  # the rounds an early end skipped
+    env.close()
+    return episodes, names, monitors
+
+
+def _play_multiagent(env_id, preset, seeds, specs, overrides, rounds, bar):
+    from evaluation import multiagent
+
+    return multiagent.play(preset, seeds, specs, overrides, rounds, bar)
+
+
 def mean_ci(values) -> tuple[float, float]:
     """Mean and the half width of its 95 % confidence interval (Student t)."""
     from scipy import stats
@@ -197,37 +230,20 @@ def evaluate(
     return the rows. ``baseline`` (a policy spec, run too if ``policies`` lacks it, or
     ``"best"``: the fixed policy of highest mean return) is what the paired
     differences in return are taken against."""
-    import gymnasium as gym
-
-    import hffm_env  # noqa: F401
-
     overrides = overrides or {}
     specs = list(dict.fromkeys(policies))
     if baseline != BEST_FIXED and baseline not in specs:
         specs.append(baseline)
     out.mkdir(parents=True, exist_ok=True)
-    episodes: dict[str, list[Episode]] = {}
-    names: dict[str, str] = {}
-    learned: set[str] = set()
-    monitors = {}
-    env = gym.make(env_id, preset=preset, **overrides)
-    env.reset(seed=EVAL_SEED_BASE)
     from hffm_cli.progress import Progress
+    from hffm_env import make_scenario
 
-    rounds = env.unwrapped.scenario.env.max_rounds
+    play = _play_multiagent if env_id == MULTI_AGENT_ENV else _play
+    rounds = make_scenario(preset, **overrides).env.max_rounds
     with Progress(len(specs) * seeds * rounds, "rounds", "hffm evaluate", enabled=progress) as bar:
-        for spec in specs:
-            policy = make_any_policy(spec, env)
-            name = names[spec] = getattr(policy, "name", spec)
-            if isinstance(policy, LearnedPolicy):
-                learned.add(name)
-                if policy.monitor.is_dir():
-                    monitors[name] = policy.monitor
-            episodes[name] = []
-            for i in range(seeds):
-                episodes[name].append(run_episode(env, policy, EVAL_SEED_BASE + i, on_round=bar.update))
-                bar.update(rounds - len(episodes[name][-1].latency_s))  # the rounds an early end skipped
-    env.close()
+        episodes, names, monitors = play(env_id, preset, seeds, specs, overrides, rounds, bar)
+    learned = set(monitors)
+    monitors = {n: m for n, m in monitors.items() if m is not None and m.is_dir()}
     if baseline == BEST_FIXED:
         fixed = [n for n in episodes if n not in learned]
         if not fixed:
@@ -257,6 +273,7 @@ def evaluate(
                 "paired_diff_mean": diff[0],
                 "paired_diff_ci95": diff[1],
                 "episodes": len(eps),
+                **{f"return_{a}": float(np.mean([e.agent_returns[a] for e in eps])) for a in eps[0].agent_returns},
             }
         )
     _write_tables(rows, out, env_id, preset, seeds)
@@ -308,6 +325,20 @@ def table_markdown(rows: list[dict], env_id: str, preset: str, seeds: int) -> st
             f"{_fmt(r['final_accuracy_pct'], r['final_accuracy_pct_ci95'], 1)} | "
             f"{_fmt(r['return_mean'], r['return_ci95'], 3)} | {_paired(r)} |"
         )
+    agents = [
+        k[len("return_") :] for k in rows[0] if k.startswith("return_") and k not in ("return_mean", "return_ci95")
+    ]
+    if agents:
+        lines += [
+            "",
+            "Return per agent (mean over seeds; the table's return is the team's: the sum over rounds of the "
+            "agents' mean reward)",
+            "",
+            "| policy | " + " | ".join(agents) + " |",
+            "| --- | " + " | ".join("---" for _ in agents) + " |",
+        ]
+        for r in rows:
+            lines.append(f"| {r['policy']} | " + " | ".join(f"{r['return_' + a]:.3f}" for a in agents) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -411,12 +442,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        if args.env not in ENV_IDS:
-            raise ConfigError(f"--env must be one of {', '.join(ENV_IDS)}, got {args.env!r}")
+        if args.env not in (*ENV_IDS, MULTI_AGENT_ENV):
+            raise ConfigError(f"--env must be one of {', '.join(ENV_IDS)}, {MULTI_AGENT_ENV}, got {args.env!r}")
         if args.seeds < 1:
             raise ConfigError(f"--seeds must be an integer >= 1, got {args.seeds}")
         policies = (
-            [p for p in BASELINES if applies(p, args.env)]
+            [p for p in BASELINES if args.env == MULTI_AGENT_ENV or applies(p, args.env)]
             if args.policies is None
             else [p.strip() for p in args.policies.split(",") if p.strip()]
         )

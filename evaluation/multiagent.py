@@ -78,7 +78,7 @@ class SharedSB3Policy:
         return {a: self.model.predict(o, deterministic=True)[0] for a, o in observations.items()}
 
 
-class RLlibPolicy:
+class RLlibCheckpoint:
     """An RLlib checkpoint of ``training.rllib_train`` (the optional ``rllib`` extra)."""
 
     def __init__(self, spec: str):
@@ -97,20 +97,19 @@ class RLlibPolicy:
 def make_joint_policy(spec: str, env, seed: int = 0):
     """A multi-agent policy by spec (see the module docstring)."""
     if spec.startswith("rllib:"):
-        return RLlibPolicy(spec)
+        return RLlibCheckpoint(spec)
     if spec.endswith(".zip") or ":" in spec:
         return SharedSB3Policy(env, spec)
     return JointPolicy(env, spec, seed)
 
 
-def run_episode(env, policy, seed: int):
+def run_episode(env, policy, seed: int, on_round=None):
     """One episode on ``seed``: an :class:`~evaluation.evaluate.Episode` with the team
-    return, and each agent's return."""
+    return and each agent's return; ``on_round(1)`` is called after each round."""
     from evaluation.evaluate import Episode
 
     obs, _ = env.reset(seed=seed)
-    ep = Episode()
-    own = {a: 0.0 for a in env.possible_agents}
+    ep = Episode(agent_returns={a: 0.0 for a in env.possible_agents})
     while env.agents:
         obs, rewards, _, _, infos = env.step(policy.act(obs))
         info = next(iter(infos.values()))
@@ -119,27 +118,27 @@ def run_episode(env, policy, seed: int):
         ep.accuracy.append(info["mean_accuracy"])
         ep.ret += float(np.mean(list(rewards.values())))
         for a, r in rewards.items():
-            own[a] += float(r)
-    ep.agent_returns = own
+            ep.agent_returns[a] += float(r)
+        if on_round is not None:
+            on_round(1)
     return ep
 
 
-def play(preset: str, seeds: int, specs: list[str], overrides: dict, progress=None):
-    """Every policy on the held-out seeds: ``{name: [Episode]}``, the spec → name map and
-    the names of the learned policies (with their monitor folders)."""
+def play(preset: str, seeds: int, specs: list[str], overrides: dict, rounds: int, bar):
+    """Every policy on the held-out seeds: the episodes per policy name, the spec ->
+    name map, and the learned policies' monitor folders (None for RLlib)."""
     from hffm_env.pettingzoo import hffm_v0
 
     env = hffm_v0.parallel_env(preset, **overrides)
-    episodes, names, learned = {}, {}, {}
+    episodes, names, monitors = {}, {}, {}
     for spec in specs:
         policy = make_joint_policy(spec, env)
         name = names[spec] = policy.name
         if not isinstance(policy, JointPolicy):
-            learned[name] = getattr(policy, "monitor", None)
+            monitors[name] = getattr(policy, "monitor", None)
         episodes[name] = []
         for i in range(seeds):
-            episodes[name].append(run_episode(env, policy, EVAL_SEED_BASE + i))
-            if progress is not None:
-                progress()
+            episodes[name].append(run_episode(env, policy, EVAL_SEED_BASE + i, on_round=bar.update))
+            bar.update(rounds - len(episodes[name][-1].latency_s))  # the rounds an early end skipped
     env.close()
-    return episodes, names, learned
+    return episodes, names, monitors

@@ -88,6 +88,14 @@ def test_trains_on_two_env_runners_then_restores_and_evaluates(local_ray, tmp_pa
         rounds += 1
     assert rounds == ROUNDS and np.isfinite(ret)
 
+    # hffm evaluate scores the checkpoint against a fixed schedule on the same held-out seed
+    from evaluation.evaluate import evaluate
+
+    rows = evaluate("hffm_v0", "tiny", 1, [f"rllib:{checkpoint}", "hfm_2"], tmp_path / "ev", OVERRIDES, progress=False)
+    assert [r["policy"] for r in rows] == [f"rllib:{checkpoint.name}", "hfm_2", "default"]
+    # the team return of the episode played above (seed 10,000, every agent paid the shared reward)
+    assert rows[0]["return_mean"] == pytest.approx(ret / len(env.possible_agents))
+
     other_env = build_config("tiny", {**OVERRIDES, "env__device_agents": False}, env_runners=0, batch=BATCH, seed=0)
     with pytest.raises(
         ConfigError, match=r"has the modules \['device', 'edge'\], the config's env has agents for \['edge'\]"
